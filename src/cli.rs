@@ -1,0 +1,617 @@
+//! The `obby-sync` command line (clap). The only module that uses `anyhow`:
+//! engine errors arrive typed and leave as one line on stderr with a non-zero
+//! exit code.
+//!
+//! Commands: `init`, `scan`, `run`, `enqueue`, `status`, `log`, `diff`.
+//! Flags fall back to the contract's environment variables (`DB_PATH`,
+//! `LOG_LEVEL`), then to defaults.
+
+use std::io::IsTerminal as _;
+use std::path::{Component, Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::config::{self, Config};
+use crate::engine::patterns::{DEFAULT_IGNORE, DEFAULT_WATCH, IGNORE_FILE, WATCH_FILE};
+use crate::engine::progress::ProgressSnapshot;
+use crate::engine::queue::{self, ChangeKind, NewEvent};
+use crate::engine::{Engine, Until, db, diff};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "obby-sync",
+    version,
+    about = "Crash-safe version history for a folder of Markdown notes"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log filter: error, warn, info, debug, trace (or a tracing directive).
+    #[arg(long, env = "LOG_LEVEL", default_value = "info", global = true)]
+    log_level: String,
+}
+
+#[derive(Debug, Args)]
+struct Location {
+    /// Project root: the folder that holds .obbywatch.
+    #[arg(long, default_value = ".")]
+    root: PathBuf,
+    #[command(flatten)]
+    db: DbArg,
+}
+
+#[derive(Debug, Args)]
+struct DbArg {
+    /// The database file.
+    #[arg(long, env = "DB_PATH", default_value = "obby.db")]
+    db: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct Tuning {
+    /// Worker threads that read, hash and diff (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Queue rows claimed and committed together.
+    #[arg(long, default_value_t = config::DEFAULT_BATCH_SIZE)]
+    batch_size: usize,
+    /// Files larger than this many bytes are hashed only, without text.
+    #[arg(long, default_value_t = config::DEFAULT_MAX_FILE_SIZE)]
+    max_file_size: u64,
+    /// Attempts before an unreadable file's change is marked failed.
+    #[arg(long, default_value_t = config::DEFAULT_MAX_ATTEMPTS)]
+    max_attempts: i64,
+    /// Milliseconds before the first retry; doubles after each failure.
+    #[arg(long, default_value_t = config::DEFAULT_RETRY_BACKOFF.as_millis() as u64)]
+    retry_backoff_ms: u64,
+    /// Hours to keep finished queue rows before pruning them.
+    #[arg(long, default_value_t = config::DEFAULT_RETENTION.as_secs() / 3600)]
+    retention_hours: u64,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write a default .obbywatch (notes/) and .obbyignore into the root, if missing.
+    Init {
+        /// Project root.
+        #[arg(long, default_value = ".")]
+        root: PathBuf,
+    },
+    /// Reconcile once, process the queue until it is empty, then exit.
+    Scan {
+        #[command(flatten)]
+        location: Location,
+        #[command(flatten)]
+        tuning: Tuning,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reconcile, then process the queue until SIGINT or SIGTERM.
+    Run {
+        #[command(flatten)]
+        location: Location,
+        #[command(flatten)]
+        tuning: Tuning,
+    },
+    /// Add files to the queue (a running engine picks them up).
+    Enqueue {
+        #[command(flatten)]
+        location: Location,
+        /// Files to (re)process.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Queue depth, failures and history counts.
+    Status {
+        #[command(flatten)]
+        db: DbArg,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A file's versions, newest first.
+    Log {
+        /// The file (relative to the current folder, or absolute).
+        path: PathBuf,
+        #[command(flatten)]
+        db: DbArg,
+        /// Versions to show.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// A stored diff of a file: the newest, or the one that made --to, or
+    /// between any two versions --from and --to.
+    Diff {
+        /// The file (relative to the current folder, or absolute).
+        path: PathBuf,
+        #[command(flatten)]
+        db: DbArg,
+        /// Old version id.
+        #[arg(long)]
+        from: Option<i64>,
+        /// New version id.
+        #[arg(long)]
+        to: Option<i64>,
+    },
+}
+
+/// Parses the arguments, runs the command, and turns any error into one line
+/// on stderr and exit code 1 (2 for usage errors, from clap).
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli.log_level);
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("obby-sync: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+        .compact()
+        .init();
+}
+
+fn run(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Init { root } => init(&root),
+        Command::Scan {
+            location,
+            tuning,
+            json,
+        } => scan(&location, &tuning, json),
+        Command::Run { location, tuning } => run_engine(&location, &tuning),
+        Command::Enqueue { location, paths } => enqueue(&location, &paths),
+        Command::Status { db, json } => status(&db.db, json),
+        Command::Log { path, db, limit } => log(&path, &db.db, limit),
+        Command::Diff { path, db, from, to } => show_diff(&path, &db.db, from, to),
+    }
+}
+
+fn config(location: &Location, tuning: &Tuning) -> Result<Config> {
+    let mut cfg = Config::new(&location.root, &location.db.db)?;
+    if let Some(workers) = tuning.workers {
+        if workers == 0 {
+            bail!("--workers must be at least 1");
+        }
+        cfg.workers = workers;
+    }
+    if tuning.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    if tuning.max_attempts < 1 {
+        bail!("--max-attempts must be at least 1");
+    }
+    cfg.batch_size = tuning.batch_size;
+    cfg.max_file_size = tuning.max_file_size;
+    cfg.policy.max_attempts = tuning.max_attempts;
+    cfg.policy.backoff = Duration::from_millis(tuning.retry_backoff_ms);
+    cfg.retention = Duration::from_secs(tuning.retention_hours.saturating_mul(3600));
+    Ok(cfg)
+}
+
+fn init(root: &Path) -> Result<ExitCode> {
+    std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
+    for (name, text) in [(WATCH_FILE, DEFAULT_WATCH), (IGNORE_FILE, DEFAULT_IGNORE)] {
+        let path = root.join(name);
+        if path.exists() {
+            println!("kept     {} (already there)", path.display());
+        } else {
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+            println!("wrote    {}", path.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Peak resident memory of this process, in bytes (Linux; 0 elsewhere).
+fn peak_rss_bytes() -> u64 {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return 0;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+#[derive(serde::Serialize)]
+struct ScanSummary {
+    files_seen: usize,
+    enqueued: usize,
+    rows: u64,
+    versions: u64,
+    diffs: u64,
+    changes: u64,
+    failed: u64,
+    seconds: f64,
+    files_per_second: f64,
+    peak_rss_bytes: u64,
+}
+
+fn scan(location: &Location, tuning: &Tuning, json: bool) -> Result<ExitCode> {
+    let started = Instant::now();
+    let mut engine = Engine::open(config(location, tuning)?)?;
+    let report = engine.reconcile()?;
+    let total = engine.queue_counts()?.outstanding();
+    let bar = progress_bar(u64::try_from(total).unwrap_or(0), json);
+    let stop = AtomicBool::new(false);
+    let mut on_batch = |p: &ProgressSnapshot| {
+        if let Some(bar) = &bar {
+            bar.set_position(p.rows);
+        }
+    };
+    engine.process(Until::Drained, &stop, &mut on_batch)?;
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let p = engine.progress().snapshot();
+    let seconds = started.elapsed().as_secs_f64();
+    let summary = ScanSummary {
+        files_seen: report.seen,
+        enqueued: report.enqueued(),
+        rows: p.rows,
+        versions: p.versions,
+        diffs: p.diffs,
+        changes: p.changes,
+        failed: p.failed,
+        seconds,
+        files_per_second: if seconds > 0.0 {
+            p.rows as f64 / seconds
+        } else {
+            0.0
+        },
+        peak_rss_bytes: peak_rss_bytes(),
+    };
+    if json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        println!(
+            "scanned {} files: {} changes, {} versions, {} diffs, {} failed in {:.2} s ({:.0} files/s, peak RSS {} MiB)",
+            summary.files_seen,
+            summary.changes,
+            summary.versions,
+            summary.diffs,
+            summary.failed,
+            summary.seconds,
+            summary.files_per_second,
+            summary.peak_rss_bytes / (1024 * 1024)
+        );
+    }
+    Ok(if p.failed > 0 {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn progress_bar(total: u64, quiet: bool) -> Option<indicatif::ProgressBar> {
+    if quiet || total == 0 || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    let style = indicatif::ProgressStyle::with_template(
+        "{spinner} {bar:40} {pos}/{len} files  {per_sec}  eta {eta}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    bar.set_style(style);
+    Some(bar)
+}
+
+fn run_engine(location: &Location, tuning: &Tuning) -> Result<ExitCode> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
+    }
+    let mut engine = Engine::open(config(location, tuning)?)?;
+    let cfg = engine.config();
+    tracing::info!(root = %cfg.root.display(), db = %cfg.db.display(), workers = cfg.workers, "obby-sync running");
+    engine.reconcile()?;
+    let mut on_batch = |p: &ProgressSnapshot| {
+        tracing::debug!(
+            rows = p.rows,
+            versions = p.versions,
+            failed = p.failed,
+            "committed"
+        );
+    };
+    engine.process(Until::Stopped, &stop, &mut on_batch)?;
+    let p = engine.progress().snapshot();
+    tracing::info!(
+        rows = p.rows,
+        versions = p.versions,
+        failed = p.failed,
+        "stopped cleanly"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Makes `path` absolute against the current folder and resolves symlinks
+/// where the file (or, failing that, its folder) exists; `..` is resolved
+/// lexically otherwise.
+fn absolute(path: &Path) -> Result<PathBuf> {
+    if let Ok(canon) = std::fs::canonicalize(path) {
+        return Ok(canon);
+    }
+    let joined = std::env::current_dir()
+        .context("reading the current folder")?
+        .join(path);
+    let mut clean = PathBuf::new();
+    for part in joined.components() {
+        match part {
+            Component::ParentDir => {
+                clean.pop();
+            }
+            Component::CurDir => {}
+            other => clean.push(other),
+        }
+    }
+    if let (Some(parent), Some(name)) = (clean.parent(), clean.file_name())
+        && let Ok(parent) = std::fs::canonicalize(parent)
+    {
+        return Ok(parent.join(name));
+    }
+    Ok(clean)
+}
+
+fn utf8(path: &Path) -> Result<String> {
+    path.to_str()
+        .map(str::to_owned)
+        .with_context(|| format!("{} is not valid UTF-8", path.display()))
+}
+
+fn enqueue(location: &Location, paths: &[PathBuf]) -> Result<ExitCode> {
+    let root = std::fs::canonicalize(&location.root)
+        .with_context(|| format!("root {}", location.root.display()))?;
+    let mut events = Vec::new();
+    for p in paths {
+        let abs = absolute(p)?;
+        if !abs.starts_with(&root) {
+            bail!("{} is outside the root {}", abs.display(), root.display());
+        }
+        let kind = if abs.exists() {
+            ChangeKind::Modified
+        } else {
+            ChangeKind::Deleted
+        };
+        events.push(NewEvent {
+            path: utf8(&abs)?,
+            kind,
+            old_path: None,
+        });
+    }
+    let conn = db::open_writer(&config::absolute_db(&location.db.db)?)?;
+    queue::enqueue(&conn, &events, "cli")?;
+    println!("enqueued {} file(s)", events.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(serde::Serialize)]
+struct Status {
+    database: String,
+    schema_version: i64,
+    queue: queue::QueueCounts,
+    failures: Vec<queue::FailedRow>,
+    files_tracked: i64,
+    files_deleted: i64,
+    versions: i64,
+    diffs: i64,
+    changes: i64,
+    last_change: Option<String>,
+    last_reconcile: Option<String>,
+}
+
+fn count(conn: &Connection, sql: &str) -> Result<i64> {
+    Ok(conn.query_row(sql, [], |r| r.get(0))?)
+}
+
+fn status(db_path: &Path, json: bool) -> Result<ExitCode> {
+    let conn = db::open_reader(db_path)?;
+    let last_change: Option<String> = conn
+        .query_row(
+            "SELECT timestamp || ' ' || change_type || ' ' || file_path FROM file_changes ORDER BY id DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let last_reconcile: Option<String> = conn
+        .query_row(
+            "SELECT value FROM sync_meta WHERE key = 'last_reconcile'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let s = Status {
+        database: absolute(db_path)?.display().to_string(),
+        schema_version: conn.pragma_query_value(None, "user_version", |r| r.get(0))?,
+        queue: queue::counts(&conn)?,
+        failures: queue::failures(&conn, 20)?,
+        files_tracked: count(
+            &conn,
+            "SELECT COUNT(*) FROM file_states WHERE is_deleted = 0",
+        )?,
+        files_deleted: count(
+            &conn,
+            "SELECT COUNT(*) FROM file_states WHERE is_deleted <> 0",
+        )?,
+        versions: count(&conn, "SELECT COUNT(*) FROM file_versions")?,
+        diffs: count(&conn, "SELECT COUNT(*) FROM content_diffs")?,
+        changes: count(&conn, "SELECT COUNT(*) FROM file_changes")?,
+        last_change,
+        last_reconcile,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "database       {} (schema {})",
+        s.database, s.schema_version
+    );
+    println!(
+        "queue          {} pending, {} claimed, {} failed, {} done",
+        s.queue.pending, s.queue.claimed, s.queue.failed, s.queue.done
+    );
+    println!(
+        "files          {} tracked, {} deleted",
+        s.files_tracked, s.files_deleted
+    );
+    println!(
+        "history        {} versions, {} diffs, {} changes",
+        s.versions, s.diffs, s.changes
+    );
+    println!(
+        "last change    {}",
+        s.last_change.as_deref().unwrap_or("none")
+    );
+    println!(
+        "last reconcile {}",
+        s.last_reconcile.as_deref().unwrap_or("never")
+    );
+    if !s.failures.is_empty() {
+        println!("failed changes (retried when the file changes again):");
+        for f in &s.failures {
+            println!(
+                "  #{} {} after {} attempt(s): {}",
+                f.id,
+                f.path,
+                f.attempts,
+                f.last_error.as_deref().unwrap_or("?")
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn log(path: &Path, db_path: &Path, limit: usize) -> Result<ExitCode> {
+    let conn = db::open_reader(db_path)?;
+    let file = utf8(&absolute(path)?)?;
+    let mut stmt = conn.prepare(
+        "SELECT fv.id, fv.timestamp, fv.change_description, fv.size, fv.line_count,
+                fv.content_hash, cd.lines_added, cd.lines_removed
+         FROM file_versions fv LEFT JOIN content_diffs cd ON cd.new_version_id = fv.id
+         WHERE fv.file_path = ?1 ORDER BY fv.id DESC LIMIT ?2",
+    )?;
+    let rows = stmt
+        .query_map(
+            params![file, i64::try_from(limit).unwrap_or(i64::MAX)],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, Option<i64>>(6)?,
+                    r.get::<_, Option<i64>>(7)?,
+                ))
+            },
+        )?
+        .collect::<Result<Vec<_>, _>>()?;
+    if rows.is_empty() {
+        bail!("no history for {file}");
+    }
+    println!("{file}");
+    for (id, ts, desc, size, lines, hash, added, removed) in rows {
+        let delta = match (added, removed) {
+            (Some(a), Some(r)) => format!("+{a} -{r}"),
+            _ => "-".to_owned(),
+        };
+        println!(
+            "{id:>8}  {}  {:>9} B {:>6} lines  {:>12}  {}  {}",
+            ts.unwrap_or_default(),
+            size.unwrap_or(0),
+            lines.map_or_else(|| "-".to_owned(), |l| l.to_string()),
+            delta,
+            &hash[..hash.len().min(12)],
+            desc.unwrap_or_default()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn show_diff(path: &Path, db_path: &Path, from: Option<i64>, to: Option<i64>) -> Result<ExitCode> {
+    let conn = db::open_reader(db_path)?;
+    let file = utf8(&absolute(path)?)?;
+    let stored: Option<Option<String>> = match (from, to) {
+        (None, None) => conn
+            .query_row(
+                "SELECT diff_content FROM content_diffs WHERE file_path = ?1 ORDER BY id DESC LIMIT 1",
+                [&file],
+                |r| r.get(0),
+            )
+            .optional()?,
+        (None, Some(to)) => conn
+            .query_row("SELECT diff_content FROM content_diffs WHERE new_version_id = ?1", [to], |r| {
+                r.get(0)
+            })
+            .optional()?,
+        (Some(from), to) => {
+            let to = match to {
+                Some(to) => to,
+                None => conn
+                    .query_row(
+                        "SELECT MAX(id) FROM file_versions WHERE file_path = ?1",
+                        [&file],
+                        |r| r.get::<_, Option<i64>>(0),
+                    )?
+                    .with_context(|| format!("no history for {file}"))?,
+            };
+            let pair = conn
+                .query_row(
+                    "SELECT diff_content FROM content_diffs WHERE old_version_id = ?1 AND new_version_id = ?2",
+                    [from, to],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            match pair {
+                Some(text) => Some(text),
+                None => Some(Some(diff_versions(&conn, from, to)?)),
+            }
+        }
+    };
+    match stored {
+        Some(Some(text)) => {
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(None) => bail!("that change has no text diff (binary or oversized file)"),
+        None => bail!("no diff stored for {file} with those versions"),
+    }
+}
+
+fn diff_versions(conn: &Connection, from: i64, to: i64) -> Result<String> {
+    let load = |id: i64| -> Result<(String, Option<String>)> {
+        conn.query_row(
+            "SELECT file_path, content FROM file_versions WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?
+        .with_context(|| format!("no version {id}"))
+    };
+    let (old_path, old) = load(from)?;
+    let (new_path, new) = load(to)?;
+    match (old, new) {
+        (Some(old), Some(new)) => Ok(diff::unified(&old, &new, &old_path, &new_path).text),
+        _ => bail!("version {from} or {to} has no text (binary or oversized file)"),
+    }
+}

@@ -1,0 +1,116 @@
+//! Typed configuration: defaults, then environment, then flags (clap does the
+//! last two), validated once into a [`Config`] that the engine trusts.
+//!
+//! Paths are made absolute here: the root canonical (symlinks resolved, so
+//! every stored `file_path` is canonical), the database absolute in a
+//! canonical folder (the file itself may not exist yet).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::engine::EngineError;
+use crate::engine::queue::QueuePolicy;
+
+/// Queue rows claimed and committed together.
+pub const DEFAULT_BATCH_SIZE: usize = 256;
+/// Files larger than this are hashed only (32 MiB).
+pub const DEFAULT_MAX_FILE_SIZE: u64 = 32 * 1024 * 1024;
+/// Attempts before an unreadable file's row is `failed`.
+pub const DEFAULT_MAX_ATTEMPTS: i64 = 5;
+/// Wait before the second attempt; doubles after each failure.
+pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_millis(1_000);
+/// How long `done` queue rows are kept before pruning.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// A claim not finished within this time may be taken back.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(300);
+/// How often an idle engine looks for new queue rows.
+pub const DEFAULT_IDLE_POLL: Duration = Duration::from_millis(50);
+
+/// Everything the engine needs to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Canonical project root (holds `.obbywatch`).
+    pub root: PathBuf,
+    /// Absolute path of `obby.db`.
+    pub db: PathBuf,
+    /// Threads hashing and diffing.
+    pub workers: usize,
+    /// Rows per claim and per commit.
+    pub batch_size: usize,
+    /// Size above which a file is hashed only.
+    pub max_file_size: u64,
+    /// Retry rules for rows that fail.
+    pub policy: QueuePolicy,
+    /// Age at which done queue rows are pruned.
+    pub retention: Duration,
+    /// Idle poll interval for new queue rows.
+    pub idle_poll: Duration,
+}
+
+impl Config {
+    /// A configuration with every default, for `root` and `db`.
+    ///
+    /// # Errors
+    /// [`EngineError::Io`] when the root does not exist or is not a folder, or
+    /// the database's folder does not exist.
+    pub fn new(root: &Path, db: &Path) -> Result<Config, EngineError> {
+        let root_canon = std::fs::canonicalize(root).map_err(|source| EngineError::Io {
+            path: root.to_path_buf(),
+            source,
+        })?;
+        if !root_canon.is_dir() {
+            return Err(EngineError::Io {
+                path: root.to_path_buf(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotADirectory,
+                    "the root must be a folder",
+                ),
+            });
+        }
+        Ok(Config {
+            root: root_canon,
+            db: absolute_db(db)?,
+            workers: std::thread::available_parallelism().map_or(2, usize::from),
+            batch_size: DEFAULT_BATCH_SIZE,
+            max_file_size: DEFAULT_MAX_FILE_SIZE,
+            policy: QueuePolicy {
+                max_attempts: DEFAULT_MAX_ATTEMPTS,
+                backoff: DEFAULT_RETRY_BACKOFF,
+                lease: DEFAULT_LEASE,
+            },
+            retention: DEFAULT_RETENTION,
+            idle_poll: DEFAULT_IDLE_POLL,
+        })
+    }
+
+    /// The engine's own files, never tracked: the database and its side files.
+    pub fn own_files(&self) -> Vec<PathBuf> {
+        let mut files = vec![self.db.clone()];
+        for suffix in ["-wal", "-shm", "-journal", ".lock"] {
+            let mut name = self.db.as_os_str().to_os_string();
+            name.push(suffix);
+            files.push(PathBuf::from(name));
+        }
+        files
+    }
+}
+
+/// Makes `db` absolute with a canonical folder.
+///
+/// # Errors
+/// [`EngineError::Io`] when its folder does not exist.
+pub fn absolute_db(db: &Path) -> Result<PathBuf, EngineError> {
+    let parent = match db.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let parent = std::fs::canonicalize(&parent).map_err(|source| EngineError::Io {
+        path: parent.clone(),
+        source,
+    })?;
+    let name = db.file_name().ok_or_else(|| EngineError::Io {
+        path: db.to_path_buf(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"),
+    })?;
+    Ok(parent.join(name))
+}

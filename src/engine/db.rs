@@ -1,0 +1,291 @@
+//! Opening `obby.db`: the only place a SQLite connection is made.
+//!
+//! Every connection gets WAL, `synchronous=NORMAL`, `foreign_keys=ON` and a
+//! busy timeout, because the Python backend and `sqlite3` share the file.
+//! [`open_writer`] also checks that the file is ours (or an Obby database the
+//! Python backend made, which is adopted in place), applies the numbered
+//! migrations from `schema/` inside one `BEGIN IMMEDIATE` transaction and
+//! records the schema version in `PRAGMA user_version`. [`reader_pool`] hands
+//! out read connections for workers and queries. [`EngineLock`] makes sure only
+//! one engine works on a database at a time.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+
+use super::error::EngineError;
+
+/// How long a connection waits for another process's lock before SQLITE_BUSY.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `PRAGMA application_id` of an obby-sync database ("OBYS").
+pub const APPLICATION_ID: i32 = 0x4F42_5953;
+
+/// The WAL is truncated back to this size after a checkpoint.
+pub const JOURNAL_SIZE_LIMIT: i64 = 16 * 1024 * 1024;
+
+/// A pool of read connections.
+pub type ReaderPool = r2d2::Pool<SqliteConnectionManager>;
+
+/// The migrations compiled into the binary: (version, SQL). Append only.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../schema/0001_init.sql"))];
+
+/// Columns the engine adds to the Obby tables. An adopted database made by the
+/// Python backend lacks them; they are added before the migrations run.
+const ENGINE_COLUMNS: &[(&str, &str, &str)] = &[
+    ("file_changes", "old_path", "TEXT"),
+    ("file_changes", "version_id", "INTEGER"),
+    ("file_changes", "diff_id", "INTEGER"),
+    ("file_states", "mtime_ns", "INTEGER"),
+    ("file_states", "version_id", "INTEGER"),
+    ("events", "old_path", "TEXT"),
+];
+
+/// The newest schema version this binary knows.
+pub fn latest_version() -> i64 {
+    MIGRATIONS.last().map_or(0, |(v, _)| *v)
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+/// Opens the single write connection, creating and migrating the database.
+///
+/// # Errors
+/// [`EngineError::NotSqlite`], [`EngineError::NotObby`],
+/// [`EngineError::Corrupt`], [`EngineError::ReadOnly`] and
+/// [`EngineError::SchemaTooNew`] for files the engine must not touch; any other
+/// SQLite failure as [`EngineError::Db`].
+pub fn open_writer(path: &Path) -> Result<Connection, EngineError> {
+    let err = |e| EngineError::from_sqlite(path, e);
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(err)?;
+    if conn.is_readonly(rusqlite::MAIN_DB).map_err(err)? {
+        return Err(EngineError::ReadOnly {
+            path: path.to_path_buf(),
+        });
+    }
+    configure(&conn).map_err(err)?;
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+        .map_err(err)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(EngineError::NotObby {
+            path: path.to_path_buf(),
+            reason: format!("cannot switch it to WAL (journal mode stays {mode})"),
+        });
+    }
+    conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)
+        .map_err(err)?;
+    let adopt = check_identity(&conn, path)?;
+    migrate(&conn, path, adopt)?;
+    Ok(conn)
+}
+
+/// Opens a connection that only reads (CLI queries); fails on a missing file
+/// instead of creating one.
+///
+/// # Errors
+/// As [`open_writer`], and [`EngineError::Io`] when the file does not exist.
+pub fn open_reader(path: &Path) -> Result<Connection, EngineError> {
+    if !path.exists() {
+        return Err(EngineError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no database here yet (run `obby-sync scan` first, or pass --db)",
+            ),
+        });
+    }
+    let err = |e| EngineError::from_sqlite(path, e);
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(err)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
+    let app_id: i32 = conn
+        .pragma_query_value(None, "application_id", |r| r.get(0))
+        .map_err(err)?;
+    if app_id != APPLICATION_ID {
+        return Err(EngineError::NotObby {
+            path: path.to_path_buf(),
+            reason: "obby-sync has not initialized it (run `obby-sync scan`)".into(),
+        });
+    }
+    Ok(conn)
+}
+
+/// A pool of read connections to an already opened (migrated) database.
+///
+/// # Errors
+/// [`EngineError::Pool`] when the first connection cannot be made.
+pub fn reader_pool(path: &Path, size: u32) -> Result<ReaderPool, EngineError> {
+    let manager = SqliteConnectionManager::file(path)
+        .with_flags(OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .with_init(|c| configure(c));
+    Ok(r2d2::Pool::builder().max_size(size.max(1)).build(manager)?)
+}
+
+/// Decides whether the file is ours, an Obby database to adopt, or foreign.
+/// Returns true when it must be adopted.
+fn check_identity(conn: &Connection, path: &Path) -> Result<bool, EngineError> {
+    let err = |e| EngineError::from_sqlite(path, e);
+    let app_id: i32 = conn
+        .pragma_query_value(None, "application_id", |r| r.get(0))
+        .map_err(err)?;
+    if app_id == APPLICATION_ID {
+        return Ok(false);
+    }
+    if app_id != 0 {
+        return Err(EngineError::NotObby {
+            path: path.to_path_buf(),
+            reason: format!("its application_id is {app_id:#x}, another program's"),
+        });
+    }
+    let mut stmt = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+        .map_err(err)?;
+    let tables: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .map_err(err)?
+        .collect::<Result<_, _>>()
+        .map_err(err)?;
+    if tables.is_empty() || tables.iter().any(|t| t == "file_versions") {
+        return Ok(!tables.is_empty());
+    }
+    let mut listed = tables
+        .iter()
+        .take(5)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if tables.len() > 5 {
+        listed.push_str(", ...");
+    }
+    Err(EngineError::NotObby {
+        path: path.to_path_buf(),
+        reason: format!("it holds other tables ({listed}) and no file_versions"),
+    })
+}
+
+fn migrate(conn: &Connection, path: &Path, adopt: bool) -> Result<(), EngineError> {
+    let err = |e| EngineError::from_sqlite(path, e);
+    let found: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(err)?;
+    let known = latest_version();
+    if found > known {
+        return Err(EngineError::SchemaTooNew {
+            path: path.to_path_buf(),
+            found,
+            known,
+        });
+    }
+    if found == known {
+        return Ok(());
+    }
+    let tx =
+        rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate).map_err(err)?;
+    if adopt {
+        add_engine_columns(&tx).map_err(err)?;
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > found) {
+        tx.execute_batch(sql).map_err(|e| EngineError::Db {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        tx.pragma_update(None, "user_version", version)
+            .map_err(err)?;
+    }
+    tx.pragma_update(None, "application_id", APPLICATION_ID)
+        .map_err(err)?;
+    tx.commit().map_err(err)?;
+    if adopt {
+        tracing::info!(db = %path.display(), "adopted an existing Obby database");
+    }
+    Ok(())
+}
+
+fn add_engine_columns(conn: &Connection) -> rusqlite::Result<()> {
+    for (table, column, decl) in ENGINE_COLUMNS {
+        let mut stmt = conn.prepare("SELECT name FROM pragma_table_info(?1)")?;
+        let names: Vec<String> = stmt
+            .query_map([table], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        if !names.is_empty() && !names.iter().any(|n| n == column) {
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Checkpoints the WAL back into the database and truncates it, so it stays
+/// small. Best effort: a reader holding an old snapshot makes it partial.
+pub fn checkpoint(conn: &Connection) {
+    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+        tracing::debug!(error = %e, "wal checkpoint skipped");
+    }
+}
+
+/// Holds the engine's exclusive lock on a database. Dropping it (or the
+/// process dying, even by SIGKILL) releases the lock.
+#[derive(Debug)]
+pub struct EngineLock {
+    _file: File,
+    path: PathBuf,
+}
+
+impl EngineLock {
+    /// The lock file that belongs to database `db`.
+    pub fn path_for(db: &Path) -> PathBuf {
+        let mut name = db.as_os_str().to_os_string();
+        name.push(".lock");
+        PathBuf::from(name)
+    }
+
+    /// Takes the lock without waiting.
+    ///
+    /// # Errors
+    /// [`EngineError::Locked`] when another process holds it;
+    /// [`EngineError::Io`] when the lock file cannot be created.
+    pub fn acquire(db: &Path) -> Result<EngineLock, EngineError> {
+        let path = Self::path_for(db);
+        let io = |source| EngineError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                return Err(EngineError::Locked {
+                    path: db.to_path_buf(),
+                    lock: path,
+                });
+            }
+            Err(TryLockError::Error(e)) => return Err(io(e)),
+        }
+        file.set_len(0).map_err(io)?;
+        writeln!(file, "{}", std::process::id()).map_err(io)?;
+        Ok(EngineLock { _file: file, path })
+    }
+
+    /// Where the lock file lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}

@@ -1,0 +1,179 @@
+//! The engine's two error tiers.
+//!
+//! [`EngineError`] stops the engine: the database cannot be opened or migrated,
+//! the root is unusable, another engine holds the lock. Its messages are one line
+//! and say what to do. [`ItemError`] belongs to one queue row: it is stored in
+//! `event_queue.last_error`, and [`ItemError::is_permanent`] decides between a
+//! retry with backoff and `failed`.
+
+use std::io;
+use std::path::PathBuf;
+
+/// An error that stops the engine (or a CLI command) as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The database file exists but is not a SQLite database.
+    #[error("{path} is not a SQLite database (is it the right file?)")]
+    NotSqlite {
+        /// The database path as given.
+        path: PathBuf,
+    },
+    /// The file is SQLite but holds somebody else's tables.
+    #[error("{path} is not an obby database: {reason}")]
+    NotObby {
+        /// The database path as given.
+        path: PathBuf,
+        /// What was found instead.
+        reason: String,
+    },
+    /// SQLite reported corruption.
+    #[error("{path} is corrupt ({detail}); restore it from a backup or move it aside")]
+    Corrupt {
+        /// The database path as given.
+        path: PathBuf,
+        /// SQLite's own words.
+        detail: String,
+    },
+    /// The database (or its folder) cannot be written.
+    #[error("{path} is read-only: obby-sync needs write access to the file and its folder")]
+    ReadOnly {
+        /// The database path as given.
+        path: PathBuf,
+    },
+    /// The schema was written by a newer obby-sync.
+    #[error(
+        "{path} has schema version {found}, newer than this obby-sync knows ({known}); upgrade obby-sync"
+    )]
+    SchemaTooNew {
+        /// The database path as given.
+        path: PathBuf,
+        /// `PRAGMA user_version` of the file.
+        found: i64,
+        /// The newest migration compiled into this binary.
+        known: i64,
+    },
+    /// Any other database failure, with the operation that failed.
+    #[error("database {path}: {source}")]
+    Db {
+        /// The database path as given.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The reader pool could not hand out a connection.
+    #[error("database connection pool: {0}")]
+    Pool(#[from] r2d2::Error),
+    /// Another engine process works on the same database.
+    #[error("another obby-sync is already running on {path} (lock file {lock})")]
+    Locked {
+        /// The database path.
+        path: PathBuf,
+        /// The lock file that is held.
+        lock: PathBuf,
+    },
+    /// The root has no `.obbywatch`, so nothing would ever be tracked.
+    #[error(
+        "{root} has no .obbywatch, so nothing would be tracked; run `obby-sync init --root {root}` to create one"
+    )]
+    NoWatchFile {
+        /// The root folder.
+        root: PathBuf,
+    },
+    /// A `.obbywatch` or `.obbyignore` line is not a valid glob.
+    #[error("{file}: {message}")]
+    Pattern {
+        /// The pattern file.
+        file: PathBuf,
+        /// What is wrong, with the line.
+        message: String,
+    },
+    /// A worker thread died without handing back its batch.
+    #[error(
+        "a worker thread died while processing a batch; the batch's rows return to pending at the next start"
+    )]
+    WorkerLost,
+    /// A file-system operation outside any one queue row failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl EngineError {
+    /// Wraps a rusqlite error for `path`, turning the cases a user can act on
+    /// (not a database, corrupt, read-only) into their own variants.
+    pub fn from_sqlite(path: &std::path::Path, source: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode;
+        let path = path.to_path_buf();
+        match source.sqlite_error_code() {
+            Some(ErrorCode::NotADatabase) => EngineError::NotSqlite { path },
+            Some(ErrorCode::DatabaseCorrupt) => EngineError::Corrupt {
+                path,
+                detail: source.to_string(),
+            },
+            Some(ErrorCode::ReadOnly) | Some(ErrorCode::CannotOpen) if is_read_only(&path) => {
+                EngineError::ReadOnly { path }
+            }
+            Some(ErrorCode::ReadOnly) => EngineError::ReadOnly { path },
+            _ => EngineError::Db { path, source },
+        }
+    }
+}
+
+fn is_read_only(path: &std::path::Path) -> bool {
+    match std::fs::metadata(path) {
+        Ok(meta) => meta.permissions().readonly(),
+        Err(_) => false,
+    }
+}
+
+/// An error that belongs to one queue row. Stored in `event_queue.last_error`.
+#[derive(Debug, thiserror::Error)]
+pub enum ItemError {
+    /// Reading or stat-ing the file failed.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// A database error while computing this row (reading the previous version).
+    #[error("database error while processing {path}: {source}")]
+    Db {
+        /// The file.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// No pooled reader connection was available.
+    #[error("no database connection for {path}: {message}")]
+    Pool {
+        /// The file.
+        path: String,
+        /// The pool's error.
+        message: String,
+    },
+}
+
+impl ItemError {
+    /// True when retrying cannot help, so the row fails at once. Read errors are
+    /// never permanent: permissions get fixed and locks get released, and the
+    /// attempt limit bounds the retries anyway.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            ItemError::Read { source, .. } => matches!(
+                source.kind(),
+                io::ErrorKind::InvalidFilename | io::ErrorKind::IsADirectory
+            ),
+            ItemError::Db { .. } | ItemError::Pool { .. } => false,
+        }
+    }
+}

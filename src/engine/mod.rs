@@ -1,0 +1,334 @@
+//! The engine: queue in, versions and diffs out, crash-safe.
+//!
+//! ```text
+//!  reconcile / enqueue ──▶ event_queue (pending) ──claim──▶ workers (rayon)
+//!                                 ▲                           │ read, hash, diff
+//!                                 └──── retry / requeue ◀── store (one writer):
+//!                                                           Obby rows + ack, one tx
+//! ```
+//!
+//! [`Engine::open`] takes the engine lock (one engine per database), opens and
+//! migrates the database, and returns every row left claimed by a dead process
+//! to pending. [`Engine::reconcile`] enqueues what changed on disk.
+//! [`Engine::process`] runs the pipeline: it claims a batch, hands it to the
+//! worker pool, and while the pool computes it commits the previous batch, so
+//! CPU work and the single writer overlap. Synchronous: threads and rayon, no
+//! async runtime.
+
+pub mod clock;
+pub mod db;
+pub mod diff;
+mod error;
+pub mod hash;
+pub mod patterns;
+pub mod progress;
+pub mod queue;
+pub mod reconcile;
+pub mod store;
+pub mod worker;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+use rayon::prelude::*;
+use rusqlite::ErrorCode;
+
+pub use error::{EngineError, ItemError};
+
+use crate::config::Config;
+use db::{EngineLock, ReaderPool};
+use patterns::Patterns;
+use progress::{Progress, ProgressSnapshot};
+use queue::{QueueCounts, QueueRow};
+use reconcile::ReconcileReport;
+use store::{Computed, Store};
+use worker::WorkerConfig;
+
+/// How often an idle engine prunes done rows and checkpoints the WAL.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The longest wait between retries of a write that found the database busy.
+const MAX_BUSY_WAIT: Duration = Duration::from_secs(2);
+
+/// When [`Engine::process`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    /// When no row is pending or claimed any more (`scan`).
+    Drained,
+    /// Only when the stop flag is set (`run`).
+    Stopped,
+}
+
+/// A running engine on one database and root.
+pub struct Engine {
+    config: Config,
+    store: Store,
+    readers: ReaderPool,
+    workers: rayon::ThreadPool,
+    worker_cfg: Arc<WorkerConfig>,
+    progress: Arc<Progress>,
+    _lock: EngineLock,
+}
+
+impl Engine {
+    /// Locks and opens the database, loads the patterns and returns rows left
+    /// claimed by a dead process to pending.
+    ///
+    /// # Errors
+    /// [`EngineError::Locked`] when another engine runs on the database; any
+    /// error of [`db::open_writer`] or [`Patterns::load`].
+    pub fn open(config: Config) -> Result<Engine, EngineError> {
+        let patterns = Patterns::load(&config.root)?.exclude(config.own_files());
+        if patterns.watches_nothing() {
+            tracing::warn!(root = %config.root.display(), ".obbywatch selects nothing: no file will be tracked");
+        }
+        let lock = EngineLock::acquire(&config.db)?;
+        let conn = db::open_writer(&config.db)?;
+        let sql = |source| EngineError::Db {
+            path: config.db.clone(),
+            source,
+        };
+        let released = queue::requeue_claimed(&conn, false).map_err(sql)?;
+        if released > 0 {
+            tracing::info!(
+                rows = released,
+                "returned rows claimed by a stopped engine to the queue"
+            );
+        }
+        let progress = Arc::new(Progress::default());
+        let store = Store::new(conn, config.policy, progress.clone()).map_err(sql)?;
+        let workers = rayon::ThreadPoolBuilder::new()
+            .num_threads(config.workers.max(1))
+            .thread_name(|i| format!("obby-worker-{i}"))
+            .build()
+            .map_err(|e| EngineError::Io {
+                path: config.root.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        let readers = db::reader_pool(&config.db, u32::try_from(config.workers + 2).unwrap_or(8))?;
+        let worker_cfg = Arc::new(WorkerConfig {
+            max_file_size: config.max_file_size,
+            patterns,
+        });
+        Ok(Engine {
+            config,
+            store,
+            readers,
+            workers,
+            worker_cfg,
+            progress,
+            _lock: lock,
+        })
+    }
+
+    /// The configuration the engine runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Counters of committed work, shared with whoever displays them.
+    pub fn progress(&self) -> Arc<Progress> {
+        self.progress.clone()
+    }
+
+    /// Queue row counts per status.
+    ///
+    /// # Errors
+    /// Any database error.
+    pub fn queue_counts(&self) -> Result<QueueCounts, EngineError> {
+        queue::counts(self.store.conn()).map_err(|e| self.sql(e))
+    }
+
+    fn sql(&self, source: rusqlite::Error) -> EngineError {
+        EngineError::from_sqlite(&self.config.db, source)
+    }
+
+    /// Walks the root and enqueues every difference from `file_states`.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn reconcile(&mut self) -> Result<ReconcileReport, EngineError> {
+        let root = self.config.root.clone();
+        self.reconcile_scope(&root)
+    }
+
+    /// Reconciles only `scope`, a folder under the root.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn reconcile_scope(&mut self, scope: &Path) -> Result<ReconcileReport, EngineError> {
+        let started = Instant::now();
+        let report = reconcile::reconcile(self.store.conn(), &self.worker_cfg.patterns, scope)?;
+        let stamp = clock::format_local(chrono::Local::now());
+        self.store
+            .conn()
+            .execute(
+                "INSERT INTO sync_meta (key, value) VALUES ('last_reconcile', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [stamp],
+            )
+            .map_err(|e| self.sql(e))?;
+        tracing::info!(
+            seen = report.seen,
+            new = report.new,
+            changed = report.changed,
+            gone = report.gone,
+            moved = report.moved,
+            ms = started.elapsed().as_millis() as u64,
+            "reconciled"
+        );
+        Ok(report)
+    }
+
+    /// Runs the pipeline until `until` says so or `stop` is set. After each
+    /// committed batch, `on_batch` sees the counters.
+    ///
+    /// # Errors
+    /// Database errors other than a busy database (those are retried), and
+    /// [`EngineError::WorkerLost`].
+    pub fn process(
+        &mut self,
+        until: Until,
+        stop: &AtomicBool,
+        on_batch: &mut dyn FnMut(&ProgressSnapshot),
+    ) -> Result<(), EngineError> {
+        let mut inflight: Option<mpsc::Receiver<Vec<Computed>>> = None;
+        let mut last_maintenance = Instant::now();
+        let mut data_version = self.data_version()?;
+        let mut idle = false;
+        loop {
+            let stopping = stop.load(Ordering::Relaxed);
+            let batch = if stopping || idle {
+                Vec::new()
+            } else {
+                self.with_busy_retry(stop, |conn| {
+                    queue::claim(conn, self.config.batch_size, self.config.policy.lease)
+                })?
+            };
+            let next = (!batch.is_empty()).then(|| self.spawn_compute(batch));
+            if let Some(rx) = inflight.take() {
+                let computed = rx.recv().map_err(|_| EngineError::WorkerLost)?;
+                let store = &mut self.store;
+                with_busy_retry(&self.config.db, stop, || store.commit(&computed))?;
+                on_batch(&self.progress.snapshot());
+            }
+            inflight = next;
+            if inflight.is_some() {
+                idle = false;
+                continue;
+            }
+            if stopping {
+                return Ok(());
+            }
+            // Nothing claimed and nothing in flight.
+            let counts = self.queue_counts()?;
+            if until == Until::Drained && counts.outstanding() == 0 {
+                self.maintenance();
+                return Ok(());
+            }
+            if last_maintenance.elapsed() >= MAINTENANCE_INTERVAL {
+                self.maintenance();
+                last_maintenance = Instant::now();
+            }
+            // Sleep until something may have changed: another connection
+            // committed (data_version moves) or a row in backoff comes due.
+            let due = queue::next_due_ms(self.store.conn()).map_err(|e| self.sql(e))?;
+            let wait_until_due = due.map(|d| d.saturating_sub(clock::now_ms()));
+            if wait_until_due.is_some_and(|ms| ms <= 0) && !idle {
+                // Due rows exist but could not be claimed (their paths are
+                // busy): go round once more after a short pause.
+                std::thread::sleep(self.config.idle_poll);
+                continue;
+            }
+            std::thread::sleep(self.config.idle_poll);
+            let now_version = self.data_version()?;
+            let became_due =
+                wait_until_due.is_some_and(|ms| ms <= self.config.idle_poll.as_millis() as i64);
+            idle = now_version == data_version && !became_due;
+            data_version = now_version;
+        }
+    }
+
+    fn data_version(&self) -> Result<i64, EngineError> {
+        self.store
+            .conn()
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(|e| self.sql(e))
+    }
+
+    /// Prunes old done rows and checkpoints the WAL; failures only log.
+    fn maintenance(&self) {
+        let retention = i64::try_from(self.config.retention.as_millis()).unwrap_or(i64::MAX);
+        match queue::prune_done(self.store.conn(), clock::now_ms().saturating_sub(retention)) {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(rows = n, "pruned done queue rows"),
+            Err(e) => tracing::warn!(error = %e, "could not prune the queue"),
+        }
+        db::checkpoint(self.store.conn());
+    }
+
+    fn spawn_compute(&self, batch: Vec<QueueRow>) -> mpsc::Receiver<Vec<Computed>> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let readers = self.readers.clone();
+        let cfg = self.worker_cfg.clone();
+        self.workers.spawn(move || {
+            let computed: Vec<Computed> = batch
+                .into_par_iter()
+                .map_init(
+                    || readers.get(),
+                    |conn, row| {
+                        let result = match conn {
+                            Ok(conn) => worker::process(&row, conn, &cfg),
+                            Err(e) => Err(ItemError::Pool {
+                                path: row.path.clone(),
+                                message: e.to_string(),
+                            }),
+                        };
+                        Computed { row, result }
+                    },
+                )
+                .collect();
+            // The receiver only disappears when the engine is gone.
+            let _ = tx.send(computed);
+        });
+        rx
+    }
+
+    fn with_busy_retry<T>(
+        &self,
+        stop: &AtomicBool,
+        mut f: impl FnMut(&rusqlite::Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, EngineError> {
+        let conn = self.store.conn();
+        with_busy_retry(&self.config.db, stop, || f(conn))
+    }
+}
+
+/// Runs a write, retrying for as long as the database is busy (another
+/// process holds the write lock past the busy timeout) and the engine is not
+/// stopping. Any other error is returned.
+fn with_busy_retry<T>(
+    db: &Path,
+    stop: &AtomicBool,
+    mut f: impl FnMut() -> rusqlite::Result<T>,
+) -> Result<T, EngineError> {
+    let mut wait = Duration::from_millis(10);
+    loop {
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(e)
+                if matches!(
+                    e.sqlite_error_code(),
+                    Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+                ) && !stop.load(Ordering::Relaxed) =>
+            {
+                tracing::warn!(error = %e, "database busy, retrying");
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(MAX_BUSY_WAIT);
+            }
+            Err(e) => return Err(EngineError::from_sqlite(db, e)),
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! `.obbywatch` / `.obbyignore` matching (CONTRACT.md §4).
+//!
+//! Both files live in the root, one gitignore-style glob a line (`#` comments,
+//! blank lines skipped, a trailing `/` selects a directory and everything under
+//! it, a pattern without `/` matches a base name at any depth). A file is
+//! tracked when a watch pattern matches it or one of its parent folders and no
+//! ignore pattern does; `.obbyignore` wins. `.obbywatch` is strict: without a
+//! pattern nothing is tracked. The engine's own files (the database, its WAL,
+//! SHM and lock files) are never tracked, whatever the patterns say. Pure
+//! matching after [`Patterns::load`]: no database, no other I/O.
+
+use std::path::{Path, PathBuf};
+
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
+
+use super::error::EngineError;
+
+/// The watch-pattern file in the root.
+pub const WATCH_FILE: &str = ".obbywatch";
+/// The ignore-pattern file in the root.
+pub const IGNORE_FILE: &str = ".obbyignore";
+
+/// What `obby-sync init` writes into a new `.obbywatch`.
+pub const DEFAULT_WATCH: &str = "# obby-sync: what to track, one glob a line (see README).\n\
+# A trailing / selects a folder and everything under it.\nnotes/\n";
+
+/// What `obby-sync init` writes into a new `.obbyignore`.
+pub const DEFAULT_IGNORE: &str = "# obby-sync: what never to track; wins over .obbywatch.\n\
+# editor and OS droppings\n*.tmp\n*.swp\n*.swx\n*~\n.#*\n.DS_Store\nThumbs.db\n\
+.goutputstream-*\n*___jb_tmp___\n*___jb_old___\n~$*\n.~lock.*\n\
+# version control and dependencies\n.git/\n.hg/\n.svn/\nnode_modules/\n";
+
+/// Compiled watch and ignore patterns for one root.
+#[derive(Debug, Clone)]
+pub struct Patterns {
+    root: PathBuf,
+    watch: Gitignore,
+    ignore: Gitignore,
+    /// Absolute paths that are never tracked (the engine's own files).
+    excluded: Vec<PathBuf>,
+}
+
+impl Patterns {
+    /// Reads `.obbywatch` and `.obbyignore` from `root` (a canonical path).
+    ///
+    /// # Errors
+    /// [`EngineError::NoWatchFile`] when `.obbywatch` is missing;
+    /// [`EngineError::Pattern`] for a line that is not a valid glob;
+    /// [`EngineError::Io`] when a file exists but cannot be read.
+    pub fn load(root: &Path) -> Result<Patterns, EngineError> {
+        let watch_path = root.join(WATCH_FILE);
+        let watch_text = match std::fs::read_to_string(&watch_path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(EngineError::NoWatchFile {
+                    root: root.to_path_buf(),
+                });
+            }
+            Err(source) => {
+                return Err(EngineError::Io {
+                    path: watch_path,
+                    source,
+                });
+            }
+        };
+        let ignore_path = root.join(IGNORE_FILE);
+        let ignore_text = match std::fs::read_to_string(&ignore_path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(source) => {
+                return Err(EngineError::Io {
+                    path: ignore_path,
+                    source,
+                });
+            }
+        };
+        Self::from_text(root, &watch_text, &ignore_text)
+    }
+
+    /// Compiles patterns given as text (the contents of the two files).
+    ///
+    /// # Errors
+    /// [`EngineError::Pattern`] naming the file and line of a bad glob.
+    pub fn from_text(root: &Path, watch: &str, ignore: &str) -> Result<Patterns, EngineError> {
+        Ok(Patterns {
+            root: root.to_path_buf(),
+            watch: compile(root, WATCH_FILE, watch)?,
+            ignore: compile(root, IGNORE_FILE, ignore)?,
+            excluded: Vec::new(),
+        })
+    }
+
+    /// Never track `paths` (absolute), e.g. the database and its side files.
+    pub fn exclude(mut self, paths: impl IntoIterator<Item = PathBuf>) -> Self {
+        self.excluded.extend(paths);
+        self
+    }
+
+    /// The root these patterns are relative to.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// True when `.obbywatch` selects nothing at all.
+    pub fn watches_nothing(&self) -> bool {
+        self.watch.num_ignores() == 0
+    }
+
+    /// Whether the file at absolute `path` is tracked.
+    pub fn is_tracked(&self, path: &Path) -> bool {
+        let Ok(rel) = path.strip_prefix(&self.root) else {
+            return false;
+        };
+        if rel.as_os_str().is_empty() || self.excluded.iter().any(|p| p == path) {
+            return false;
+        }
+        if self
+            .ignore
+            .matched_path_or_any_parents(rel, false)
+            .is_ignore()
+        {
+            return false;
+        }
+        self.watch
+            .matched_path_or_any_parents(rel, false)
+            .is_ignore()
+    }
+
+    /// Whether the directory at absolute `path` is ignored, so a walk can skip
+    /// everything under it.
+    pub fn is_ignored_dir(&self, path: &Path) -> bool {
+        match path.strip_prefix(&self.root) {
+            Ok(rel) if !rel.as_os_str().is_empty() => self
+                .ignore
+                .matched_path_or_any_parents(rel, true)
+                .is_ignore(),
+            _ => false,
+        }
+    }
+}
+
+fn compile(root: &Path, file: &str, text: &str) -> Result<Gitignore, EngineError> {
+    let mut builder = GitignoreBuilder::new(root);
+    for (index, line) in text.lines().enumerate() {
+        builder
+            .add_line(None, line)
+            .map_err(|e| EngineError::Pattern {
+                file: root.join(file),
+                message: format!("line {}: {e}", index + 1),
+            })?;
+    }
+    builder.build().map_err(|e| EngineError::Pattern {
+        file: root.join(file),
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn patterns(watch: &str, ignore: &str) -> Patterns {
+        Patterns::from_text(Path::new("/vault"), watch, ignore).expect("valid patterns")
+    }
+
+    fn tracked(p: &Patterns, rel: &str) -> bool {
+        p.is_tracked(&Path::new("/vault").join(rel))
+    }
+
+    #[test]
+    fn folder_pattern_selects_everything_under_it() {
+        let p = patterns("notes/\n", "");
+        assert!(tracked(&p, "notes/a.md"));
+        assert!(tracked(&p, "notes/deep/er/b.txt"));
+        assert!(!tracked(&p, "other/a.md"));
+        assert!(!tracked(&p, "notes"));
+    }
+
+    #[test]
+    fn basename_pattern_matches_at_any_depth() {
+        let p = patterns("*.md\n", "");
+        assert!(tracked(&p, "a.md"));
+        assert!(tracked(&p, "x/y/z.md"));
+        assert!(!tracked(&p, "x/y/z.txt"));
+    }
+
+    #[test]
+    fn ignore_wins_over_watch() {
+        let p = patterns("notes/\n*.md\n", "*~\n.git/\ntest_*.md\n");
+        assert!(!tracked(&p, "notes/a.md~"));
+        assert!(!tracked(&p, "notes/.git/config"));
+        assert!(!tracked(&p, "notes/test_one.md"));
+        assert!(tracked(&p, "notes/one.md"));
+    }
+
+    #[test]
+    fn empty_watch_file_tracks_nothing() {
+        let p = patterns("# only a comment\n\n", "");
+        assert!(p.watches_nothing());
+        assert!(!tracked(&p, "a.md"));
+    }
+
+    #[test]
+    fn excluded_files_are_never_tracked() {
+        let p = patterns("*\n", "").exclude([PathBuf::from("/vault/obby.db")]);
+        assert!(!tracked(&p, "obby.db"));
+        assert!(tracked(&p, "obby.md"));
+    }
+
+    #[test]
+    fn paths_outside_the_root_are_not_tracked() {
+        let p = patterns("*\n", "");
+        assert!(!p.is_tracked(Path::new("/elsewhere/a.md")));
+    }
+
+    #[test]
+    fn a_bad_glob_names_file_and_line() {
+        let err = Patterns::from_text(Path::new("/vault"), "ok/\n[z-a\n", "").unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains(".obbywatch") && msg.contains("line 2"),
+            "{msg}"
+        );
+    }
+}

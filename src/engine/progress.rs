@@ -1,0 +1,70 @@
+//! Live counters of what the engine has committed.
+//!
+//! The store bumps them after each committed batch (never before: a counter
+//! never runs ahead of the database); the CLI's progress bar and summary, and
+//! later the api's status and subscribe streams, read them. Lock-free atomics,
+//! shared through an `Arc`; no database access.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use super::store::BatchStats;
+
+/// Committed-work counters since the engine started.
+#[derive(Debug, Default)]
+pub struct Progress {
+    rows: AtomicU64,
+    versions: AtomicU64,
+    diffs: AtomicU64,
+    changes: AtomicU64,
+    failed: AtomicU64,
+    retried: AtomicU64,
+    /// Id of the newest committed `file_changes` row (0 before the first).
+    last_change_id: AtomicI64,
+}
+
+/// A copy of the counters at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ProgressSnapshot {
+    /// Queue rows finished (done or failed).
+    pub rows: u64,
+    /// Versions written.
+    pub versions: u64,
+    /// Diffs written.
+    pub diffs: u64,
+    /// Changes recorded.
+    pub changes: u64,
+    /// Rows that ended `failed`.
+    pub failed: u64,
+    /// Attempts that will be retried.
+    pub retried: u64,
+    /// Newest committed `file_changes` id.
+    pub last_change_id: i64,
+}
+
+impl Progress {
+    /// Adds a committed batch.
+    pub fn record(&self, stats: &BatchStats, last_change_id: Option<i64>) {
+        self.rows.fetch_add(stats.rows, Ordering::Relaxed);
+        self.versions.fetch_add(stats.versions, Ordering::Relaxed);
+        self.diffs.fetch_add(stats.diffs, Ordering::Relaxed);
+        self.changes.fetch_add(stats.changes, Ordering::Relaxed);
+        self.failed.fetch_add(stats.failed, Ordering::Relaxed);
+        self.retried.fetch_add(stats.retried, Ordering::Relaxed);
+        if let Some(id) = last_change_id {
+            self.last_change_id.fetch_max(id, Ordering::Release);
+        }
+    }
+
+    /// The counters now.
+    pub fn snapshot(&self) -> ProgressSnapshot {
+        ProgressSnapshot {
+            rows: self.rows.load(Ordering::Relaxed),
+            versions: self.versions.load(Ordering::Relaxed),
+            diffs: self.diffs.load(Ordering::Relaxed),
+            changes: self.changes.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            retried: self.retried.load(Ordering::Relaxed),
+            last_change_id: self.last_change_id.load(Ordering::Acquire),
+        }
+    }
+}

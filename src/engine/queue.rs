@@ -1,0 +1,447 @@
+//! The `event_queue` state machine: enqueue, claim, complete, retry, fail.
+//!
+//! A row goes `pending -> claimed -> done`; a failed attempt goes back to
+//! `pending` with a backoff and, after [`QueuePolicy::max_attempts`] (or at once
+//! for a permanent error), to `failed` with its `last_error` kept. Pending rows
+//! coalesce per path (a partial unique index), so a burst of events for one file
+//! is one row. A claim takes at most one row per path (counting a move's
+//! `old_path`), and never a path that is already claimed, so a path's changes
+//! are applied in order. Claimed rows of a dead process go back to pending
+//! ([`requeue_claimed`] at start-up, under the engine lock). Every write here is
+//! one short `BEGIN IMMEDIATE` transaction, or runs inside the caller's.
+//! Reads and writes only `event_queue`.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+
+use super::clock::now_ms;
+use super::error::ItemError;
+
+/// Rows scanned per claim, as a multiple of the batch size, to skip rows whose
+/// path is busy.
+const CLAIM_SCAN_FACTOR: usize = 2;
+
+/// The longest a failed row waits before its next attempt.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// What kind of change an event reports. For the worker it is a hint only: it
+/// stats and hashes the file and decides for itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeKind {
+    /// A file appeared.
+    Created,
+    /// A file's content (or only its metadata) changed.
+    Modified,
+    /// A file disappeared.
+    Deleted,
+    /// A file was renamed; the row carries `old_path`.
+    Moved,
+}
+
+impl ChangeKind {
+    /// The text stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Created => "created",
+            ChangeKind::Modified => "modified",
+            ChangeKind::Deleted => "deleted",
+            ChangeKind::Moved => "moved",
+        }
+    }
+
+    /// Parses the stored text; unknown text reads as `modified` (a hint only).
+    pub fn parse(s: &str) -> ChangeKind {
+        match s {
+            "created" => ChangeKind::Created,
+            "deleted" => ChangeKind::Deleted,
+            "moved" => ChangeKind::Moved,
+            _ => ChangeKind::Modified,
+        }
+    }
+}
+
+impl fmt::Display for ChangeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The id of an `event_queue` row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QueueId(pub i64);
+
+/// An event to enqueue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    /// Absolute path of the file.
+    pub path: String,
+    /// What the producer saw.
+    pub kind: ChangeKind,
+    /// For a move: where the file was before.
+    pub old_path: Option<String>,
+}
+
+/// A claimed row, as the workers get it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueRow {
+    /// Row id.
+    pub id: QueueId,
+    /// Absolute path of the file.
+    pub path: String,
+    /// The producer's hint.
+    pub kind: ChangeKind,
+    /// For a move: where the file was before.
+    pub old_path: Option<String>,
+    /// Attempts so far, this one included.
+    pub attempts: i64,
+}
+
+/// Retry rules for failed rows.
+#[derive(Debug, Clone, Copy)]
+pub struct QueuePolicy {
+    /// Attempts before a row is `failed`.
+    pub max_attempts: i64,
+    /// Wait before the second attempt; doubles each time, up to [`MAX_BACKOFF`].
+    pub backoff: Duration,
+    /// How long a claim is valid before the row may be taken back.
+    pub lease: Duration,
+}
+
+/// Row counts per status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct QueueCounts {
+    /// Waiting to be claimed (including rows in backoff).
+    pub pending: i64,
+    /// Being processed.
+    pub claimed: i64,
+    /// Finished (until pruned).
+    pub done: i64,
+    /// Gave up; see `last_error`.
+    pub failed: i64,
+}
+
+impl QueueCounts {
+    /// Rows that still need work.
+    pub fn outstanding(&self) -> i64 {
+        self.pending + self.claimed
+    }
+}
+
+/// A failed row, for `status`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FailedRow {
+    /// Row id.
+    pub id: i64,
+    /// The file.
+    pub path: String,
+    /// Attempts made.
+    pub attempts: i64,
+    /// The last error's message.
+    pub last_error: Option<String>,
+}
+
+fn immediate(conn: &Connection) -> rusqlite::Result<Transaction<'_>> {
+    Transaction::new_unchecked(conn, TransactionBehavior::Immediate)
+}
+
+/// Enqueues events in one transaction, coalescing with pending rows of the
+/// same path. Returns the number of events written.
+///
+/// # Errors
+/// Any SQLite error; nothing is written then.
+pub fn enqueue(conn: &Connection, events: &[NewEvent], source: &str) -> rusqlite::Result<usize> {
+    let tx = immediate(conn)?;
+    enqueue_in(&tx, events, source)?;
+    tx.commit()?;
+    Ok(events.len())
+}
+
+/// [`enqueue`] inside the caller's transaction.
+///
+/// # Errors
+/// Any SQLite error.
+pub fn enqueue_in(conn: &Connection, events: &[NewEvent], source: &str) -> rusqlite::Result<()> {
+    let now = now_ms();
+    // Coalescing rules: a move stays a move (its old path is the only thing the
+    // worker cannot find out by itself); a new event makes the row available
+    // now and resets its attempts, since the file changed.
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO event_queue (path, kind, old_path, status, source, enqueued_ms, available_ms)
+         VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?5)
+         ON CONFLICT (path) WHERE status = 'pending' DO UPDATE SET
+             old_path = COALESCE(excluded.old_path, event_queue.old_path),
+             kind = CASE WHEN COALESCE(excluded.old_path, event_queue.old_path) IS NOT NULL
+                         THEN 'moved' ELSE excluded.kind END,
+             available_ms = excluded.available_ms,
+             attempts = 0",
+    )?;
+    for e in events {
+        let kind = if e.old_path.is_some() {
+            ChangeKind::Moved
+        } else {
+            e.kind
+        };
+        stmt.execute(params![e.path, kind.as_str(), e.old_path, source, now])?;
+    }
+    Ok(())
+}
+
+/// Claims up to `limit` pending rows that are due, at most one per path and
+/// none whose path is already claimed, in id order.
+///
+/// # Errors
+/// Any SQLite error; nothing is claimed then.
+pub fn claim(conn: &Connection, limit: usize, lease: Duration) -> rusqlite::Result<Vec<QueueRow>> {
+    let now = now_ms();
+    let tx = immediate(conn)?;
+    let mut busy: HashSet<String> = HashSet::new();
+    {
+        let mut stmt =
+            tx.prepare_cached("SELECT path, old_path FROM event_queue WHERE status = 'claimed'")?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            busy.insert(r.get(0)?);
+            if let Some(old) = r.get::<_, Option<String>>(1)? {
+                busy.insert(old);
+            }
+        }
+    }
+    let mut claimed = Vec::new();
+    {
+        let mut stmt = tx.prepare_cached(
+            "SELECT id, path, kind, old_path, attempts FROM event_queue
+             WHERE status = 'pending' AND available_ms <= ?1
+             ORDER BY id LIMIT ?2",
+        )?;
+        let scan = i64::try_from(limit * CLAIM_SCAN_FACTOR + busy.len()).unwrap_or(i64::MAX);
+        let mut rows = stmt.query(params![now, scan])?;
+        while let Some(r) = rows.next()? {
+            if claimed.len() >= limit {
+                break;
+            }
+            let row = QueueRow {
+                id: QueueId(r.get(0)?),
+                path: r.get(1)?,
+                kind: ChangeKind::parse(&r.get::<_, String>(2)?),
+                old_path: r.get(3)?,
+                attempts: r.get::<_, i64>(4)? + 1,
+            };
+            let clash =
+                busy.contains(&row.path) || row.old_path.as_ref().is_some_and(|o| busy.contains(o));
+            if clash {
+                continue;
+            }
+            busy.insert(row.path.clone());
+            if let Some(old) = &row.old_path {
+                busy.insert(old.clone());
+            }
+            claimed.push(row);
+        }
+    }
+    {
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        let mut stmt = tx.prepare_cached(
+            "UPDATE event_queue SET status = 'claimed', claimed_ms = ?2,
+                 lease_until_ms = ?3, attempts = attempts + 1
+             WHERE id = ?1",
+        )?;
+        for row in &claimed {
+            stmt.execute(params![row.id.0, now, now.saturating_add(lease_ms)])?;
+        }
+    }
+    tx.commit()?;
+    Ok(claimed)
+}
+
+/// Marks a claimed row done, inside the transaction that stored its outcome,
+/// and retires earlier `failed` rows of the same path (a later success
+/// supersedes them).
+///
+/// # Errors
+/// Any SQLite error.
+pub fn mark_done(
+    conn: &Connection,
+    row: &QueueRow,
+    change_id: Option<i64>,
+) -> rusqlite::Result<()> {
+    let now = now_ms();
+    conn.prepare_cached(
+        "UPDATE event_queue SET status = 'done', done_ms = ?2, change_id = ?3,
+             lease_until_ms = NULL
+         WHERE id = ?1",
+    )?
+    .execute(params![row.id.0, now, change_id])?;
+    conn.prepare_cached(
+        "UPDATE event_queue SET status = 'done', done_ms = ?2
+         WHERE status = 'failed' AND path = ?1",
+    )?
+    .execute(params![row.path, now])?;
+    Ok(())
+}
+
+/// Records a failed attempt: back to pending after a backoff, or `failed`
+/// when the error is permanent or the attempts are used up. Returns true
+/// when the row is now `failed`.
+///
+/// # Errors
+/// Any SQLite error.
+pub fn mark_attempt_failed(
+    conn: &Connection,
+    row: &QueueRow,
+    error: &ItemError,
+    policy: &QueuePolicy,
+) -> rusqlite::Result<bool> {
+    let message = error.to_string();
+    if error.is_permanent() || row.attempts >= policy.max_attempts {
+        conn.prepare_cached(
+            "UPDATE event_queue SET status = 'failed', last_error = ?2, done_ms = ?3,
+                 lease_until_ms = NULL
+             WHERE id = ?1",
+        )?
+        .execute(params![row.id.0, message, now_ms()])?;
+        return Ok(true);
+    }
+    let doublings = u32::try_from(row.attempts.saturating_sub(1).clamp(0, 20)).unwrap_or(20);
+    let wait = policy
+        .backoff
+        .saturating_mul(1 << doublings)
+        .min(MAX_BACKOFF);
+    let available = now_ms().saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX));
+    release(conn, row.id, available, Some(&message))?;
+    Ok(false)
+}
+
+/// Puts a claimed row back to pending, due at `available_ms`. When a newer
+/// pending row for the same path exists, this row's move information is
+/// folded into it and this row is retired as done instead.
+///
+/// # Errors
+/// Any SQLite error.
+pub fn release(
+    conn: &Connection,
+    id: QueueId,
+    available_ms: i64,
+    last_error: Option<&str>,
+) -> rusqlite::Result<()> {
+    let folded = conn
+        .prepare_cached(
+            "UPDATE event_queue AS p SET
+                 old_path = COALESCE(p.old_path, c.old_path),
+                 kind = CASE WHEN COALESCE(p.old_path, c.old_path) IS NOT NULL
+                             THEN 'moved' ELSE p.kind END
+             FROM (SELECT path, old_path FROM event_queue WHERE id = ?1) AS c
+             WHERE p.status = 'pending' AND p.path = c.path AND p.id <> ?1",
+        )?
+        .execute(params![id.0])?;
+    if folded > 0 {
+        conn.prepare_cached(
+            "UPDATE event_queue SET status = 'done', done_ms = ?2, lease_until_ms = NULL,
+                 last_error = 'superseded by a newer event'
+             WHERE id = ?1",
+        )?
+        .execute(params![id.0, now_ms()])?;
+    } else {
+        conn.prepare_cached(
+            "UPDATE event_queue SET status = 'pending', available_ms = ?2,
+                 lease_until_ms = NULL, last_error = COALESCE(?3, last_error)
+             WHERE id = ?1",
+        )?
+        .execute(params![id.0, available_ms, last_error])?;
+    }
+    Ok(())
+}
+
+/// Returns claimed rows to pending: all of them (at start-up, when the engine
+/// lock proves their owner is dead), or only those whose lease expired.
+/// Returns how many rows were released.
+///
+/// # Errors
+/// Any SQLite error; nothing is released then.
+pub fn requeue_claimed(conn: &Connection, only_expired: bool) -> rusqlite::Result<usize> {
+    let now = now_ms();
+    let tx = immediate(conn)?;
+    let ids: Vec<i64> = {
+        let mut stmt = tx.prepare_cached(
+            "SELECT id FROM event_queue WHERE status = 'claimed'
+                 AND (?1 = 0 OR lease_until_ms < ?2) ORDER BY id",
+        )?;
+        stmt.query_map(params![i64::from(only_expired), now], |r| r.get(0))?
+            .collect::<Result<_, _>>()?
+    };
+    for id in &ids {
+        release(&tx, QueueId(*id), now, None)?;
+    }
+    tx.commit()?;
+    Ok(ids.len())
+}
+
+/// Deletes `done` rows finished before `before_ms`. Returns how many.
+///
+/// # Errors
+/// Any SQLite error.
+pub fn prune_done(conn: &Connection, before_ms: i64) -> rusqlite::Result<usize> {
+    let tx = immediate(conn)?;
+    let n = tx
+        .prepare_cached("DELETE FROM event_queue WHERE status = 'done' AND done_ms < ?1")?
+        .execute([before_ms])?;
+    tx.commit()?;
+    Ok(n)
+}
+
+/// Row counts per status.
+///
+/// # Errors
+/// Any SQLite error.
+pub fn counts(conn: &Connection) -> rusqlite::Result<QueueCounts> {
+    let mut counts = QueueCounts::default();
+    let mut stmt =
+        conn.prepare_cached("SELECT status, COUNT(*) FROM event_queue GROUP BY status")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let n: i64 = r.get(1)?;
+        match r.get::<_, String>(0)?.as_str() {
+            "pending" => counts.pending = n,
+            "claimed" => counts.claimed = n,
+            "done" => counts.done = n,
+            "failed" => counts.failed = n,
+            _ => {}
+        }
+    }
+    Ok(counts)
+}
+
+/// The earliest time a pending row becomes due, if any row is pending.
+///
+/// # Errors
+/// Any SQLite error.
+pub fn next_due_ms(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached("SELECT MIN(available_ms) FROM event_queue WHERE status = 'pending'")?
+        .query_row([], |r| r.get(0))
+        .optional()
+        .map(Option::flatten)
+}
+
+/// Up to `limit` failed rows, oldest first.
+///
+/// # Errors
+/// Any SQLite error.
+pub fn failures(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<FailedRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, path, attempts, last_error FROM event_queue
+         WHERE status = 'failed' ORDER BY id LIMIT ?1",
+    )?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    stmt.query_map([limit], |r| {
+        Ok(FailedRow {
+            id: r.get(0)?,
+            path: r.get(1)?,
+            attempts: r.get(2)?,
+            last_error: r.get(3)?,
+        })
+    })?
+    .collect()
+}

@@ -1,0 +1,224 @@
+//! Reconciliation: find what changed while nobody was watching.
+//!
+//! Walks the root (or a subtree) with the `ignore` crate's walker, symlinks not
+//! followed, ignored folders pruned, and compares every tracked regular file
+//! with its `file_states` row by size and mtime. New files, changed files and
+//! tracked files that are gone become pending queue rows. A vanished tracked
+//! file whose content (same size, then same hash) reappears at a new path is
+//! enqueued as one move. Reads `file_states`; writes only `event_queue`, in
+//! transactions of [`ENQUEUE_CHUNK`] rows. Never hashes a file it need not.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use ignore::WalkBuilder;
+use rusqlite::Connection;
+
+use super::clock::system_time_ns;
+use super::error::EngineError;
+use super::hash;
+use super::patterns::Patterns;
+use super::queue::{self, ChangeKind, NewEvent};
+
+/// Queue rows written per transaction, so each write stays short.
+pub const ENQUEUE_CHUNK: usize = 2_000;
+
+/// What one reconciliation found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ReconcileReport {
+    /// Tracked files seen on disk.
+    pub seen: usize,
+    /// Files with no live state: enqueued as created.
+    pub new: usize,
+    /// Files whose size or mtime differ: enqueued as modified.
+    pub changed: usize,
+    /// Tracked files that are gone: enqueued as deleted.
+    pub gone: usize,
+    /// Gone files found again at a new path: enqueued as moves.
+    pub moved: usize,
+    /// Entries skipped: names that are not UTF-8, unreadable folders.
+    pub skipped: usize,
+}
+
+impl ReconcileReport {
+    /// Queue rows this reconciliation wrote.
+    pub fn enqueued(&self) -> usize {
+        self.new + self.changed + self.gone + self.moved
+    }
+}
+
+struct Known {
+    size: Option<i64>,
+    mtime_ns: Option<i64>,
+    hash: Option<String>,
+    deleted: bool,
+}
+
+struct OnDisk {
+    path: String,
+    size: u64,
+    mtime_ns: i64,
+}
+
+/// Reconciles `scope` (the root or a folder under it) and enqueues the
+/// differences.
+///
+/// # Errors
+/// [`EngineError::Db`] when `file_states` cannot be read or the queue written.
+pub fn reconcile(
+    conn: &Connection,
+    patterns: &Patterns,
+    scope: &Path,
+) -> Result<ReconcileReport, EngineError> {
+    let db = |source| EngineError::Db {
+        path: "event_queue".into(),
+        source,
+    };
+    let mut report = ReconcileReport::default();
+    let mut known = load_known(conn, scope).map_err(db)?;
+    let on_disk = walk(patterns, scope, &mut report);
+    report.seen = on_disk.len();
+
+    let mut events = Vec::new();
+    let mut new_files = Vec::new();
+    for file in on_disk {
+        match known.remove(&file.path) {
+            Some(k) if !k.deleted => {
+                let same = k.size == Some(file.size as i64) && k.mtime_ns == Some(file.mtime_ns);
+                if !same {
+                    report.changed += 1;
+                    events.push(NewEvent {
+                        path: file.path,
+                        kind: ChangeKind::Modified,
+                        old_path: None,
+                    });
+                }
+            }
+            _ => new_files.push(file),
+        }
+    }
+    // Whatever live state is left was not seen: gone, or moved.
+    let mut gone: Vec<(String, Known)> = known.into_iter().filter(|(_, k)| !k.deleted).collect();
+    gone.sort_by(|a, b| a.0.cmp(&b.0));
+    for file in new_files {
+        let moved_from = match_move(&file, &mut gone);
+        match moved_from {
+            Some(old) => {
+                report.moved += 1;
+                events.push(NewEvent {
+                    path: file.path,
+                    kind: ChangeKind::Moved,
+                    old_path: Some(old),
+                });
+            }
+            None => {
+                report.new += 1;
+                events.push(NewEvent {
+                    path: file.path,
+                    kind: ChangeKind::Created,
+                    old_path: None,
+                });
+            }
+        }
+    }
+    for (path, _) in gone {
+        report.gone += 1;
+        events.push(NewEvent {
+            path,
+            kind: ChangeKind::Deleted,
+            old_path: None,
+        });
+    }
+    for chunk in events.chunks(ENQUEUE_CHUNK) {
+        queue::enqueue(conn, chunk, "reconcile").map_err(db)?;
+    }
+    Ok(report)
+}
+
+/// Finds (and removes) the gone file that `file` is a copy of, hashing `file`
+/// only when some gone file has its size.
+fn match_move(file: &OnDisk, gone: &mut Vec<(String, Known)>) -> Option<String> {
+    let size = i64::try_from(file.size).ok()?;
+    if !gone.iter().any(|(_, k)| k.size == Some(size)) {
+        return None;
+    }
+    let bytes = std::fs::read(&file.path).ok()?;
+    let digest = hash::digest_bytes(bytes);
+    let index = gone.iter().position(|(_, k)| {
+        k.size == Some(size) && k.hash.as_deref() == Some(digest.hash.as_str())
+    })?;
+    Some(gone.swap_remove(index).0)
+}
+
+fn load_known(conn: &Connection, scope: &Path) -> rusqlite::Result<HashMap<String, Known>> {
+    let prefix = scope.to_string_lossy().into_owned();
+    let mut stmt = conn.prepare(
+        "SELECT file_path, file_size, mtime_ns, content_hash, is_deleted FROM file_states",
+    )?;
+    let mut rows = stmt.query([])?;
+    let mut known = HashMap::new();
+    while let Some(r) = rows.next()? {
+        let path: String = r.get(0)?;
+        if !Path::new(&path).starts_with(&prefix) {
+            continue;
+        }
+        known.insert(
+            path,
+            Known {
+                size: r.get(1)?,
+                mtime_ns: r.get(2)?,
+                hash: r.get(3)?,
+                deleted: r.get::<_, Option<i64>>(4)?.unwrap_or(0) != 0,
+            },
+        );
+    }
+    Ok(known)
+}
+
+fn walk(patterns: &Patterns, scope: &Path, report: &mut ReconcileReport) -> Vec<OnDisk> {
+    let filter = patterns.clone();
+    let walker = WalkBuilder::new(scope)
+        .standard_filters(false)
+        .follow_links(false)
+        .filter_entry(move |e| {
+            !(e.file_type().is_some_and(|t| t.is_dir()) && filter.is_ignored_dir(e.path()))
+        })
+        .build();
+    let mut files = Vec::new();
+    for entry in walker {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) => {
+                tracing::warn!(error = %e, "skipping an entry the walk could not read");
+                report.skipped += 1;
+                continue;
+            }
+        };
+        if !entry.file_type().is_some_and(|t| t.is_file()) || !patterns.is_tracked(entry.path()) {
+            continue;
+        }
+        let Some(path) = entry.path().to_str() else {
+            tracing::warn!(path = %entry.path().display(), "skipping a file whose name is not UTF-8");
+            report.skipped += 1;
+            continue;
+        };
+        match entry.metadata() {
+            Ok(meta) => files.push(OnDisk {
+                path: path.to_owned(),
+                size: meta.len(),
+                mtime_ns: meta.modified().map(system_time_ns).unwrap_or(0),
+            }),
+            Err(e) => {
+                // Vanished mid-walk, or unreadable: if it was tracked, the
+                // worker finds out which when its row comes up.
+                tracing::debug!(path, error = %e, "cannot stat during the walk");
+                files.push(OnDisk {
+                    path: path.to_owned(),
+                    size: u64::MAX,
+                    mtime_ns: 0,
+                });
+            }
+        }
+    }
+    files
+}

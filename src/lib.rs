@@ -1,0 +1,16 @@
+//! obby-sync: a crash-safe sync engine for a folder of Markdown notes.
+//!
+//! The database (`obby.db`) is the coordination point. Producers (the startup
+//! reconciliation, the CLI's `enqueue`, later the watcher and the gRPC api) only
+//! write pending rows into `event_queue`; the [`engine`] claims them, reads and
+//! hashes each file, diffs it against its previous version and commits the Obby
+//! rows together with the queue acknowledgement in one transaction.
+//!
+//! Layout, in data-flow order:
+//! - [`config`]: typed configuration (defaults, environment, flags).
+//! - [`engine`]: database, patterns, reconciliation, queue, workers, store.
+//! - [`cli`]: the `obby-sync` command line; the only place `anyhow` is used.
+
+pub mod cli;
+pub mod config;
+pub mod engine;

@@ -1,0 +1,2 @@
+//! Benchmark (see tools/README).
+fn main() {}
