@@ -6,7 +6,8 @@
 //! tracked files that are gone become pending queue rows. A vanished tracked
 //! file whose content (same size, then same hash) reappears at a new path is
 //! enqueued as one move. Reads `file_states`; writes only `event_queue`, in
-//! transactions of [`ENQUEUE_CHUNK`] rows. Never hashes a file it need not.
+//! transactions of [`ENQUEUE_CHUNK`] rows, in file-name order so a tree is
+//! always processed the same way. Never hashes a file it need not.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -180,6 +181,7 @@ fn walk(patterns: &Patterns, scope: &Path, report: &mut ReconcileReport) -> Vec<
     let walker = WalkBuilder::new(scope)
         .standard_filters(false)
         .follow_links(false)
+        .sort_by_file_name(|a, b| a.cmp(b))
         .filter_entry(move |e| {
             !(e.file_type().is_some_and(|t| t.is_dir()) && filter.is_ignored_dir(e.path()))
         })

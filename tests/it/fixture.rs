@@ -1,0 +1,317 @@
+//! Shared fixture: a temp vault with its own database, and helpers to run the
+//! real binary and read rows back in a stable, redacted form.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use rusqlite::Connection;
+
+/// The binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_obby-sync")
+}
+
+/// A temp folder holding a vault (`root`, with `.obbywatch` = `notes/`) and,
+/// beside it, the database.
+pub struct Vault {
+    _dir: tempfile::TempDir,
+    /// Canonical root of the vault.
+    pub root: PathBuf,
+    /// The database file (outside the root).
+    pub db: PathBuf,
+}
+
+impl Vault {
+    pub fn new() -> Vault {
+        Self::with_watch("notes/\n")
+    }
+
+    pub fn with_watch(watch: &str) -> Vault {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path().join("vault");
+        std::fs::create_dir_all(root.join("notes")).expect("mkdir");
+        std::fs::write(root.join(".obbywatch"), watch).expect("write .obbywatch");
+        let root = std::fs::canonicalize(&root).expect("canonical root");
+        let db = std::fs::canonicalize(dir.path())
+            .expect("canonical dir")
+            .join("obby.db");
+        Vault {
+            _dir: dir,
+            root,
+            db,
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    pub fn abs(&self, rel: &str) -> String {
+        self.path(rel).to_str().expect("utf-8 path").to_owned()
+    }
+
+    pub fn write(&self, rel: &str, content: impl AsRef<[u8]>) {
+        let p = self.path(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, content).expect("write");
+    }
+
+    pub fn remove(&self, rel: &str) {
+        std::fs::remove_file(self.path(rel)).expect("remove");
+    }
+
+    pub fn rename(&self, from: &str, to: &str) {
+        let to = self.path(to);
+        std::fs::create_dir_all(to.parent().expect("parent")).expect("mkdir");
+        std::fs::rename(self.path(from), to).expect("rename");
+    }
+
+    /// `obby-sync <args> --root <root> --db <db>`.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin());
+        cmd.args(args)
+            .arg("--root")
+            .arg(&self.root)
+            .arg("--db")
+            .arg(&self.db)
+            .env_remove("DB_PATH")
+            .env("LOG_LEVEL", "warn");
+        cmd
+    }
+
+    /// Runs `scan` with extra flags and returns its output (any exit code).
+    pub fn scan_output(&self, extra: &[&str]) -> Output {
+        let mut args = vec!["scan", "--json"];
+        args.extend_from_slice(extra);
+        self.command(&args).output().expect("run obby-sync")
+    }
+
+    /// Runs `scan` and requires success; returns the JSON summary.
+    pub fn scan(&self, extra: &[&str]) -> serde_json::Value {
+        let out = self.scan_output(extra);
+        assert!(
+            out.status.success(),
+            "scan failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("scan --json prints JSON")
+    }
+
+    pub fn conn(&self) -> Connection {
+        Connection::open(&self.db).expect("open db")
+    }
+
+    /// Every row the engine wrote, sorted and with volatile values redacted:
+    /// the root becomes `<root>`, times disappear, and ids become references
+    /// by (path, short hash), so 1 and N workers give the same text.
+    pub fn dump(&self) -> String {
+        let conn = self.conn();
+        let root = self.root.to_str().expect("utf-8");
+        let short = |s: Option<String>| s.map(|h| h[..8.min(h.len())].to_owned());
+        let rel = |s: Option<String>| s.map(|p| p.replace(root, "<root>"));
+        let mut out = String::new();
+        let vref = |id: Option<i64>| -> String {
+            id.map_or_else(
+                || "-".to_owned(),
+                |id| {
+                    conn.query_row(
+                        "SELECT file_path, content_hash FROM file_versions WHERE id = ?1",
+                        [id],
+                        |r| {
+                            Ok(format!(
+                                "{}@{}",
+                                r.get::<_, String>(0)?,
+                                &r.get::<_, String>(1)?[..8]
+                            ))
+                        },
+                    )
+                    .map(|s| s.replace(root, "<root>"))
+                    .unwrap_or_else(|_| format!("missing#{id}"))
+                },
+            )
+        };
+        let mut section = |title: &str, mut rows: Vec<String>, sort: bool| {
+            if sort {
+                rows.sort();
+            }
+            out.push_str(&format!("[{title}]\n"));
+            for r in rows {
+                out.push_str(&r);
+                out.push('\n');
+            }
+        };
+        let versions = query(
+            &conn,
+            "SELECT file_path, content_hash, content, line_count, size, change_description FROM file_versions ORDER BY id",
+            |r| {
+                Ok(format!(
+                    "{} {} lines={:?} size={:?} desc={:?} content={:?}",
+                    rel(r.get(0)?).unwrap_or_default(),
+                    short(r.get(1)?).unwrap_or_default(),
+                    r.get::<_, Option<i64>>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
+                    rel(r.get(5)?),
+                    r.get::<_, Option<String>>(2)?,
+                ))
+            },
+        );
+        section("file_versions (in id order)", versions, false);
+        let diffs = query(
+            &conn,
+            "SELECT file_path, old_version_id, new_version_id, change_type, diff_content, lines_added, lines_removed FROM content_diffs ORDER BY id",
+            |r| {
+                Ok((
+                    rel(r.get(0)?).unwrap_or_default(),
+                    r.get::<_, Option<i64>>(1)?,
+                    r.get::<_, Option<i64>>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    rel(r.get(4)?),
+                    r.get::<_, Option<i64>>(5)?,
+                    r.get::<_, Option<i64>>(6)?,
+                ))
+            },
+        );
+        let diffs = diffs
+            .into_iter()
+            .map(|(p, o, n, t, d, a, rm)| {
+                format!(
+                    "{p} {} {} -> {} +{} -{}\n{}",
+                    t.unwrap_or_default(),
+                    vref(o),
+                    vref(n),
+                    a.unwrap_or(-1),
+                    rm.unwrap_or(-1),
+                    d.unwrap_or_else(|| "<NULL>".into())
+                )
+            })
+            .collect();
+        section("content_diffs (in id order)", diffs, false);
+        let changes = query(
+            &conn,
+            "SELECT file_path, change_type, old_content_hash, new_content_hash, content_hash, old_path FROM file_changes ORDER BY id",
+            |r| {
+                Ok(format!(
+                    "{} {} old={:?} new={:?} id={:?} from={:?}",
+                    rel(r.get(0)?).unwrap_or_default(),
+                    r.get::<_, String>(1)?,
+                    short(r.get(2)?),
+                    short(r.get(3)?),
+                    short(r.get(4)?),
+                    rel(r.get(5)?),
+                ))
+            },
+        );
+        section("file_changes (in id order)", changes, false);
+        let states = query(
+            &conn,
+            "SELECT file_path, content_hash, line_count, file_size, is_deleted FROM file_states",
+            |r| {
+                Ok(format!(
+                    "{} {:?} lines={:?} size={:?} deleted={:?}",
+                    rel(r.get(0)?).unwrap_or_default(),
+                    short(r.get(1)?),
+                    r.get::<_, Option<i64>>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
+                ))
+            },
+        );
+        section("file_states (sorted)", states, true);
+        let events = query(
+            &conn,
+            "SELECT type, path, size, processed, old_path FROM events ORDER BY id",
+            |r| {
+                Ok(format!(
+                    "{} {} size={:?} processed={:?} from={:?}",
+                    r.get::<_, String>(0)?,
+                    rel(r.get(1)?).unwrap_or_default(),
+                    r.get::<_, Option<i64>>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                    rel(r.get(4)?),
+                ))
+            },
+        );
+        section("events (in id order)", events, false);
+        let queue = query(
+            &conn,
+            "SELECT status, COUNT(*) FROM event_queue GROUP BY status ORDER BY status",
+            |r| {
+                Ok(format!(
+                    "{} {}",
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?
+                ))
+            },
+        );
+        section("event_queue", queue, false);
+        out
+    }
+
+    /// One integer from a query.
+    pub fn count(&self, sql: &str) -> i64 {
+        self.conn().query_row(sql, [], |r| r.get(0)).expect(sql)
+    }
+}
+
+/// Collects a query's rows.
+pub fn query<T>(
+    conn: &Connection,
+    sql: &str,
+    f: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Vec<T> {
+    let mut stmt = conn.prepare(sql).expect(sql);
+    stmt.query_map([], f)
+        .expect(sql)
+        .collect::<Result<_, _>>()
+        .expect(sql)
+}
+
+/// True when GNU `patch` applies `diff` to `old` and gives exactly `new`.
+pub fn patch_applies(old: &str, diff: &str, new: &str) -> Result<(), String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let old_file = dir.path().join("old");
+    let out_file = dir.path().join("out");
+    let diff_file = dir.path().join("diff");
+    std::fs::write(&old_file, old).map_err(|e| e.to_string())?;
+    std::fs::write(&diff_file, diff).map_err(|e| e.to_string())?;
+    if diff.is_empty() {
+        return if old == new {
+            Ok(())
+        } else {
+            Err("empty diff for different texts".into())
+        };
+    }
+    let out = Command::new("patch")
+        .args(["-s", "-f", "-o"])
+        .arg(&out_file)
+        .arg(&old_file)
+        .arg(&diff_file)
+        .output()
+        .map_err(|e| format!("running patch: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "patch failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let got = std::fs::read(&out_file).map_err(|e| e.to_string())?;
+    if got == new.as_bytes() {
+        Ok(())
+    } else {
+        Err(format!(
+            "patched text differs:\n{:?}\nwanted\n{:?}",
+            String::from_utf8_lossy(&got),
+            new
+        ))
+    }
+}
+
+/// Path of the database's lock file, for tests that need it.
+#[allow(dead_code)]
+pub fn lock_path(db: &Path) -> PathBuf {
+    let mut s = db.as_os_str().to_os_string();
+    s.push(".lock");
+    PathBuf::from(s)
+}

@@ -1,0 +1,10 @@
+//! obby-sync's integration tests: one binary, real files in temp folders, a
+//! real SQLite file, the real `obby-sync` executable.
+
+mod cli_errors;
+mod crash;
+mod diffs;
+mod fixture;
+mod inputs;
+mod pipeline;
+mod traps;
