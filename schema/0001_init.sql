@@ -35,7 +35,6 @@ CREATE TABLE IF NOT EXISTS content_diffs (
 );
 CREATE INDEX IF NOT EXISTS idx_content_diffs_time ON content_diffs(timestamp);
 CREATE INDEX IF NOT EXISTS idx_content_diffs_new_version ON content_diffs(new_version_id);
-CREATE INDEX IF NOT EXISTS idx_content_diffs_old_version ON content_diffs(old_version_id);
 
 CREATE TABLE IF NOT EXISTS file_changes (
     id               INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -106,7 +105,6 @@ CREATE TABLE IF NOT EXISTS event_queue (
 CREATE UNIQUE INDEX IF NOT EXISTS event_queue_one_pending_per_path
     ON event_queue(path) WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS event_queue_by_status ON event_queue(status, id);
-CREATE INDEX IF NOT EXISTS event_queue_done ON event_queue(done_ms) WHERE status = 'done';
 
 -- Small key/value facts: schema owner, last reconciliation, engine start.
 CREATE TABLE IF NOT EXISTS sync_meta (

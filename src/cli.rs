@@ -18,6 +18,7 @@ use clap::{Args, Parser, Subcommand};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::config::{self, Config};
+use crate::engine::enqueue::WatchConfig;
 use crate::engine::patterns::{DEFAULT_IGNORE, DEFAULT_WATCH, IGNORE_FILE, WATCH_FILE};
 use crate::engine::progress::ProgressSnapshot;
 use crate::engine::queue::{self, ChangeKind, NewEvent};
@@ -75,6 +76,49 @@ struct Tuning {
     retention_hours: u64,
 }
 
+#[derive(Debug, Args)]
+struct WatchArgs {
+    /// Quiet time per file before a change counts, in milliseconds.
+    #[arg(long, env = "DEBOUNCE_MS", default_value_t = 500)]
+    debounce_ms: u64,
+    /// Longest a file written continuously waits for its row (default 10 × debounce).
+    #[arg(long)]
+    max_wait_ms: Option<u64>,
+    /// Seconds between safety rescans of the whole root (0 disables them).
+    #[arg(long, default_value_t = 600)]
+    rescan_interval: u64,
+    /// Poll instead of using native file-system events.
+    #[arg(long)]
+    poll: bool,
+    /// Milliseconds between two polls.
+    #[arg(long, default_value_t = 2_000)]
+    poll_interval_ms: u64,
+    /// Milliseconds the canary file's event may take before polling takes over.
+    #[arg(long, default_value_t = 3_000)]
+    canary_timeout_ms: u64,
+}
+
+impl WatchArgs {
+    fn config(&self) -> Result<WatchConfig> {
+        if self.poll_interval_ms == 0 {
+            bail!("--poll-interval-ms must be at least 1");
+        }
+        let debounce = Duration::from_millis(self.debounce_ms);
+        Ok(WatchConfig {
+            debounce,
+            max_wait: self
+                .max_wait_ms
+                .map_or(debounce * 10, Duration::from_millis),
+            rescan_interval: (self.rescan_interval > 0)
+                .then(|| Duration::from_secs(self.rescan_interval)),
+            force_poll: self.poll,
+            poll_interval: Duration::from_millis(self.poll_interval_ms),
+            canary_timeout: Duration::from_millis(self.canary_timeout_ms),
+            ..WatchConfig::default()
+        })
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Write a default .obbywatch (notes/) and .obbyignore into the root, if missing.
@@ -93,12 +137,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Reconcile, then process the queue until SIGINT or SIGTERM.
+    /// Watch the root and record every change until SIGINT or SIGTERM
+    /// (reconciles first, so changes made while stopped are found).
     Run {
         #[command(flatten)]
         location: Location,
         #[command(flatten)]
         tuning: Tuning,
+        #[command(flatten)]
+        watch: WatchArgs,
     },
     /// Add files to the queue (a running engine picks them up).
     Enqueue {
@@ -176,7 +223,11 @@ fn run(command: Command) -> Result<ExitCode> {
             tuning,
             json,
         } => scan(&location, &tuning, json),
-        Command::Run { location, tuning } => run_engine(&location, &tuning),
+        Command::Run {
+            location,
+            tuning,
+            watch,
+        } => run_engine(&location, &tuning, &watch),
         Command::Enqueue { location, paths } => enqueue(&location, &paths),
         Command::Status { db, json } => status(&db.db, json),
         Command::Log { path, db, limit } => log(&path, &db.db, limit),
@@ -315,24 +366,32 @@ fn progress_bar(total: u64, quiet: bool) -> Option<indicatif::ProgressBar> {
     Some(bar)
 }
 
-fn run_engine(location: &Location, tuning: &Tuning) -> Result<ExitCode> {
+fn run_engine(location: &Location, tuning: &Tuning, watch: &WatchArgs) -> Result<ExitCode> {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
     }
+    let watch = watch.config()?;
     let mut engine = Engine::open(config(location, tuning)?)?;
     let cfg = engine.config();
-    tracing::info!(root = %cfg.root.display(), db = %cfg.db.display(), workers = cfg.workers, "obby-sync running");
-    engine.reconcile()?;
-    let mut on_batch = |p: &ProgressSnapshot| {
+    eprintln!(
+        "obby-sync: watching {} into {} ({} workers, debounce {} ms); Ctrl-C stops",
+        cfg.root.display(),
+        cfg.db.display(),
+        cfg.workers,
+        watch.debounce.as_millis()
+    );
+    let status = LiveStatus::start(engine.progress(), cfg.db.clone());
+    let result = engine.watch_and_process(watch, stop, &mut |p: &ProgressSnapshot| {
         tracing::debug!(
             rows = p.rows,
             versions = p.versions,
             failed = p.failed,
             "committed"
         );
-    };
-    engine.process(Until::Stopped, &stop, &mut on_batch)?;
+    });
+    drop(status);
+    result?;
     let p = engine.progress().snapshot();
     tracing::info!(
         rows = p.rows,
@@ -341,6 +400,57 @@ fn run_engine(location: &Location, tuning: &Tuning) -> Result<ExitCode> {
         "stopped cleanly"
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The live one-line status of `run` on a terminal: queued, processed,
+/// failed, rate. Stops when dropped.
+struct LiveStatus {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LiveStatus {
+    fn start(progress: Arc<crate::engine::progress::Progress>, db_path: PathBuf) -> LiveStatus {
+        let stop = Arc::new(AtomicBool::new(false));
+        if !std::io::stderr().is_terminal() {
+            return LiveStatus { stop, thread: None };
+        }
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let bar = indicatif::ProgressBar::new_spinner();
+            let conn = db::open_reader(&db_path).ok();
+            let mut last = (Instant::now(), progress.snapshot().rows);
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(500));
+                let p = progress.snapshot();
+                let queued = conn
+                    .as_ref()
+                    .and_then(|c| queue::counts(c).ok())
+                    .map_or(0, |c| c.outstanding());
+                let rate = (p.rows - last.1) as f64 / last.0.elapsed().as_secs_f64().max(0.001);
+                last = (Instant::now(), p.rows);
+                bar.set_message(format!(
+                    "queued {queued} · processed {} · versions {} · failed {} · {rate:.0} files/s",
+                    p.rows, p.versions, p.failed
+                ));
+                bar.tick();
+            }
+            bar.finish_and_clear();
+        });
+        LiveStatus {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for LiveStatus {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// Makes `path` absolute against the current folder and resolves symlinks
@@ -416,6 +526,7 @@ struct Status {
     changes: i64,
     last_change: Option<String>,
     last_reconcile: Option<String>,
+    watch_backend: Option<String>,
 }
 
 fn count(conn: &Connection, sql: &str) -> Result<i64> {
@@ -438,6 +549,13 @@ fn status(db_path: &Path, json: bool) -> Result<ExitCode> {
             |r| r.get(0),
         )
         .optional()?;
+    let watch_backend: Option<String> = conn
+        .query_row(
+            "SELECT value FROM sync_meta WHERE key = 'watch_backend'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
     let s = Status {
         database: absolute(db_path)?.display().to_string(),
         schema_version: conn.pragma_query_value(None, "user_version", |r| r.get(0))?,
@@ -456,6 +574,7 @@ fn status(db_path: &Path, json: bool) -> Result<ExitCode> {
         changes: count(&conn, "SELECT COUNT(*) FROM file_changes")?,
         last_change,
         last_reconcile,
+        watch_backend,
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&s)?);

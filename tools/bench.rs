@@ -1,2 +1,999 @@
-//! Benchmark (see tools/README).
-fn main() {}
+//! Throughput benchmark of `obby-sync scan`, measured against a bare-SQLite
+//! floor.
+//!
+//! It generates a seeded Markdown corpus (`--files` notes under `notes/` in
+//! three folder levels, log-normal sizes around a 4 KiB median) and measures,
+//! each figure the median of `--repeat` runs:
+//!
+//! 1. the initial scan, on a fresh database each run: files/s, MB/s, peak RSS;
+//! 2. the floor: the same files read and inserted, each with its creation
+//!    diff, into one bare table in one transaction (in-process rusqlite, WAL,
+//!    `synchronous=NORMAL`); the initial scan is reported as a multiple of it;
+//! 3. an edit round: about 10% of the lines of every file changed, then a
+//!    rescan on the same database;
+//! 4. one 5 MiB file with 1% of its lines changed: the rescan time, and
+//!    `obby_sync::engine::diff::unified` on the same pair in-process, so the
+//!    diff's share of that time is known.
+//!
+//! The scans run the release `obby-sync` binary as a child process
+//! (`scan --json`), with the database outside the scanned root and the page
+//! cache warm. Progress goes to stderr; a Markdown table of figures and
+//! targets goes to stdout. Build the binary first:
+//!
+//! ```text
+//! cargo build --release
+//! cargo run --release --example bench -- [--files N] [--seed S] [--repeat R] [--keep DIR]
+//! ```
+//!
+//! `tools/README.md` explains each figure.
+
+use std::error::Error;
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::{Instant, SystemTime};
+
+use clap::Parser;
+use obby_sync::engine::diff;
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt as _, SeedableRng as _};
+use rusqlite::{Connection, params};
+
+/// Every fallible step returns this; `main` prints the message.
+type Res<T> = Result<T, Box<dyn Error>>;
+
+/// The corpus and edit generator: a fixed, portable algorithm, so a seed gives
+/// the same bytes with every `rand` release.
+type Prng = Xoshiro256PlusPlus;
+
+/// Median file size of the corpus, in bytes.
+const MEDIAN_SIZE: f64 = 4096.0;
+/// Standard deviation of the log of the file size (a long tail of big notes).
+const SIZE_SIGMA: f64 = 0.9;
+/// Smallest generated file, in bytes.
+const MIN_SIZE: f64 = 200.0;
+/// Largest generated file, in bytes.
+const MAX_SIZE: f64 = 256.0 * 1024.0;
+/// Files per leaf folder the three folder levels aim at.
+const FILES_PER_LEAF: usize = 10;
+/// Share of lines changed per file in an edit round.
+const EDIT_FRACTION: f64 = 0.10;
+/// Size of the single big file.
+const BIG_SIZE: usize = 5 * 1024 * 1024;
+/// Share of the big file's lines changed per edit.
+const BIG_EDIT_FRACTION: f64 = 0.01;
+/// In-process runs of `diff::unified` on the big pair.
+const DIFF_RUNS: usize = 5;
+/// The watch file every generated root gets.
+const WATCH_TEXT: &str = "notes/\n";
+
+/// Target: files per second of the initial scan and of an edit round.
+const TARGET_FILES_PER_SECOND: f64 = 10_000.0;
+/// Target: the initial scan's time as a multiple of the floor's.
+const TARGET_FLOOR_RATIO: f64 = 1.5;
+/// Target: seconds to record one 1% change of the 5 MiB file.
+const TARGET_BIG_CHANGE_SECONDS: f64 = 0.150;
+/// Target: peak resident memory of one scan, in bytes.
+const TARGET_PEAK_RSS: u64 = 100 * 1024 * 1024;
+
+/// Seed streams, so the corpus, the edit rounds and the big file draw
+/// independent numbers from one `--seed`.
+const STREAM_CORPUS: u64 = 1;
+/// See [`STREAM_CORPUS`].
+const STREAM_EDIT: u64 = 2;
+/// See [`STREAM_CORPUS`].
+const STREAM_BIG: u64 = 3;
+
+#[derive(Debug, Parser)]
+#[command(
+    about = "Benchmark `obby-sync scan` on a generated Markdown corpus against a bare-SQLite floor"
+)]
+struct Args {
+    /// Markdown files in the corpus.
+    #[arg(long, default_value_t = 10_000)]
+    files: usize,
+    /// Seed of the corpus and of every edit.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Runs of each scan measurement; the table reports medians.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+    /// Build everything in DIR (new or empty) and keep it afterwards.
+    #[arg(long, value_name = "DIR")]
+    keep: Option<PathBuf>,
+}
+
+/// A progress line on stderr, so a long run is visibly alive.
+macro_rules! progress {
+    ($($arg:tt)*) => { eprintln!("[bench] {}", format_args!($($arg)*)) };
+}
+
+fn main() -> ExitCode {
+    match run(&Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> Res<()> {
+    if args.files == 0 || args.repeat == 0 {
+        return Err("--files and --repeat must be at least 1".into());
+    }
+    if cfg!(debug_assertions) {
+        progress!(
+            "warning: this is a debug build of the bench; the floor and the in-process diff are slow (use --release)"
+        );
+    }
+    let bin = find_binary()?;
+    progress!("obby-sync binary: {}", bin.display());
+
+    // Keep the TempDir alive until the end: dropping it deletes everything.
+    let (_temp, base) = match &args.keep {
+        Some(dir) => {
+            fs::create_dir_all(dir)?;
+            if fs::read_dir(dir)?.next().is_some() {
+                return Err(
+                    format!("--keep {} must be a new or empty folder", dir.display()).into(),
+                );
+            }
+            (None, fs::canonicalize(dir)?)
+        }
+        None => {
+            let temp = tempfile::Builder::new().prefix("obby-bench-").tempdir()?;
+            let base = fs::canonicalize(temp.path())?;
+            (Some(temp), base)
+        }
+    };
+    let db_dir = base.join("db");
+    fs::create_dir_all(&db_dir)?;
+
+    let corpus = Corpus::generate(&base.join("vault"), args.files, args.seed)?;
+    let initial = initial_scans(&bin, &corpus, &db_dir.join("obby.db"), args.repeat)?;
+    let floor = floor_runs(&corpus, &db_dir.join("floor.db"), args.repeat)?;
+    let edits = edit_rounds(&bin, &corpus, &db_dir.join("obby.db"), args)?;
+    let big = big_file(&bin, &base.join("big"), &db_dir.join("big.db"), args)?;
+
+    print_table(args, &corpus, &initial, floor, &edits, &big);
+    if args.keep.is_some() {
+        progress!(
+            "kept {} (vault/ and big/ are the roots, db/ the databases)",
+            base.display()
+        );
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------ the binary
+
+/// The release `obby-sync` next to this example (`target/release/examples/bench`
+/// gives `target/release/obby-sync`).
+fn find_binary() -> Res<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or("cannot locate the target folder from the bench's own path")?;
+    let bin = profile_dir.join(format!("obby-sync{}", std::env::consts::EXE_SUFFIX));
+    if !bin.is_file() {
+        return Err(format!(
+            "{} not found: run `cargo build --release` first",
+            bin.display()
+        )
+        .into());
+    }
+    if let Some(newer) = newest_source_after(&bin) {
+        progress!(
+            "warning: {} is newer than the binary; run `cargo build --release` to measure the current code",
+            newer.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// A source file of the crate modified after `bin` was built, if any.
+fn newest_source_after(bin: &Path) -> Option<PathBuf> {
+    let built = fs::metadata(bin).and_then(|m| m.modified()).ok()?;
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut stack = vec![
+        manifest.join("src"),
+        manifest.join("schema"),
+        manifest.join("Cargo.toml"),
+    ];
+    let mut newest: Option<(SystemTime, PathBuf)> = None;
+    while let Some(path) = stack.pop() {
+        let Ok(meta) = fs::metadata(&path) else {
+            continue;
+        };
+        if meta.is_dir() {
+            if let Ok(entries) = fs::read_dir(&path) {
+                stack.extend(entries.filter_map(|e| e.ok().map(|e| e.path())));
+            }
+        } else if let Ok(modified) = meta.modified()
+            && modified > built
+            && newest.as_ref().is_none_or(|(t, _)| modified > *t)
+        {
+            newest = Some((modified, path));
+        }
+    }
+    newest.map(|(_, p)| p)
+}
+
+/// What one `obby-sync scan --json` reported.
+#[derive(Debug, Clone, Copy)]
+struct Scan {
+    /// Queue rows finished: the files the scan processed.
+    rows: u64,
+    /// `file_versions` rows written.
+    versions: u64,
+    /// `content_diffs` rows written.
+    diffs: u64,
+    /// The scan's own time (engine open to drained queue).
+    seconds: f64,
+    /// Spawn to exit, as seen from here (process start and exit included).
+    wall: f64,
+    /// Peak resident memory of the scan process.
+    peak_rss: u64,
+}
+
+fn run_scan(bin: &Path, root: &Path, db: &Path) -> Res<Scan> {
+    let started = Instant::now();
+    let out = Command::new(bin)
+        .args(["--log-level", "warn", "scan", "--json", "--root"])
+        .arg(root)
+        .arg("--db")
+        .arg(db)
+        .output()?;
+    let wall = started.elapsed().as_secs_f64();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        return Err(format!("obby-sync scan failed ({}): {}", out.status, stderr.trim()).into());
+    }
+    for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
+        progress!("obby-sync: {line}");
+    }
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("obby-sync scan printed no JSON summary ({e})"))?;
+    let int = |key: &str| {
+        json[key]
+            .as_u64()
+            .ok_or_else(|| format!("the scan summary has no integer `{key}`"))
+    };
+    Ok(Scan {
+        rows: int("rows")?,
+        versions: int("versions")?,
+        diffs: int("diffs")?,
+        seconds: json["seconds"]
+            .as_f64()
+            .ok_or("the scan summary has no `seconds`")?,
+        wall,
+        peak_rss: int("peak_rss_bytes")?,
+    })
+}
+
+/// Deletes a database and its side files, so the next scan starts fresh.
+fn remove_db(db: &Path) -> Res<()> {
+    for suffix in ["", "-wal", "-shm", "-journal", ".lock"] {
+        let mut name = db.as_os_str().to_os_string();
+        name.push(suffix);
+        match fs::remove_file(PathBuf::from(name)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Warns when a scan did not write what the benchmark expects, since its
+/// timing would then measure something else.
+fn check_scan(stage: &str, scan: &Scan, files: u64, want_versions: u64, want_diffs: u64) {
+    if scan.rows != files || scan.versions != want_versions || scan.diffs != want_diffs {
+        progress!(
+            "warning: {stage}: expected {files} rows, {want_versions} versions, {want_diffs} diffs; got {} rows, {} versions, {} diffs",
+            scan.rows,
+            scan.versions,
+            scan.diffs
+        );
+    }
+}
+
+// ------------------------------------------------------------ the corpus
+
+/// The generated vault.
+struct Corpus {
+    /// The scanned root (holds `.obbywatch` and `notes/`).
+    root: PathBuf,
+    /// Every note, absolute and canonical, as the engine stores paths.
+    files: Vec<PathBuf>,
+    /// Bytes of all notes together.
+    bytes: u64,
+    /// The median note size, in bytes.
+    median_size: u64,
+}
+
+impl Corpus {
+    /// Writes `count` seeded notes under `root/notes/aNN/bNN/cNN/`.
+    fn generate(root: &Path, count: usize, seed: u64) -> Res<Corpus> {
+        progress!(
+            "generating {count} notes in {} (seed {seed})",
+            root.display()
+        );
+        let started = Instant::now();
+        fs::create_dir_all(root.join("notes"))?;
+        fs::write(root.join(".obbywatch"), WATCH_TEXT)?;
+        let root = fs::canonicalize(root)?;
+        // Three levels with `fanout` folders each, about FILES_PER_LEAF notes per leaf.
+        let leaves_wanted = count.div_ceil(FILES_PER_LEAF).max(1);
+        let mut fanout = 1;
+        while fanout * fanout * fanout < leaves_wanted {
+            fanout += 1;
+        }
+        let leaves = fanout * fanout * fanout;
+        let mut files = Vec::with_capacity(count);
+        let mut sizes = Vec::with_capacity(count);
+        let mut bytes = 0u64;
+        for i in 0..count {
+            let leaf = i % leaves;
+            let dir = root.join(format!(
+                "notes/a{:02}/b{:02}/c{:02}",
+                leaf / (fanout * fanout),
+                (leaf / fanout) % fanout,
+                leaf % fanout
+            ));
+            if i < leaves {
+                fs::create_dir_all(&dir)?;
+            }
+            let mut rng = Prng::seed_from_u64(sub_seed(seed, STREAM_CORPUS, i as u64));
+            let target = log_normal_size(&mut rng);
+            let text = note(&mut rng, target);
+            let path = dir.join(format!("note-{i:05}.md"));
+            fs::write(&path, &text)?;
+            bytes += text.len() as u64;
+            sizes.push(text.len() as u64);
+            files.push(path);
+            if (i + 1) % (count / 10).max(1) == 0 {
+                progress!("  {}/{count} notes, {:.1} MB", i + 1, bytes as f64 / 1e6);
+            }
+        }
+        sizes.sort_unstable();
+        let median_size = sizes[sizes.len() / 2];
+        progress!(
+            "corpus ready: {count} notes, {:.1} MB, median {median_size} B, {leaves} leaf folders, {:.1} s",
+            bytes as f64 / 1e6,
+            started.elapsed().as_secs_f64()
+        );
+        Ok(Corpus {
+            root,
+            files,
+            bytes,
+            median_size,
+        })
+    }
+
+    /// Changes about `fraction` of the lines of every note (edit round `round`).
+    fn edit_all(&self, seed: u64, round: u64, fraction: f64) -> Res<()> {
+        for (i, path) in self.files.iter().enumerate() {
+            let mut rng =
+                Prng::seed_from_u64(sub_seed(seed, STREAM_EDIT, (round << 32) | i as u64));
+            let old = fs::read_to_string(path)?;
+            fs::write(path, edit(&old, fraction, &mut rng))?;
+        }
+        Ok(())
+    }
+}
+
+/// A well-mixed seed for item `index` of `stream` (SplitMix64 finaliser).
+fn sub_seed(seed: u64, stream: u64, index: u64) -> u64 {
+    let mut z = seed
+        ^ stream.wrapping_mul(0xA076_1D64_78BD_642F)
+        ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A note size drawn from a log-normal around [`MEDIAN_SIZE`] (Box–Muller).
+fn log_normal_size(rng: &mut Prng) -> usize {
+    let u1: f64 = rng.random();
+    let u2: f64 = rng.random();
+    let z = (-2.0 * (1.0 - u1).ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+    let size = (MEDIAN_SIZE.ln() + SIZE_SIGMA * z)
+        .exp()
+        .clamp(MIN_SIZE, MAX_SIZE);
+    // Clamped to at most MAX_SIZE, so the cast cannot overflow.
+    size as usize
+}
+
+/// Vocabulary of the generated prose.
+#[rustfmt::skip]
+const WORDS: &[&str] = &[
+    "the", "a", "of", "to", "and", "in", "is", "for", "on", "with", "that", "this", "it", "as",
+    "we", "be", "at", "by", "from", "or", "not", "but", "if", "then", "when", "after", "before",
+    "project", "meeting", "notes", "idea", "draft", "review", "plan", "design", "release",
+    "database", "query", "index", "cache", "latency", "budget", "deadline", "team", "customer",
+    "feedback", "roadmap", "sprint", "backlog", "ticket", "bug", "fix", "test", "deploy", "server",
+    "client", "sync", "version", "history", "diff", "merge", "branch", "commit", "folder", "file",
+    "markdown", "heading", "link", "tag", "archive", "inbox", "weekly", "monthly", "quarterly",
+    "goal", "metric", "result", "summary", "question", "answer", "decision", "risk", "owner",
+    "status", "blocked", "done", "pending", "next", "step", "research", "paper", "book", "chapter",
+    "quote", "reading", "garden", "recipe", "travel", "budget", "invoice", "contract", "call",
+    "email", "follow", "up", "check", "update", "should", "could", "would", "must", "maybe",
+    "probably", "quickly", "carefully", "again", "small", "large", "new", "old", "first", "last",
+    "good", "better", "simple", "clear", "important", "urgent", "open", "closed", "shared",
+    "private", "local", "remote",
+];
+
+/// Code-ish words for fenced blocks.
+#[rustfmt::skip]
+const CODE_WORDS: &[&str] = &[
+    "let", "fn", "return", "if", "else", "for", "match", "Some", "None", "Ok", "Err", "self",
+    "config", "path", "value", "count", "items", "result", "db", "query", "row", "=", "+", "->",
+];
+
+/// Languages of fenced code blocks.
+const LANGS: &[&str] = &["rust", "python", "sql", "bash", "json", ""];
+
+fn pick<'a>(rng: &mut Prng, from: &[&'a str]) -> &'a str {
+    from[rng.random_range(0..from.len())]
+}
+
+/// One word of prose, now and then with inline Markdown around it.
+fn push_word(rng: &mut Prng, out: &mut String) {
+    let w = pick(rng, WORDS);
+    match rng.random_range(0..100u32) {
+        0..3 => write!(out, "**{w}**"),
+        3..5 => write!(out, "`{w}`"),
+        5..7 => write!(out, "[[{} {}]]", capitalized(w), pick(rng, WORDS)),
+        7..8 => write!(out, "[{w}](https://example.com/{w})"),
+        8..9 => write!(out, "#{w}"),
+        _ => write!(out, "{w}"),
+    }
+    .expect("writing to a String cannot fail");
+}
+
+fn capitalized(w: &str) -> String {
+    let mut chars = w.chars();
+    chars.next().map_or_else(String::new, |c| {
+        c.to_uppercase().chain(chars).collect::<String>()
+    })
+}
+
+/// A sentence of about `words` words, capitalized and ending in a full stop.
+fn sentence(rng: &mut Prng, words: usize) -> String {
+    let mut out = capitalized(pick(rng, WORDS));
+    for _ in 1..words.max(2) {
+        out.push(' ');
+        push_word(rng, &mut out);
+    }
+    out.push_str(if rng.random_bool(0.1) { "?" } else { "." });
+    out
+}
+
+/// A title of `words` capitalized words.
+fn title(rng: &mut Prng, words: usize) -> String {
+    (0..words.max(1))
+        .map(|_| capitalized(pick(rng, WORDS)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// One Markdown block and the blank line after it.
+fn push_block(rng: &mut Prng, out: &mut String) {
+    let line = |out: &mut String, text: &str| {
+        out.push_str(text);
+        out.push('\n');
+    };
+    match rng.random_range(0..100u32) {
+        0..12 => {
+            let level = *[2usize, 2, 3, 3, 3, 4]
+                .get(rng.random_range(0..6))
+                .expect("index is in range");
+            let n = rng.random_range(2..7);
+            line(out, &format!("{} {}", "#".repeat(level), title(rng, n)));
+        }
+        12..48 => {
+            for _ in 0..rng.random_range(1..5) {
+                let n = rng.random_range(6..18);
+                line(out, &sentence(rng, n));
+            }
+        }
+        48..72 => {
+            let style = rng.random_range(0..4u32);
+            for i in 1..=rng.random_range(2..8) {
+                let marker = match style {
+                    0 => "- ".to_owned(),
+                    1 => "* ".to_owned(),
+                    2 => format!("{i}. "),
+                    _ if rng.random_bool(0.5) => "- [x] ".to_owned(),
+                    _ => "- [ ] ".to_owned(),
+                };
+                let indent = if i > 1 && rng.random_bool(0.15) {
+                    "  "
+                } else {
+                    ""
+                };
+                let n = rng.random_range(3..12);
+                line(out, &format!("{indent}{marker}{}", sentence(rng, n)));
+            }
+        }
+        72..79 => line(out, "---"),
+        79..87 => {
+            for _ in 0..rng.random_range(1..4) {
+                let n = rng.random_range(6..16);
+                line(out, &format!("> {}", sentence(rng, n)));
+            }
+        }
+        87..95 => {
+            line(out, &format!("```{}", pick(rng, LANGS)));
+            for _ in 0..rng.random_range(2..9) {
+                let words: Vec<&str> = (0..rng.random_range(2..9))
+                    .map(|_| pick(rng, CODE_WORDS))
+                    .collect();
+                let indent = "    ".repeat(rng.random_range(0..3));
+                line(out, &format!("{indent}{}", words.join(" ")));
+            }
+            line(out, "```");
+        }
+        _ => {
+            let cols = rng.random_range(2..5);
+            let head: Vec<String> = (0..cols).map(|_| title(rng, 1)).collect();
+            line(out, &format!("| {} |", head.join(" | ")));
+            line(out, &format!("|{}", "---|".repeat(cols)));
+            for _ in 0..rng.random_range(2..6) {
+                let cells: Vec<&str> = (0..cols).map(|_| pick(rng, WORDS)).collect();
+                line(out, &format!("| {} |", cells.join(" | ")));
+            }
+        }
+    }
+    out.push('\n');
+}
+
+/// A note of at least `target` bytes (the last block may run past it).
+fn note(rng: &mut Prng, target: usize) -> String {
+    let mut out = String::with_capacity(target + 512);
+    if rng.random_bool(0.3) {
+        let n = rng.random_range(2..6);
+        let t = title(rng, n);
+        let tags = [pick(rng, WORDS), pick(rng, WORDS)].join(", ");
+        let day = rng.random_range(1..29);
+        let month = rng.random_range(1..13);
+        write!(
+            out,
+            "---\ntitle: {t}\ntags: [{tags}]\ncreated: 2024-{month:02}-{day:02}\n---\n\n"
+        )
+        .expect("writing to a String cannot fail");
+    }
+    let n = rng.random_range(2..7);
+    let heading = title(rng, n);
+    out.push_str("# ");
+    out.push_str(&heading);
+    out.push_str("\n\n");
+    while out.len() < target {
+        push_block(rng, &mut out);
+    }
+    out
+}
+
+/// Splits a line into its Markdown marker (indent, `## `, `- [ ] `, `1. `,
+/// `> ` ...) and the prose after it.
+fn split_marker(line: &str) -> (&str, &str) {
+    let indent = line.len() - line.trim_start().len();
+    let t = &line[indent..];
+    let marker = if t.starts_with('#') {
+        let hashes = t.bytes().take_while(|b| *b == b'#').count();
+        if t[hashes..].starts_with(' ') {
+            hashes + 1
+        } else {
+            0
+        }
+    } else if t.starts_with("- [ ] ") || t.starts_with("- [x] ") {
+        6
+    } else if t.starts_with("- ") || t.starts_with("* ") || t.starts_with("> ") {
+        2
+    } else {
+        let digits = t.bytes().take_while(u8::is_ascii_digit).count();
+        if digits > 0 && t[digits..].starts_with(". ") {
+            digits + 2
+        } else {
+            0
+        }
+    };
+    line.split_at(indent + marker)
+}
+
+/// Changes about `fraction` of the lines of `text` (at least one): a line
+/// with prose gets new prose behind the same marker; a blank, rule, fence or
+/// table line gets a new sentence inserted after it.
+fn edit(text: &str, fraction: f64, rng: &mut Prng) -> String {
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    if lines.is_empty() {
+        return sentence(rng, 8) + "\n";
+    }
+    let mut chosen: Vec<bool> = lines.iter().map(|_| rng.random_bool(fraction)).collect();
+    if !chosen.contains(&true) {
+        let i = rng.random_range(0..lines.len());
+        chosen[i] = true;
+    }
+    let mut out = String::with_capacity(text.len() + text.len() / 8);
+    for (line, pick_it) in lines.iter().zip(chosen) {
+        if !pick_it {
+            out.push_str(line);
+            continue;
+        }
+        let body = line.strip_suffix('\n').unwrap_or(line);
+        let (marker, prose) = split_marker(body);
+        let words = prose.split_whitespace().count();
+        let structural =
+            body.starts_with("---") || body.starts_with("```") || body.starts_with('|');
+        if words == 0 || structural {
+            out.push_str(body);
+            out.push('\n');
+            let n = rng.random_range(6..16);
+            out.push_str(&sentence(rng, n));
+        } else if marker.trim_start().starts_with('#') {
+            out.push_str(marker);
+            out.push_str(&title(rng, words));
+        } else {
+            let n = (words + rng.random_range(0..5)).saturating_sub(2).max(3);
+            out.push_str(marker);
+            out.push_str(&sentence(rng, n));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+// ------------------------------------------------------------ the stages
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+/// The initial scans' figures.
+struct Initial {
+    /// Median seconds of a scan into a fresh database.
+    seconds: f64,
+    /// Highest peak RSS over the runs.
+    peak_rss: u64,
+}
+
+fn initial_scans(bin: &Path, corpus: &Corpus, db: &Path, repeat: usize) -> Res<Initial> {
+    let files = corpus.files.len() as u64;
+    let mut seconds = Vec::new();
+    let mut peak_rss = 0;
+    for r in 1..=repeat {
+        remove_db(db)?;
+        progress!("initial scan {r}/{repeat} ...");
+        let scan = run_scan(bin, &corpus.root, db)?;
+        check_scan("initial scan", &scan, files, files, files);
+        progress!(
+            "initial scan {r}/{repeat}: {:.3} s ({:.3} s wall), {:.0} files/s, {:.1} MB/s, peak RSS {:.1} MiB",
+            scan.seconds,
+            scan.wall,
+            scan.rows as f64 / scan.seconds,
+            corpus.bytes as f64 / 1e6 / scan.seconds,
+            mib(scan.peak_rss)
+        );
+        seconds.push(scan.seconds);
+        peak_rss = peak_rss.max(scan.peak_rss);
+    }
+    // The last run's database stays for the edit rounds.
+    Ok(Initial {
+        seconds: median(&seconds),
+        peak_rss,
+    })
+}
+
+/// Median seconds to read every note and insert it, with its creation diff,
+/// into one bare table in one transaction.
+fn floor_runs(corpus: &Corpus, db: &Path, repeat: usize) -> Res<f64> {
+    progress!("floor: computing creation diffs (untimed) ...");
+    let mut rows = Vec::with_capacity(corpus.files.len());
+    for path in &corpus.files {
+        let label = path
+            .to_str()
+            .ok_or("a corpus path is not UTF-8")?
+            .to_owned();
+        let text = fs::read_to_string(path)?;
+        let creation = diff::unified("", &text, &label, &label).text;
+        rows.push((path.as_path(), label, creation));
+    }
+    let mut seconds = Vec::new();
+    for r in 1..=repeat {
+        remove_db(db)?;
+        let mut conn = Connection::open(db)?;
+        let mode: String =
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(format!("the floor database stayed in {mode} mode, not WAL").into());
+        }
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.execute_batch("CREATE TABLE v(path TEXT, content TEXT, diff TEXT)")?;
+        let started = Instant::now();
+        let tx = conn.transaction()?;
+        {
+            let mut insert =
+                tx.prepare("INSERT INTO v (path, content, diff) VALUES (?1, ?2, ?3)")?;
+            for (path, label, creation) in &rows {
+                let text = fs::read_to_string(path)?;
+                insert.execute(params![label, text, creation])?;
+            }
+        }
+        tx.commit()?;
+        let elapsed = started.elapsed().as_secs_f64();
+        drop(conn);
+        progress!(
+            "floor {r}/{repeat}: {elapsed:.3} s ({:.0} files/s)",
+            rows.len() as f64 / elapsed
+        );
+        seconds.push(elapsed);
+    }
+    Ok(median(&seconds))
+}
+
+/// The edit rounds' figures.
+struct Edits {
+    /// Median seconds of a rescan after an edit round.
+    seconds: f64,
+    /// Highest peak RSS over the rescans.
+    peak_rss: u64,
+}
+
+fn edit_rounds(bin: &Path, corpus: &Corpus, db: &Path, args: &Args) -> Res<Edits> {
+    let files = corpus.files.len() as u64;
+    let mut seconds = Vec::new();
+    let mut peak_rss = 0;
+    for r in 1..=args.repeat {
+        progress!(
+            "edit round {r}/{}: changing {:.0}% of the lines of every note ...",
+            args.repeat,
+            EDIT_FRACTION * 100.0
+        );
+        corpus.edit_all(args.seed, r as u64, EDIT_FRACTION)?;
+        let scan = run_scan(bin, &corpus.root, db)?;
+        check_scan("edit round", &scan, files, files, files);
+        progress!(
+            "edit round {r}/{}: rescan {:.3} s ({:.3} s wall), {:.0} files/s, peak RSS {:.1} MiB",
+            args.repeat,
+            scan.seconds,
+            scan.wall,
+            scan.rows as f64 / scan.seconds,
+            mib(scan.peak_rss)
+        );
+        seconds.push(scan.seconds);
+        peak_rss = peak_rss.max(scan.peak_rss);
+    }
+    Ok(Edits {
+        seconds: median(&seconds),
+        peak_rss,
+    })
+}
+
+/// The big file's figures.
+struct Big {
+    /// Its size in bytes.
+    bytes: usize,
+    /// Its line count.
+    lines: usize,
+    /// Seconds of its first scan.
+    first_scan: f64,
+    /// Median seconds of a rescan after a 1% edit.
+    change_seconds: f64,
+    /// Median seconds of `diff::unified` on the first edit's pair.
+    diff_seconds: f64,
+    /// Highest peak RSS over its scans.
+    peak_rss: u64,
+}
+
+fn big_file(bin: &Path, root: &Path, db: &Path, args: &Args) -> Res<Big> {
+    progress!("big file: generating {} MiB ...", BIG_SIZE / (1024 * 1024));
+    fs::create_dir_all(root.join("notes"))?;
+    fs::write(root.join(".obbywatch"), WATCH_TEXT)?;
+    let root = fs::canonicalize(root)?;
+    let path = root.join("notes/big.md");
+    let label = path.to_str().ok_or("the big file's path is not UTF-8")?;
+    let mut rng = Prng::seed_from_u64(sub_seed(args.seed, STREAM_BIG, 0));
+    let mut text = note(&mut rng, BIG_SIZE);
+    if let Some(cut) = text.get(..BIG_SIZE).and_then(|head| head.rfind('\n')) {
+        text.truncate(cut + 1);
+    }
+    fs::write(&path, &text)?;
+    let (bytes, lines) = (text.len(), text.lines().count());
+
+    remove_db(db)?;
+    let first = run_scan(bin, &root, db)?;
+    check_scan("big file, first scan", &first, 1, 1, 1);
+    progress!(
+        "big file: {bytes} B, {lines} lines; first scan {:.3} s, peak RSS {:.1} MiB",
+        first.seconds,
+        mib(first.peak_rss)
+    );
+    let mut peak_rss = first.peak_rss;
+    let mut seconds = Vec::new();
+    let mut first_pair = None;
+    for r in 1..=args.repeat {
+        let new = edit(&text, BIG_EDIT_FRACTION, &mut rng);
+        fs::write(&path, &new)?;
+        let scan = run_scan(bin, &root, db)?;
+        check_scan("big file, rescan", &scan, 1, 1, 1);
+        progress!(
+            "big file change {r}/{}: rescan {:.1} ms ({:.1} ms wall), peak RSS {:.1} MiB",
+            args.repeat,
+            scan.seconds * 1e3,
+            scan.wall * 1e3,
+            mib(scan.peak_rss)
+        );
+        seconds.push(scan.seconds);
+        peak_rss = peak_rss.max(scan.peak_rss);
+        let old = std::mem::replace(&mut text, new);
+        if first_pair.is_none() {
+            first_pair = Some((old, text.clone()));
+        }
+    }
+    let (old, new) = first_pair.ok_or("no big-file edit was made")?;
+    let mut diff_runs = Vec::new();
+    for r in 1..=DIFF_RUNS {
+        let started = Instant::now();
+        let d = diff::unified(&old, &new, label, label);
+        let elapsed = started.elapsed().as_secs_f64();
+        progress!(
+            "big file diff {r}/{DIFF_RUNS}: {:.1} ms (+{} -{})",
+            elapsed * 1e3,
+            d.lines_added,
+            d.lines_removed
+        );
+        diff_runs.push(elapsed);
+    }
+    Ok(Big {
+        bytes,
+        lines,
+        first_scan: first.seconds,
+        change_seconds: median(&seconds),
+        diff_seconds: median(&diff_runs),
+        peak_rss,
+    })
+}
+
+// ------------------------------------------------------------ the report
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// `12345.6` as `12,346`.
+fn thousands(value: f64) -> String {
+    if !value.is_finite() {
+        return value.to_string();
+    }
+    let digits = format!("{:.0}", value.abs());
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if value < 0.0 { format!("-{out}") } else { out }
+}
+
+fn verdict(target: &str, met: bool) -> String {
+    format!("{target} {}", if met { "✅" } else { "❌" })
+}
+
+fn print_table(
+    args: &Args,
+    corpus: &Corpus,
+    initial: &Initial,
+    floor: f64,
+    edits: &Edits,
+    big: &Big,
+) {
+    let n = corpus.files.len() as f64;
+    let initial_fps = n / initial.seconds;
+    let ratio = initial.seconds / floor;
+    let edit_fps = n / edits.seconds;
+    let target_fps = format!("≥ {}", thousands(TARGET_FILES_PER_SECOND));
+    let target_rss = format!("< {:.0} MiB", mib(TARGET_PEAK_RSS));
+    let dash = "–".to_owned();
+    let rows: Vec<(String, String, String)> = vec![
+        (
+            "initial scan: files/s".into(),
+            thousands(initial_fps),
+            verdict(&target_fps, initial_fps >= TARGET_FILES_PER_SECOND),
+        ),
+        (
+            "initial scan: MB/s (corpus bytes / scan time)".into(),
+            format!("{:.1}", corpus.bytes as f64 / 1e6 / initial.seconds),
+            dash.clone(),
+        ),
+        (
+            "initial scan: time".into(),
+            format!("{:.3} s", initial.seconds),
+            dash.clone(),
+        ),
+        (
+            "floor: read + insert into one bare table, one transaction".into(),
+            format!("{floor:.3} s ({} files/s)", thousands(n / floor)),
+            dash.clone(),
+        ),
+        (
+            "initial scan ÷ floor".into(),
+            format!("{ratio:.2}×"),
+            verdict(
+                &format!("≤ {TARGET_FLOOR_RATIO}×"),
+                ratio <= TARGET_FLOOR_RATIO,
+            ),
+        ),
+        (
+            format!(
+                "edit round ({:.0}% of lines in every file): files/s",
+                EDIT_FRACTION * 100.0
+            ),
+            format!("{} ({:.3} s)", thousands(edit_fps), edits.seconds),
+            verdict(&target_fps, edit_fps >= TARGET_FILES_PER_SECOND),
+        ),
+        (
+            format!(
+                "{:.1} MiB file, {:.0}% of lines changed: rescan",
+                mib(big.bytes as u64),
+                BIG_EDIT_FRACTION * 100.0
+            ),
+            format!("{:.1} ms", big.change_seconds * 1e3),
+            verdict(
+                &format!("≤ {:.0} ms", TARGET_BIG_CHANGE_SECONDS * 1e3),
+                big.change_seconds <= TARGET_BIG_CHANGE_SECONDS,
+            ),
+        ),
+        (
+            format!("… of which `diff::unified` alone (median of {DIFF_RUNS})"),
+            format!("{:.1} ms", big.diff_seconds * 1e3),
+            dash.clone(),
+        ),
+        (
+            format!("{:.1} MiB file: first scan", mib(big.bytes as u64)),
+            format!("{:.1} ms", big.first_scan * 1e3),
+            dash,
+        ),
+        (
+            "peak RSS: initial scan".into(),
+            format!("{:.1} MiB", mib(initial.peak_rss)),
+            verdict(&target_rss, initial.peak_rss < TARGET_PEAK_RSS),
+        ),
+        (
+            "peak RSS: edit round".into(),
+            format!("{:.1} MiB", mib(edits.peak_rss)),
+            verdict(&target_rss, edits.peak_rss < TARGET_PEAK_RSS),
+        ),
+        (
+            "peak RSS: big file".into(),
+            format!("{:.1} MiB", mib(big.peak_rss)),
+            verdict(&target_rss, big.peak_rss < TARGET_PEAK_RSS),
+        ),
+    ];
+    println!("| metric | value | target |");
+    println!("|---|---:|---|");
+    for (metric, value, target) in rows {
+        println!("| {metric} | {value} | {target} |");
+    }
+    println!();
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    println!(
+        "machine: {cores} cores (obby-sync uses one worker per core); corpus: {} notes, {:.1} MB, median {} B, seed {}; big file: {} lines; medians of {} runs, warm page cache",
+        corpus.files.len(),
+        corpus.bytes as f64 / 1e6,
+        corpus.median_size,
+        args.seed,
+        big.lines,
+        args.repeat
+    );
+}

@@ -28,6 +28,15 @@ pub const APPLICATION_ID: i32 = 0x4F42_5953;
 /// The WAL is truncated back to this size after a checkpoint.
 pub const JOURNAL_SIZE_LIMIT: i64 = 16 * 1024 * 1024;
 
+/// Page cache of the write connection, in KiB (SQLite's negative form). Large
+/// enough that a batch's pages never spill to the WAL before its commit.
+pub const WRITER_CACHE_KIB: i64 = 64 * 1024;
+
+/// WAL pages after which a commit checkpoints (SQLite's default is 1000).
+/// Fewer, larger checkpoints write each hot index page back once instead of
+/// many times; the WAL is truncated when the queue drains.
+pub const WAL_AUTOCHECKPOINT_PAGES: i64 = 8_192;
+
 /// A pool of read connections.
 pub type ReaderPool = r2d2::Pool<SqliteConnectionManager>;
 
@@ -86,6 +95,10 @@ pub fn open_writer(path: &Path) -> Result<Connection, EngineError> {
         });
     }
     conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)
+        .map_err(err)?;
+    conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)
+        .map_err(err)?;
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)
         .map_err(err)?;
     let adopt = check_identity(&conn, path)?;
     migrate(&conn, path, adopt)?;

@@ -88,6 +88,14 @@ pub enum EngineError {
         /// What is wrong, with the line.
         message: String,
     },
+    /// The file-system watcher could not be set up.
+    #[error("cannot watch {root}: {message}")]
+    Watch {
+        /// The root being watched.
+        root: PathBuf,
+        /// What went wrong, with advice where there is some.
+        message: String,
+    },
     /// A worker thread died without handing back its batch.
     #[error(
         "a worker thread died while processing a batch; the batch's rows return to pending at the next start"

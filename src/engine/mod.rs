@@ -18,6 +18,7 @@
 pub mod clock;
 pub mod db;
 pub mod diff;
+pub mod enqueue;
 mod error;
 pub mod hash;
 pub mod patterns;
@@ -25,6 +26,7 @@ pub mod progress;
 pub mod queue;
 pub mod reconcile;
 pub mod store;
+pub mod watcher;
 pub mod worker;
 
 use std::path::Path;
@@ -39,8 +41,9 @@ pub use error::{EngineError, ItemError};
 
 use crate::config::Config;
 use db::{EngineLock, ReaderPool};
-use patterns::Patterns;
-use progress::{Progress, ProgressSnapshot};
+use enqueue::{Enqueuer, EnqueuerParts, WatchConfig};
+use patterns::{Patterns, SharedPatterns};
+use progress::{Doorbell, Progress, ProgressSnapshot};
 use queue::{QueueCounts, QueueRow};
 use reconcile::ReconcileReport;
 use store::{Computed, Store};
@@ -69,6 +72,7 @@ pub struct Engine {
     workers: rayon::ThreadPool,
     worker_cfg: Arc<WorkerConfig>,
     progress: Arc<Progress>,
+    doorbell: Arc<Doorbell>,
     _lock: EngineLock,
 }
 
@@ -110,7 +114,7 @@ impl Engine {
         let readers = db::reader_pool(&config.db, u32::try_from(config.workers + 2).unwrap_or(8))?;
         let worker_cfg = Arc::new(WorkerConfig {
             max_file_size: config.max_file_size,
-            patterns,
+            patterns: SharedPatterns::new(patterns),
         });
         Ok(Engine {
             config,
@@ -119,6 +123,7 @@ impl Engine {
             workers,
             worker_cfg,
             progress,
+            doorbell: Arc::new(Doorbell::default()),
             _lock: lock,
         })
     }
@@ -160,7 +165,8 @@ impl Engine {
     /// Database errors.
     pub fn reconcile_scope(&mut self, scope: &Path) -> Result<ReconcileReport, EngineError> {
         let started = Instant::now();
-        let report = reconcile::reconcile(self.store.conn(), &self.worker_cfg.patterns, scope)?;
+        let patterns = self.worker_cfg.patterns.get();
+        let report = reconcile::reconcile(self.store.conn(), &patterns, scope)?;
         let stamp = clock::format_local(chrono::Local::now());
         self.store
             .conn()
@@ -242,13 +248,60 @@ impl Engine {
                 std::thread::sleep(self.config.idle_poll);
                 continue;
             }
-            std::thread::sleep(self.config.idle_poll);
+            let rung = self.doorbell.wait(self.config.idle_poll);
             let now_version = self.data_version()?;
             let became_due =
                 wait_until_due.is_some_and(|ms| ms <= self.config.idle_poll.as_millis() as i64);
-            idle = now_version == data_version && !became_due;
+            idle = !rung && now_version == data_version && !became_due;
             data_version = now_version;
         }
+    }
+
+    /// `run`: starts the watcher (events buffer from this moment), reconciles
+    /// what changed while the engine was down, then processes the queue until
+    /// `stop` is set. The watcher's thread flushes what it holds before the
+    /// processing loop ends.
+    ///
+    /// # Errors
+    /// As [`Engine::process`], and watcher set-up or queue-write failures.
+    pub fn watch_and_process(
+        &mut self,
+        watch: WatchConfig,
+        stop: Arc<AtomicBool>,
+        on_batch: &mut dyn FnMut(&ProgressSnapshot),
+    ) -> Result<(), EngineError> {
+        let conn = db::open_writer(&self.config.db)?;
+        let (enqueuer, rx) = Enqueuer::start(EnqueuerParts {
+            root: self.config.root.clone(),
+            conn,
+            patterns: self.worker_cfg.patterns.clone(),
+            own_files: self.config.own_files(),
+            cfg: watch,
+            doorbell: self.doorbell.clone(),
+        })?;
+        let watcher_stop = Arc::new(AtomicBool::new(false));
+        let thread_stop = watcher_stop.clone();
+        let engine_stop = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("obby-watch".into())
+            .spawn(move || {
+                let result = enqueuer.run(rx, &thread_stop);
+                if result.is_err() {
+                    // A watcher that cannot write the queue stops the engine.
+                    engine_stop.store(true, Ordering::Relaxed);
+                }
+                result
+            })
+            .map_err(|source| EngineError::Io {
+                path: self.config.root.clone(),
+                source,
+            })?;
+        let result = self
+            .reconcile()
+            .and_then(|_| self.process(Until::Stopped, &stop, on_batch));
+        watcher_stop.store(true, Ordering::Relaxed);
+        let watched = handle.join().unwrap_or(Err(EngineError::WorkerLost));
+        result.and(watched)
     }
 
     fn data_version(&self) -> Result<i64, EngineError> {

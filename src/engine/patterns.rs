@@ -10,6 +10,7 @@
 //! matching after [`Patterns::load`]: no database, no other I/O.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 
@@ -19,6 +20,27 @@ use super::error::EngineError;
 pub const WATCH_FILE: &str = ".obbywatch";
 /// The ignore-pattern file in the root.
 pub const IGNORE_FILE: &str = ".obbyignore";
+
+/// Prefix of the engine's cookie files (canary, sync barrier): never tracked.
+pub const COOKIE_PREFIX: &str = ".obby-sync-";
+
+/// Ignored whatever `.obbyignore` says (it can re-include with `!`): the
+/// engine's cookies and the helper files editors write while saving, so an
+/// atomic save is one change of the real file and nothing else.
+pub const BUILTIN_IGNORE: &[&str] = &[
+    ".obby-sync-*",
+    "*.swp",
+    "*.swx",
+    "*~",
+    ".#*",
+    "4913",
+    ".goutputstream-*",
+    "*___jb_tmp___",
+    "*___jb_old___",
+    "~$*",
+    ".~lock.*",
+    "*.crswap",
+];
 
 /// What `obby-sync init` writes into a new `.obbywatch`.
 pub const DEFAULT_WATCH: &str = "# obby-sync: what to track, one glob a line (see README).\n\
@@ -85,7 +107,11 @@ impl Patterns {
         Ok(Patterns {
             root: root.to_path_buf(),
             watch: compile(root, WATCH_FILE, watch)?,
-            ignore: compile(root, IGNORE_FILE, ignore)?,
+            ignore: compile(
+                root,
+                IGNORE_FILE,
+                &format!("{}\n{ignore}", BUILTIN_IGNORE.join("\n")),
+            )?,
             excluded: Vec::new(),
         })
     }
@@ -141,7 +167,13 @@ impl Patterns {
 
 fn compile(root: &Path, file: &str, text: &str) -> Result<Gitignore, EngineError> {
     let mut builder = GitignoreBuilder::new(root);
+    let builtin = if file == IGNORE_FILE {
+        BUILTIN_IGNORE.len()
+    } else {
+        0
+    };
     for (index, line) in text.lines().enumerate() {
+        let index = index.saturating_sub(builtin);
         builder
             .add_line(None, line)
             .map_err(|e| EngineError::Pattern {
@@ -153,6 +185,35 @@ fn compile(root: &Path, file: &str, text: &str) -> Result<Gitignore, EngineError
         file: root.join(file),
         message: e.to_string(),
     })
+}
+
+/// Patterns that can be swapped while workers and the watcher use them
+/// (hot reload of `.obbywatch` / `.obbyignore`). Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SharedPatterns(Arc<RwLock<Arc<Patterns>>>);
+
+impl SharedPatterns {
+    /// Shares `patterns`.
+    pub fn new(patterns: Patterns) -> Self {
+        SharedPatterns(Arc::new(RwLock::new(Arc::new(patterns))))
+    }
+
+    /// The current patterns.
+    pub fn get(&self) -> Arc<Patterns> {
+        match self.0.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the patterns.
+    pub fn set(&self, patterns: Patterns) {
+        let mut guard = match self.0.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *guard = Arc::new(patterns);
+    }
 }
 
 #[cfg(test)]
@@ -198,6 +259,33 @@ mod tests {
         let p = patterns("# only a comment\n\n", "");
         assert!(p.watches_nothing());
         assert!(!tracked(&p, "a.md"));
+    }
+
+    #[test]
+    fn editor_helper_files_and_cookies_are_ignored_without_an_obbyignore() {
+        let p = patterns("notes/\n", "");
+        for helper in [
+            "notes/.a.md.swp",
+            "notes/a.md~",
+            "notes/.#a.md",
+            "notes/4913",
+            "notes/.goutputstream-XYZ12",
+            "notes/a.md___jb_tmp___",
+            "notes/~$report.docx",
+            "notes/.obby-sync-canary",
+        ] {
+            assert!(!tracked(&p, helper), "{helper}");
+        }
+        // An .obbyignore can re-include one.
+        let p = patterns("notes/\n", "!*~\n");
+        assert!(tracked(&p, "notes/a.md~"));
+    }
+
+    #[test]
+    fn a_bad_ignore_line_is_reported_with_its_own_line_number() {
+        let err =
+            Patterns::from_text(Path::new("/vault"), "notes/\n", "*.tmp\n[z-a\n").unwrap_err();
+        assert!(err.to_string().contains(".obbyignore: line 2"), "{err}");
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! shared through an `Arc`; no database access.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
 
 use super::store::BatchStats;
 
@@ -66,5 +68,38 @@ impl Progress {
             retried: self.retried.load(Ordering::Relaxed),
             last_change_id: self.last_change_id.load(Ordering::Acquire),
         }
+    }
+}
+
+/// Wakes an idle processing loop as soon as a producer in this process has
+/// committed new queue rows, instead of waiting for the next poll.
+#[derive(Debug, Default)]
+pub struct Doorbell {
+    rung: Mutex<bool>,
+    bell: Condvar,
+}
+
+impl Doorbell {
+    /// Signals that new work is in the queue.
+    pub fn ring(&self) {
+        let mut rung = match self.rung.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *rung = true;
+        self.bell.notify_all();
+    }
+
+    /// Waits until rung or `timeout` passed; returns true when rung. Resets it.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        let rung = match self.rung.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let (mut rung, _) = match self.bell.wait_timeout_while(rung, timeout, |r| !*r) {
+            Ok(result) => result,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        std::mem::replace(&mut *rung, false)
     }
 }

@@ -76,7 +76,7 @@ pub fn reconcile(
         source,
     };
     let mut report = ReconcileReport::default();
-    let mut known = load_known(conn, scope).map_err(db)?;
+    let mut known = load_known(conn, patterns, scope).map_err(db)?;
     let on_disk = walk(patterns, scope, &mut report);
     report.seen = on_disk.len();
 
@@ -151,16 +151,26 @@ fn match_move(file: &OnDisk, gone: &mut Vec<(String, Known)>) -> Option<String> 
     Some(gone.swap_remove(index).0)
 }
 
-fn load_known(conn: &Connection, scope: &Path) -> rusqlite::Result<HashMap<String, Known>> {
-    let prefix = scope.to_string_lossy().into_owned();
-    let mut stmt = conn.prepare(
-        "SELECT file_path, file_size, mtime_ns, content_hash, is_deleted FROM file_states",
+fn load_known(
+    conn: &Connection,
+    patterns: &Patterns,
+    scope: &Path,
+) -> rusqlite::Result<HashMap<String, Known>> {
+    // The scope itself and everything under it, as a range on the primary key:
+    // "scope/" <= path < "scope0" ('0' follows '/').
+    let scope_text = scope.to_string_lossy();
+    let (low, high) = (format!("{scope_text}/"), format!("{scope_text}0"));
+    let mut stmt = conn.prepare_cached(
+        "SELECT file_path, file_size, mtime_ns, content_hash, is_deleted FROM file_states
+         WHERE file_path = ?1 OR (file_path >= ?2 AND file_path < ?3)",
     )?;
-    let mut rows = stmt.query([])?;
+    let mut rows = stmt.query(rusqlite::params![scope_text, low, high])?;
     let mut known = HashMap::new();
     while let Some(r) = rows.next()? {
         let path: String = r.get(0)?;
-        if !Path::new(&path).starts_with(&prefix) {
+        // A file the patterns no longer select is left alone: its history
+        // stays, and it is not reported as deleted.
+        if !patterns.is_tracked(Path::new(&path)) {
             continue;
         }
         known.insert(

@@ -20,7 +20,7 @@ use super::clock::system_time_ns;
 use super::diff::{self, UnifiedDiff};
 use super::error::ItemError;
 use super::hash::{self, Digest, StreamDigester};
-use super::patterns::Patterns;
+use super::patterns::SharedPatterns;
 use super::queue::{ChangeKind, QueueRow};
 
 /// Read buffer for files hashed in a stream (over the size limit).
@@ -32,7 +32,7 @@ pub struct WorkerConfig {
     /// Files larger than this are hashed in a stream and stored without text.
     pub max_file_size: u64,
     /// Which files are tracked; a row for an untracked path does nothing.
-    pub patterns: Patterns,
+    pub patterns: SharedPatterns,
 }
 
 /// A path's `file_states` row, as far as the engine needs it.
@@ -181,7 +181,7 @@ pub fn process(
         path: row.path.clone(),
         source,
     };
-    if !cfg.patterns.is_tracked(Path::new(&row.path)) {
+    if !cfg.patterns.get().is_tracked(Path::new(&row.path)) {
         return Ok(Outcome::Nothing);
     }
     let live = load_state(conn, &row.path)

@@ -1,0 +1,749 @@
+//! From watcher events to pending queue rows: filter, debounce, coalesce,
+//! batch-insert.
+//!
+//! Runs on its own thread with its own write connection (only `event_queue`
+//! and `sync_meta` are written here, in short transactions). Each event is
+//! matched against the patterns (hot-reloaded when `.obbywatch` or
+//! `.obbyignore` changes), then a per-path [`Debouncer`] holds it until the
+//! path has been quiet for `debounce` (or `max_wait` passed since its first
+//! event, so a file written continuously is not starved). Due paths go into
+//! the queue in one transaction and the processing loop is woken. Renames the
+//! watcher paired become one `moved` row. While a VCS lock (`.git/index.lock`)
+//! exists the root's events are held and released as one batch. Lost events
+//! (a full channel, an overflow, a new folder) become subtree rescans through
+//! [`super::reconcile`], as does a periodic safety rescan. A canary cookie file
+//! checks that native events arrive and switches the root to polling when
+//! they do not.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+
+use super::error::EngineError;
+use super::patterns::{COOKIE_PREFIX, IGNORE_FILE, Patterns, SharedPatterns, WATCH_FILE};
+use super::progress::Doorbell;
+use super::queue::{self, ChangeKind, NewEvent};
+use super::reconcile;
+use super::watcher::{self, Backend, FsEvent, RescanRequests, WatchGuard};
+
+/// Events buffered between the notify callback and this thread.
+pub const EVENT_CHANNEL_CAPACITY: usize = 65_536;
+
+/// Paths held by the debouncer before it gives up and asks for a full rescan.
+pub const MAX_PENDING_PATHS: usize = 200_000;
+
+/// Queue rows per insert transaction.
+const FLUSH_CHUNK: usize = 2_000;
+
+/// Longest a VCS lock may hold events back (a crashed git leaves its lock).
+pub const MAX_VCS_HOLD: Duration = Duration::from_secs(120);
+
+/// How long an unpaired rename source waits for its pair.
+const RENAME_PAIRING: Duration = Duration::from_millis(50);
+
+/// Housekeeping tick when no event is due.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Events taken from the channel per loop turn before flushing.
+const DRAIN_BATCH: usize = 10_000;
+
+/// Watch settings, from `run`'s flags.
+#[derive(Debug, Clone)]
+pub struct WatchConfig {
+    /// Quiet time per path before its change counts (`DEBOUNCE_MS`).
+    pub debounce: Duration,
+    /// Longest a continuously written path waits (default 10 × debounce).
+    pub max_wait: Duration,
+    /// Safety rescan period; `None` disables it.
+    pub rescan_interval: Option<Duration>,
+    /// Poll even where native events work.
+    pub force_poll: bool,
+    /// Time between two polls.
+    pub poll_interval: Duration,
+    /// How long the canary's event may take before polling takes over.
+    pub canary_timeout: Duration,
+    /// Time between two canary checks on a native root.
+    pub canary_interval: Duration,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        let debounce = Duration::from_millis(500);
+        WatchConfig {
+            debounce,
+            max_wait: debounce * 10,
+            rescan_interval: Some(Duration::from_secs(600)),
+            force_poll: false,
+            poll_interval: Duration::from_secs(2),
+            canary_timeout: Duration::from_secs(3),
+            canary_interval: Duration::from_secs(600),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Held {
+    kind: ChangeKind,
+    old_path: Option<PathBuf>,
+    first: Instant,
+    last: Instant,
+}
+
+/// Per-path debouncing; pure (time is passed in), so it is unit-tested
+/// without a file system.
+#[derive(Debug)]
+pub struct Debouncer {
+    debounce: Duration,
+    max_wait: Duration,
+    held: HashMap<PathBuf, Held>,
+}
+
+impl Debouncer {
+    /// A debouncer with the given quiet time and starvation bound.
+    pub fn new(debounce: Duration, max_wait: Duration) -> Self {
+        Debouncer {
+            debounce,
+            max_wait: max_wait.max(debounce),
+            held: HashMap::new(),
+        }
+    }
+
+    /// Paths held.
+    pub fn len(&self) -> usize {
+        self.held.len()
+    }
+
+    /// True when nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+
+    /// Forgets everything (the caller rescans instead).
+    pub fn clear(&mut self) {
+        self.held.clear();
+    }
+
+    /// Records an event for `path`. A later event restarts the quiet time but
+    /// not the `max_wait` clock; a pending move keeps its source.
+    pub fn observe(&mut self, path: PathBuf, kind: ChangeKind, now: Instant) {
+        self.held
+            .entry(path)
+            .and_modify(|h| {
+                h.last = now;
+                if h.kind != ChangeKind::Moved {
+                    h.kind = kind;
+                }
+            })
+            .or_insert(Held {
+                kind,
+                old_path: None,
+                first: now,
+                last: now,
+            });
+    }
+
+    /// Records a rename. The source's own held event is folded in (the move
+    /// carries it), and a chain a → b → c within the window stays a → c.
+    pub fn observe_move(&mut self, from: PathBuf, to: PathBuf, now: Instant) {
+        let source = self.held.remove(&from);
+        let origin = source
+            .as_ref()
+            .and_then(|h| h.old_path.clone())
+            .unwrap_or(from);
+        let first = source.map_or(now, |h| h.first);
+        let first = self.held.get(&to).map_or(first, |h| h.first.min(first));
+        self.held.insert(
+            to,
+            Held {
+                kind: ChangeKind::Moved,
+                old_path: Some(origin),
+                first,
+                last: now,
+            },
+        );
+    }
+
+    /// When the next path becomes due, if any is held.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.held.values().map(|h| self.due(h)).min()
+    }
+
+    fn due(&self, h: &Held) -> Instant {
+        (h.last + self.debounce).min(h.first + self.max_wait)
+    }
+
+    /// Takes every path that is due at `now` (all of them with `all`).
+    pub fn take_due(
+        &mut self,
+        now: Instant,
+        all: bool,
+    ) -> Vec<(PathBuf, ChangeKind, Option<PathBuf>)> {
+        let (debounce, max_wait) = (self.debounce, self.max_wait);
+        let due: Vec<PathBuf> = self
+            .held
+            .iter()
+            .filter(|(_, h)| all || (h.last + debounce).min(h.first + max_wait) <= now)
+            .map(|(p, _)| p.clone())
+            .collect();
+        let mut out: Vec<_> = due
+            .into_iter()
+            .filter_map(|p| self.held.remove(&p).map(|h| (p, h.kind, h.old_path)))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+}
+
+/// A cookie file that proves native events arrive.
+#[derive(Debug)]
+struct Canary {
+    path: PathBuf,
+    deadline: Instant,
+}
+
+/// The enqueuer thread's state.
+pub struct Enqueuer {
+    root: PathBuf,
+    conn: Connection,
+    patterns: SharedPatterns,
+    own_files: Vec<PathBuf>,
+    cfg: WatchConfig,
+    debouncer: Debouncer,
+    doorbell: Arc<Doorbell>,
+    rescans: Arc<RescanRequests>,
+    tx: SyncSender<FsEvent>,
+    watch: WatchGuard,
+    /// Rename sources waiting for their pair.
+    unpaired: HashMap<PathBuf, Instant>,
+    /// Folders to rescan once quiet (new folders, dirs moved around).
+    scheduled: HashMap<PathBuf, Instant>,
+    /// VCS lock files seen; events are held while one exists.
+    vcs_locks: HashSet<PathBuf>,
+    hold_since: Option<Instant>,
+    reload_at: Option<Instant>,
+    canary: Option<Canary>,
+    next_canary: Instant,
+    next_rescan: Option<Instant>,
+}
+
+/// Everything [`Enqueuer::start`] needs.
+pub struct EnqueuerParts {
+    /// Canonical root.
+    pub root: PathBuf,
+    /// A write connection of its own.
+    pub conn: Connection,
+    /// Patterns shared with the workers.
+    pub patterns: SharedPatterns,
+    /// The engine's own files, excluded from the patterns on reload.
+    pub own_files: Vec<PathBuf>,
+    /// Watch settings.
+    pub cfg: WatchConfig,
+    /// Rung after each flush.
+    pub doorbell: Arc<Doorbell>,
+}
+
+impl Enqueuer {
+    /// Starts watching the root and returns the enqueuer and the receiving
+    /// end of its event channel. Events start buffering at once, so a
+    /// reconciliation run after this misses nothing.
+    ///
+    /// # Errors
+    /// [`EngineError::Watch`] when neither the native backend nor polling can
+    /// watch the root.
+    pub fn start(parts: EnqueuerParts) -> Result<(Enqueuer, Receiver<FsEvent>), EngineError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(EVENT_CHANNEL_CAPACITY);
+        let rescans = Arc::new(RescanRequests::default());
+        let cfg = parts.cfg;
+        let (backend, reason) =
+            watcher::choose_backend(&parts.root, cfg.force_poll, cfg.poll_interval);
+        let (watch, reason) =
+            match watcher::start(&parts.root, backend, tx.clone(), rescans.clone()) {
+                Ok(w) => (w, reason),
+                Err(e) if backend == Backend::Native => {
+                    tracing::warn!(error = %e, "native watching failed; polling instead");
+                    let poll = Backend::Poll {
+                        interval: cfg.poll_interval,
+                    };
+                    (
+                        watcher::start(&parts.root, poll, tx.clone(), rescans.clone())?,
+                        e.to_string(),
+                    )
+                }
+                Err(e) => return Err(e),
+            };
+        let now = Instant::now();
+        let enqueuer = Enqueuer {
+            root: parts.root,
+            conn: parts.conn,
+            patterns: parts.patterns,
+            own_files: parts.own_files,
+            debouncer: Debouncer::new(cfg.debounce, cfg.max_wait),
+            next_rescan: cfg.rescan_interval.map(|d| now + d),
+            cfg,
+            doorbell: parts.doorbell,
+            rescans,
+            tx,
+            watch,
+            unpaired: HashMap::new(),
+            scheduled: HashMap::new(),
+            vcs_locks: HashSet::new(),
+            hold_since: None,
+            reload_at: None,
+            canary: None,
+            next_canary: now,
+        };
+        enqueuer.record_backend(&reason);
+        Ok((enqueuer, rx))
+    }
+
+    /// The backend watching the root.
+    pub fn backend(&self) -> Backend {
+        self.watch.backend
+    }
+
+    fn record_backend(&self, reason: &str) {
+        let backend = self.watch.backend.name();
+        tracing::info!(root = %self.root.display(), backend, reason, "watching");
+        let value = format!("{backend} ({reason})");
+        if let Err(e) = self.conn.execute(
+            "INSERT INTO sync_meta (key, value) VALUES ('watch_backend', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [value],
+        ) {
+            tracing::warn!(error = %e, "could not record the watch backend");
+        }
+    }
+
+    /// Runs until `stop` is set, then flushes what it holds and returns.
+    ///
+    /// # Errors
+    /// Database errors that retrying cannot fix.
+    pub fn run(mut self, rx: Receiver<FsEvent>, stop: &AtomicBool) -> Result<(), EngineError> {
+        loop {
+            let now = Instant::now();
+            let wait = self
+                .next_wakeup(now)
+                .saturating_duration_since(now)
+                .min(TICK);
+            match rx.recv_timeout(wait) {
+                Ok(event) => {
+                    self.on_event(event, Instant::now());
+                    for event in rx.try_iter().take(DRAIN_BATCH) {
+                        self.on_event(event, Instant::now());
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            let stopping = stop.load(Ordering::Relaxed);
+            self.housekeeping(Instant::now(), stopping)?;
+            if stopping {
+                break;
+            }
+        }
+        if let Some(canary) = self.canary.take() {
+            let _ = std::fs::remove_file(canary.path);
+        }
+        Ok(())
+    }
+
+    fn next_wakeup(&self, now: Instant) -> Instant {
+        let mut at = now + TICK;
+        if let Some(due) = self.debouncer.next_due() {
+            at = at.min(due);
+        }
+        at
+    }
+
+    fn on_event(&mut self, event: FsEvent, now: Instant) {
+        let patterns = self.patterns.get();
+        match event {
+            FsEvent::Changed(path) => {
+                self.notice_special(&path, now);
+                if patterns.is_tracked(&path) && !path.is_dir() {
+                    self.debouncer.observe(path, ChangeKind::Modified, now);
+                }
+            }
+            FsEvent::Removed(path) => {
+                self.notice_special(&path, now);
+                if patterns.is_tracked(&path) {
+                    self.debouncer.observe(path, ChangeKind::Deleted, now);
+                }
+            }
+            FsEvent::DirCreated(path) => {
+                if !patterns.is_ignored_dir(&path) {
+                    self.scheduled.insert(path, now);
+                }
+            }
+            FsEvent::RenamedFrom(path) => {
+                self.unpaired.insert(path, now);
+            }
+            FsEvent::Renamed { from, to } => {
+                self.unpaired.remove(&from);
+                self.notice_special(&to, now);
+                if to.is_dir() {
+                    self.scheduled.insert(from, now);
+                    self.scheduled.insert(to, now);
+                    return;
+                }
+                match (patterns.is_tracked(&from), patterns.is_tracked(&to)) {
+                    (true, true) => self.debouncer.observe_move(from, to, now),
+                    (false, true) => self.debouncer.observe(to, ChangeKind::Modified, now),
+                    (true, false) => self.debouncer.observe(from, ChangeKind::Deleted, now),
+                    (false, false) => {}
+                }
+            }
+        }
+        if self.debouncer.len() > MAX_PENDING_PATHS {
+            tracing::warn!(
+                paths = self.debouncer.len(),
+                "too many changes held; rescanning instead"
+            );
+            self.debouncer.clear();
+            self.rescans.mark(None);
+        }
+    }
+
+    /// Pattern files, VCS locks and the canary.
+    fn notice_special(&mut self, path: &Path, now: Instant) {
+        if path.parent() == Some(self.root.as_path())
+            && path
+                .file_name()
+                .is_some_and(|n| n == WATCH_FILE || n == IGNORE_FILE)
+        {
+            self.reload_at = Some(now + self.cfg.debounce.min(Duration::from_millis(100)));
+        }
+        if is_vcs_lock(path) {
+            self.vcs_locks.insert(path.to_path_buf());
+        }
+        if self.canary.as_ref().is_some_and(|c| c.path == path)
+            && let Some(c) = self.canary.take()
+        {
+            let _ = std::fs::remove_file(&c.path);
+            tracing::debug!("canary event arrived: native events work");
+        }
+    }
+
+    fn housekeeping(&mut self, now: Instant, stopping: bool) -> Result<(), EngineError> {
+        if self.reload_at.is_some_and(|at| at <= now) {
+            self.reload_at = None;
+            self.reload_patterns();
+        }
+        // Unpaired rename sources: moved out of the tree (or a folder moved).
+        let stale: Vec<PathBuf> = self
+            .unpaired
+            .iter()
+            .filter(|(_, t)| stopping || now.duration_since(**t) >= RENAME_PAIRING)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for path in stale {
+            self.unpaired.remove(&path);
+            let patterns = self.patterns.get();
+            if patterns.is_tracked(&path) {
+                self.debouncer
+                    .observe(path.clone(), ChangeKind::Deleted, now);
+            }
+            self.scheduled.insert(path, now);
+        }
+        self.canary_check(now);
+        if let Some(at) = self.next_rescan
+            && at <= now
+        {
+            self.rescans.mark(None);
+            self.next_rescan = self.cfg.rescan_interval.map(|d| now + d);
+        }
+        // Folders to rescan once quiet for a debounce.
+        let due: Vec<PathBuf> = self
+            .scheduled
+            .iter()
+            .filter(|(_, t)| stopping || now.duration_since(**t) >= self.cfg.debounce)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for path in due {
+            self.scheduled.remove(&path);
+            self.rescans.mark(Some(&path));
+        }
+        if let Some(request) = self.rescans.take() {
+            self.rescan(request)?;
+        }
+        if self.held_by_vcs(now) && !stopping {
+            return Ok(());
+        }
+        let release_all = stopping || self.hold_since.take().is_some();
+        let due = self.debouncer.take_due(now, release_all);
+        self.flush(due)
+    }
+
+    /// True while a VCS lock exists (and has not been held too long).
+    fn held_by_vcs(&mut self, now: Instant) -> bool {
+        if self.vcs_locks.is_empty() {
+            return false;
+        }
+        self.vcs_locks.retain(|lock| lock.exists());
+        if self.vcs_locks.is_empty() {
+            if self.hold_since.is_some() {
+                tracing::info!(
+                    paths = self.debouncer.len(),
+                    "VCS lock released; flushing held changes"
+                );
+            }
+            return false;
+        }
+        let since = *self.hold_since.get_or_insert(now);
+        if now.duration_since(since) > MAX_VCS_HOLD {
+            tracing::warn!(locks = ?self.vcs_locks, "VCS lock held too long; processing changes anyway");
+            self.vcs_locks.clear();
+            return false;
+        }
+        true
+    }
+
+    fn flush(
+        &mut self,
+        due: Vec<(PathBuf, ChangeKind, Option<PathBuf>)>,
+    ) -> Result<(), EngineError> {
+        if due.is_empty() {
+            return Ok(());
+        }
+        let events: Vec<NewEvent> = due
+            .into_iter()
+            .filter_map(|(path, kind, old)| {
+                let Some(path_text) = path.to_str() else {
+                    tracing::warn!(path = %path.display(), "skipping a file whose name is not UTF-8");
+                    return None;
+                };
+                Some(NewEvent {
+                    path: path_text.to_owned(),
+                    kind,
+                    old_path: old.and_then(|o| o.to_str().map(str::to_owned)),
+                })
+            })
+            .collect();
+        for chunk in events.chunks(FLUSH_CHUNK) {
+            retry_busy(|| queue::enqueue(&self.conn, chunk, "watch")).map_err(|source| {
+                EngineError::Db {
+                    path: "event_queue".into(),
+                    source,
+                }
+            })?;
+        }
+        tracing::debug!(rows = events.len(), "enqueued");
+        self.doorbell.ring();
+        Ok(())
+    }
+
+    fn rescan(&mut self, request: Option<Vec<PathBuf>>) -> Result<(), EngineError> {
+        let patterns = self.patterns.get();
+        let scopes = match request {
+            None => vec![self.root.clone()],
+            Some(list) => collapse_scopes(list),
+        };
+        let mut enqueued = 0;
+        for scope in scopes {
+            if !scope.starts_with(&self.root) {
+                continue;
+            }
+            let report = reconcile::reconcile(&self.conn, &patterns, &scope)?;
+            enqueued += report.enqueued();
+        }
+        if enqueued > 0 {
+            tracing::info!(rows = enqueued, "rescan found changes");
+            self.doorbell.ring();
+        }
+        Ok(())
+    }
+
+    fn reload_patterns(&mut self) {
+        match Patterns::load(&self.root) {
+            Ok(p) => {
+                self.patterns.set(p.exclude(self.own_files.clone()));
+                tracing::info!("patterns reloaded; rescanning");
+                self.rescans.mark(None);
+            }
+            Err(e) => tracing::warn!(error = %e, "keeping the previous patterns"),
+        }
+    }
+
+    fn canary_check(&mut self, now: Instant) {
+        if self.watch.backend != Backend::Native {
+            return;
+        }
+        if let Some(canary) = &self.canary {
+            if now < canary.deadline {
+                return;
+            }
+            let path = canary.path.clone();
+            self.canary = None;
+            let _ = std::fs::remove_file(&path);
+            let reason = format!(
+                "the canary file's event did not arrive within {} ms",
+                self.cfg.canary_timeout.as_millis()
+            );
+            tracing::warn!(root = %self.root.display(), "{reason}; switching to polling");
+            let poll = Backend::Poll {
+                interval: self.cfg.poll_interval,
+            };
+            match watcher::start(&self.root, poll, self.tx.clone(), self.rescans.clone()) {
+                Ok(guard) => {
+                    self.watch = guard;
+                    self.record_backend(&reason);
+                    self.rescans.mark(None);
+                }
+                Err(e) => tracing::error!(error = %e, "polling could not start either"),
+            }
+            return;
+        }
+        if now >= self.next_canary {
+            self.next_canary = now + self.cfg.canary_interval;
+            let path = self
+                .root
+                .join(format!("{COOKIE_PREFIX}canary-{}", std::process::id()));
+            match std::fs::write(&path, b"obby-sync checks that file events arrive\n") {
+                Ok(()) => {
+                    self.canary = Some(Canary {
+                        path,
+                        deadline: now + self.cfg.canary_timeout,
+                    })
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot write the canary file"),
+            }
+        }
+    }
+}
+
+/// True for the lock files of a VCS operation in progress.
+fn is_vcs_lock(path: &Path) -> bool {
+    let parent = path.parent().and_then(Path::file_name);
+    let name = path.file_name();
+    matches!(
+        (
+            parent.and_then(|p| p.to_str()),
+            name.and_then(|n| n.to_str())
+        ),
+        (Some(".git"), Some("index.lock" | "HEAD.lock")) | (Some(".hg"), Some("wlock"))
+    )
+}
+
+/// Drops scopes that lie under another scope of the list.
+fn collapse_scopes(mut scopes: Vec<PathBuf>) -> Vec<PathBuf> {
+    scopes.sort();
+    let mut out: Vec<PathBuf> = Vec::new();
+    for s in scopes {
+        if !out.last().is_some_and(|last| s.starts_with(last)) {
+            out.push(s);
+        }
+    }
+    out
+}
+
+/// Retries a write while the database is busy (another process holds the
+/// write lock past the busy timeout).
+fn retry_busy<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    let mut wait = Duration::from_millis(10);
+    loop {
+        match f() {
+            Err(e)
+                if matches!(
+                    e.sqlite_error_code(),
+                    Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+                ) =>
+            {
+                tracing::warn!(error = %e, "database busy, retrying");
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(Duration::from_secs(2));
+            }
+            other => return other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> PathBuf {
+        PathBuf::from(s)
+    }
+
+    #[test]
+    fn a_burst_of_writes_is_one_change_once_quiet() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut d = Debouncer::new(ms(100), ms(1000));
+        for i in 0..10 {
+            d.observe(p("/r/a.md"), ChangeKind::Modified, t0 + ms(i * 10));
+        }
+        assert!(
+            d.take_due(t0 + ms(150), false).is_empty(),
+            "still within the quiet time"
+        );
+        let due = d.take_due(t0 + ms(190), false);
+        assert_eq!(due, vec![(p("/r/a.md"), ChangeKind::Modified, None)]);
+        assert!(d.is_empty());
+    }
+
+    #[test]
+    fn a_file_written_continuously_is_not_starved() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut d = Debouncer::new(ms(100), ms(1000));
+        let mut emitted = Vec::new();
+        for i in 0..300 {
+            let now = t0 + ms(i * 10);
+            d.observe(p("/r/log.md"), ChangeKind::Modified, now);
+            if !d.take_due(now, false).is_empty() {
+                emitted.push(i * 10);
+            }
+        }
+        assert_eq!(emitted, vec![1000, 2010], "one row per max_wait at least");
+    }
+
+    #[test]
+    fn delete_then_recreate_within_the_window_is_one_change() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut d = Debouncer::new(ms(100), ms(1000));
+        d.observe(p("/r/a.md"), ChangeKind::Deleted, t0);
+        d.observe(p("/r/a.md"), ChangeKind::Modified, t0 + ms(5));
+        assert_eq!(d.take_due(t0 + ms(200), false).len(), 1);
+    }
+
+    #[test]
+    fn write_temp_then_rename_becomes_a_move_that_carries_the_origin() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut d = Debouncer::new(ms(100), ms(1000));
+        d.observe(p("/r/a.md.tmp"), ChangeKind::Modified, t0);
+        d.observe_move(p("/r/a.md.tmp"), p("/r/a.md"), t0 + ms(1));
+        let due = d.take_due(t0 + ms(200), false);
+        assert_eq!(
+            due,
+            vec![(p("/r/a.md"), ChangeKind::Moved, Some(p("/r/a.md.tmp")))]
+        );
+        // A chain a -> b -> c stays a -> c.
+        d.observe_move(p("/r/a"), p("/r/b"), t0);
+        d.observe_move(p("/r/b"), p("/r/c"), t0);
+        assert_eq!(
+            d.take_due(t0 + ms(200), false),
+            vec![(p("/r/c"), ChangeKind::Moved, Some(p("/r/a")))]
+        );
+    }
+
+    #[test]
+    fn vcs_locks_are_recognized() {
+        assert!(is_vcs_lock(Path::new("/r/.git/index.lock")));
+        assert!(is_vcs_lock(Path::new("/r/sub/repo/.git/index.lock")));
+        assert!(!is_vcs_lock(Path::new("/r/notes/index.lock")));
+    }
+
+    #[test]
+    fn nested_scopes_collapse_into_their_parent() {
+        let scopes = collapse_scopes(vec![p("/r/a/b"), p("/r/a"), p("/r/c"), p("/r/ab")]);
+        assert_eq!(scopes, vec![p("/r/a"), p("/r/ab"), p("/r/c")]);
+    }
+}

@@ -1,0 +1,434 @@
+//! File-system events in, [`FsEvent`] values out, on a bounded channel.
+//!
+//! Wraps `notify`: the native backend (inotify on Linux) or its `PollWatcher`,
+//! chosen per root by [`choose_backend`] from the file-system type in
+//! `/proc/mounts` (network, FUSE, 9p and WSL DrvFS mounts deliver no native
+//! events), or forced with `--poll`. The notify callback never blocks: it
+//! `try_send`s, and when the channel is full it records the event's folder in
+//! [`RescanRequests`] instead of dropping the change. Overflow signals
+//! (`Flag::Rescan`) and watch-limit errors become rescan requests too. No SQL,
+//! no pattern matching: that is the enqueuer's job.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RemoveKind, RenameMode};
+use notify::{EventKind, RecursiveMode, Watcher as _};
+
+use super::error::EngineError;
+
+/// Distinct folders remembered for rescans before the whole root is rescanned.
+const MAX_RESCAN_SCOPES: usize = 256;
+
+/// File-system types whose changes native watchers do not see (made on
+/// another machine, or by a FUSE daemon / hypervisor that sends no events).
+const POLL_FS_TYPES: &[&str] = &[
+    "nfs",
+    "nfs4",
+    "cifs",
+    "smb",
+    "smb3",
+    "smbfs",
+    "9p",
+    "v9fs",
+    "drvfs",
+    "sshfs",
+    "davfs",
+    "afs",
+    "ncpfs",
+    "glusterfs",
+    "lustre",
+    "ceph",
+    "vboxsf",
+    "vmhgfs",
+    "prl_fs",
+];
+
+/// What changed, as the watcher saw it. Kinds are hints: the worker stats
+/// and hashes the file and decides for itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FsEvent {
+    /// A file or folder was created, written, closed after writing, or had
+    /// its metadata changed.
+    Changed(PathBuf),
+    /// A folder appeared: files may have landed in it before its watch did.
+    DirCreated(PathBuf),
+    /// A file or folder was removed.
+    Removed(PathBuf),
+    /// A rename the backend paired (inotify cookie).
+    Renamed {
+        /// Where it was.
+        from: PathBuf,
+        /// Where it is now.
+        to: PathBuf,
+    },
+    /// The source half of a rename (moved out, or not yet paired).
+    RenamedFrom(PathBuf),
+}
+
+/// How a root is watched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Kernel events (inotify).
+    Native,
+    /// notify's `PollWatcher`: stat comparison every `interval`.
+    Poll {
+        /// Time between two polls.
+        interval: Duration,
+    },
+}
+
+impl Backend {
+    /// `native` or `poll`, as `status` shows it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Native => "native",
+            Backend::Poll { .. } => "poll",
+        }
+    }
+}
+
+/// Folders whose events were lost and must be rescanned. Shared between the
+/// watcher callback (which marks) and the enqueuer (which takes).
+#[derive(Debug, Default)]
+pub struct RescanRequests {
+    pending: AtomicBool,
+    scopes: Mutex<HashSet<PathBuf>>,
+    everything: AtomicBool,
+}
+
+impl RescanRequests {
+    /// Asks for a rescan of `scope`, or of everything when `None`.
+    pub fn mark(&self, scope: Option<&Path>) {
+        match scope {
+            Some(scope) => {
+                let mut scopes = match self.scopes.lock() {
+                    Ok(guard) => guard,
+                    Err(poisoned) => poisoned.into_inner(),
+                };
+                if scopes.len() >= MAX_RESCAN_SCOPES {
+                    self.everything.store(true, Ordering::Release);
+                } else {
+                    scopes.insert(scope.to_path_buf());
+                }
+            }
+            None => self.everything.store(true, Ordering::Release),
+        }
+        self.pending.store(true, Ordering::Release);
+    }
+
+    /// Takes the requests: `Some(None)` means everything, `Some(Some(list))`
+    /// those folders, `None` nothing.
+    pub fn take(&self) -> Option<Option<Vec<PathBuf>>> {
+        if !self.pending.swap(false, Ordering::AcqRel) {
+            return None;
+        }
+        let mut scopes = match self.scopes.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let list: Vec<PathBuf> = scopes.drain().collect();
+        if self.everything.swap(false, Ordering::AcqRel) {
+            Some(None)
+        } else {
+            Some(Some(list))
+        }
+    }
+}
+
+/// A running watcher; dropping it stops the events.
+pub struct WatchGuard {
+    _watcher: Box<dyn notify::Watcher + Send>,
+    /// The backend in use.
+    pub backend: Backend,
+}
+
+/// Picks the backend for `root`: polling when forced, or when the file system
+/// holding it is of a type that sends no native events.
+pub fn choose_backend(root: &Path, force_poll: bool, interval: Duration) -> (Backend, String) {
+    if force_poll {
+        return (Backend::Poll { interval }, "--poll given".to_owned());
+    }
+    match fs_type(root) {
+        Some(fs) if needs_polling(&fs) => (
+            Backend::Poll { interval },
+            format!("{fs} file systems send no native events"),
+        ),
+        Some(fs) => (Backend::Native, format!("{fs} file system")),
+        None => (Backend::Native, "file system type unknown".to_owned()),
+    }
+}
+
+/// True for file-system types that need polling.
+pub fn needs_polling(fs_type: &str) -> bool {
+    fs_type.starts_with("fuse") || POLL_FS_TYPES.contains(&fs_type)
+}
+
+/// The type of the file system holding `path`, from `/proc/mounts` (the
+/// mount point that is the longest prefix of the path).
+pub fn fs_type(path: &Path) -> Option<String> {
+    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
+    fs_type_in(&mounts, path)
+}
+
+fn fs_type_in(mounts: &str, path: &Path) -> Option<String> {
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let _device = fields.next()?;
+            let mount_point = unescape_mount(fields.next()?);
+            let fs = fields.next()?;
+            path.starts_with(&mount_point)
+                .then(|| (mount_point.len(), fs.to_owned()))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map(|(_, fs)| fs)
+}
+
+/// `/proc/mounts` writes space, tab, newline and backslash as octal escapes.
+fn unescape_mount(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 4 <= bytes.len()
+            && let Some(code) = std::str::from_utf8(&bytes[i + 1..i + 4])
+                .ok()
+                .and_then(|digits| u8::from_str_radix(digits, 8).ok())
+        {
+            out.push(code);
+            i += 4;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Starts watching `root` recursively with `backend`, sending events to `tx`.
+///
+/// # Errors
+/// [`EngineError::Watch`] when the watch cannot be set up; for the inotify
+/// watch limit the message says which sysctl to raise.
+pub fn start(
+    root: &Path,
+    backend: Backend,
+    tx: SyncSender<FsEvent>,
+    rescans: Arc<RescanRequests>,
+) -> Result<WatchGuard, EngineError> {
+    let handler = move |result: notify::Result<notify::Event>| handle(result, &tx, &rescans);
+    let mut watcher: Box<dyn notify::Watcher + Send> = match backend {
+        Backend::Native => {
+            let config = notify::Config::default().with_follow_symlinks(false);
+            Box::new(
+                notify::RecommendedWatcher::new(handler, config)
+                    .map_err(|e| watch_error(root, e))?,
+            )
+        }
+        Backend::Poll { interval } => {
+            let config = notify::Config::default()
+                .with_follow_symlinks(false)
+                .with_poll_interval(interval)
+                .with_compare_contents(false);
+            Box::new(notify::PollWatcher::new(handler, config).map_err(|e| watch_error(root, e))?)
+        }
+    };
+    watcher
+        .watch(root, RecursiveMode::Recursive)
+        .map_err(|e| watch_error(root, e))?;
+    Ok(WatchGuard {
+        _watcher: watcher,
+        backend,
+    })
+}
+
+fn watch_error(root: &Path, e: notify::Error) -> EngineError {
+    let advice = match e.kind {
+        notify::ErrorKind::MaxFilesWatch => {
+            " (the inotify watch limit is reached: raise it with `sysctl fs.inotify.max_user_watches=524288`, or run with --poll)"
+        }
+        _ => "",
+    };
+    EngineError::Watch {
+        root: root.to_path_buf(),
+        message: format!("{e}{advice}"),
+    }
+}
+
+/// The notify callback: classify, `try_send`, never block.
+fn handle(
+    result: notify::Result<notify::Event>,
+    tx: &SyncSender<FsEvent>,
+    rescans: &RescanRequests,
+) {
+    let event = match result {
+        Ok(event) => event,
+        Err(e) => {
+            if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) {
+                tracing::warn!(
+                    "inotify watch limit reached: changes in new folders are found by rescans only; \
+                     raise it with `sysctl fs.inotify.max_user_watches=524288`"
+                );
+            } else {
+                tracing::warn!(error = %e, "watcher error; rescanning");
+            }
+            match e.paths.first() {
+                Some(p) => rescans.mark(Some(p)),
+                None => rescans.mark(None),
+            }
+            return;
+        }
+    };
+    // The pathless rescan flag comes first: an overflow carries no path.
+    if event.need_rescan() {
+        rescans.mark(event.paths.first().map(PathBuf::as_path));
+        return;
+    }
+    for fs_event in classify(&event) {
+        let scope = match &fs_event {
+            FsEvent::Renamed { to, .. } => to.parent().map(Path::to_path_buf),
+            FsEvent::Changed(p)
+            | FsEvent::DirCreated(p)
+            | FsEvent::Removed(p)
+            | FsEvent::RenamedFrom(p) => p.parent().map(Path::to_path_buf),
+        };
+        match tx.try_send(fs_event) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => rescans.mark(scope.as_deref()),
+            Err(TrySendError::Disconnected(_)) => return,
+        }
+    }
+}
+
+/// Maps one notify event to ours. Reads (`Access(Open)`, `Access(Close(Read))`)
+/// map to nothing: the workers' own reads must not feed back.
+pub fn classify(event: &notify::Event) -> Vec<FsEvent> {
+    let paths = &event.paths;
+    let each = |f: fn(PathBuf) -> FsEvent| paths.iter().cloned().map(f).collect();
+    match event.kind {
+        EventKind::Create(CreateKind::Folder) => each(FsEvent::DirCreated),
+        EventKind::Create(_) => each(FsEvent::Changed),
+        EventKind::Remove(
+            RemoveKind::Folder | RemoveKind::File | RemoveKind::Any | RemoveKind::Other,
+        ) => each(FsEvent::Removed),
+        EventKind::Modify(ModifyKind::Name(RenameMode::Both)) if paths.len() == 2 => {
+            vec![FsEvent::Renamed {
+                from: paths[0].clone(),
+                to: paths[1].clone(),
+            }]
+        }
+        // inotify sends From, To, then Both for a paired rename; Both carries
+        // the pairing, so From and To are only used when unpaired.
+        EventKind::Modify(ModifyKind::Name(RenameMode::From)) => each(FsEvent::RenamedFrom),
+        EventKind::Modify(ModifyKind::Name(RenameMode::To)) => each(FsEvent::Changed),
+        EventKind::Modify(ModifyKind::Name(_)) => each(FsEvent::Changed),
+        EventKind::Modify(_) => each(FsEvent::Changed),
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => each(FsEvent::Changed),
+        EventKind::Access(_) => Vec::new(),
+        EventKind::Any | EventKind::Other => each(FsEvent::Changed),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_table_lookup_takes_the_longest_prefix_and_unescapes() {
+        let mounts = "/dev/vda / ext4 rw 0 0\n\
+                      server:/export /mnt/notes nfs4 rw 0 0\n\
+                      C:\\134 /mnt/c 9p rw 0 0\n\
+                      fuse /home/me/My\\040Drive fuse.rclone rw 0 0\n";
+        assert_eq!(
+            fs_type_in(mounts, Path::new("/home/me/notes")).as_deref(),
+            Some("ext4")
+        );
+        assert_eq!(
+            fs_type_in(mounts, Path::new("/mnt/notes/a")).as_deref(),
+            Some("nfs4")
+        );
+        assert_eq!(
+            fs_type_in(mounts, Path::new("/mnt/c/Users")).as_deref(),
+            Some("9p")
+        );
+        assert_eq!(
+            fs_type_in(mounts, Path::new("/home/me/My Drive/x")).as_deref(),
+            Some("fuse.rclone")
+        );
+        // A path under /mnt that is not a mount point is on the root fs: the
+        // decision is by type, never by a /mnt/ prefix.
+        assert_eq!(
+            fs_type_in(mounts, Path::new("/mnt/other")).as_deref(),
+            Some("ext4")
+        );
+    }
+
+    #[test]
+    fn network_fuse_and_wsl_file_systems_need_polling() {
+        for fs in [
+            "nfs",
+            "nfs4",
+            "cifs",
+            "smb3",
+            "9p",
+            "drvfs",
+            "fuse",
+            "fuse.sshfs",
+        ] {
+            assert!(needs_polling(fs), "{fs}");
+        }
+        for fs in ["ext4", "xfs", "btrfs", "tmpfs", "overlay", "zfs"] {
+            assert!(!needs_polling(fs), "{fs}");
+        }
+    }
+
+    #[test]
+    fn reads_are_not_changes() {
+        let open = notify::Event::new(EventKind::Access(AccessKind::Open(AccessMode::Any)))
+            .add_path(PathBuf::from("/r/a.md"));
+        assert!(classify(&open).is_empty());
+        let close_read = notify::Event::new(EventKind::Access(AccessKind::Close(AccessMode::Read)))
+            .add_path(PathBuf::from("/r/a.md"));
+        assert!(classify(&close_read).is_empty());
+        let close_write =
+            notify::Event::new(EventKind::Access(AccessKind::Close(AccessMode::Write)))
+                .add_path(PathBuf::from("/r/a.md"));
+        assert_eq!(
+            classify(&close_write),
+            vec![FsEvent::Changed(PathBuf::from("/r/a.md"))]
+        );
+    }
+
+    #[test]
+    fn a_full_channel_turns_into_a_rescan_request_not_a_lost_change() {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let rescans = RescanRequests::default();
+        for name in ["a.md", "b.md", "c.md"] {
+            let ev = notify::Event::new(EventKind::Create(CreateKind::File))
+                .add_path(PathBuf::from("/r/notes").join(name));
+            handle(Ok(ev), &tx, &rescans);
+        }
+        assert_eq!(
+            rx.try_recv(),
+            Ok(FsEvent::Changed(PathBuf::from("/r/notes/a.md")))
+        );
+        assert_eq!(rescans.take(), Some(Some(vec![PathBuf::from("/r/notes")])));
+        assert_eq!(rescans.take(), None);
+    }
+
+    #[test]
+    fn an_overflow_flag_without_a_path_asks_for_a_full_rescan() {
+        let (tx, _rx) = std::sync::mpsc::sync_channel(8);
+        let rescans = RescanRequests::default();
+        let overflow = notify::Event::new(EventKind::Other).set_flag(notify::event::Flag::Rescan);
+        handle(Ok(overflow), &tx, &rescans);
+        assert_eq!(rescans.take(), Some(None));
+    }
+}
