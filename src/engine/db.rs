@@ -30,12 +30,16 @@ pub const JOURNAL_SIZE_LIMIT: i64 = 16 * 1024 * 1024;
 
 /// Page cache of the write connection, in KiB (SQLite's negative form). Large
 /// enough that a batch's pages never spill to the WAL before its commit.
-pub const WRITER_CACHE_KIB: i64 = 64 * 1024;
+pub const WRITER_CACHE_KIB: i64 = 16 * 1024;
 
-/// WAL pages after which a commit checkpoints (SQLite's default is 1000).
-/// Fewer, larger checkpoints write each hot index page back once instead of
-/// many times; the WAL is truncated when the queue drains.
-pub const WAL_AUTOCHECKPOINT_PAGES: i64 = 8_192;
+/// WAL size at which the [`Checkpointer`] copies it back into the database.
+pub const CHECKPOINT_WAL_BYTES: u64 = 32 * 1024 * 1024;
+
+/// How often the [`Checkpointer`] looks at the WAL size.
+const CHECKPOINT_POLL: Duration = Duration::from_millis(100);
+
+/// Page size of a database the engine creates.
+pub const PAGE_SIZE: i64 = 16384;
 
 /// A pool of read connections.
 pub type ReaderPool = r2d2::Pool<SqliteConnectionManager>;
@@ -85,6 +89,15 @@ pub fn open_writer(path: &Path) -> Result<Connection, EngineError> {
         });
     }
     configure(&conn).map_err(err)?;
+    let pages: i64 = conn
+        .pragma_query_value(None, "page_count", |r| r.get(0))
+        .map_err(err)?;
+    if pages == 0 {
+        // A new file: larger pages suit rows of whole notes (fewer overflow
+        // pages and WAL frames). Only possible before anything is written.
+        conn.pragma_update(None, "page_size", PAGE_SIZE)
+            .map_err(err)?;
+    }
     let mode: String = conn
         .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
         .map_err(err)?;
@@ -97,8 +110,6 @@ pub fn open_writer(path: &Path) -> Result<Connection, EngineError> {
     conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)
         .map_err(err)?;
     conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)
-        .map_err(err)?;
-    conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)
         .map_err(err)?;
     let adopt = check_identity(&conn, path)?;
     migrate(&conn, path, adopt)?;
@@ -205,6 +216,7 @@ fn migrate(conn: &Connection, path: &Path, adopt: bool) -> Result<(), EngineErro
     if found == known {
         return Ok(());
     }
+
     let tx =
         rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate).map_err(err)?;
     if adopt {
@@ -245,6 +257,74 @@ fn add_engine_columns(conn: &Connection) -> rusqlite::Result<()> {
 pub fn checkpoint(conn: &Connection) {
     if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
         tracing::debug!(error = %e, "wal checkpoint skipped");
+    }
+}
+
+/// Checkpoints the WAL on a thread of its own, so the single writer never
+/// stalls on copying pages back into the database: the engine's connections
+/// switch SQLite's automatic checkpoint off ([`Checkpointer::adopt`]) and this
+/// thread runs a `PASSIVE` checkpoint (which never blocks writers or readers)
+/// whenever the WAL passes [`CHECKPOINT_WAL_BYTES`]. Stops when dropped.
+#[derive(Debug)]
+pub struct Checkpointer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    /// Starts the thread with a connection from `pool`.
+    ///
+    /// # Errors
+    /// [`EngineError::Pool`] when no connection can be had;
+    /// [`EngineError::Io`] when the thread cannot start.
+    pub fn start(db: &Path, pool: &ReaderPool) -> Result<Checkpointer, EngineError> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let conn = pool.get()?;
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let mut wal = db.as_os_str().to_os_string();
+        wal.push("-wal");
+        let wal = PathBuf::from(wal);
+        let thread = std::thread::Builder::new()
+            .name("obby-checkpoint".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(CHECKPOINT_POLL);
+                    let size = std::fs::metadata(&wal).map_or(0, |m| m.len());
+                    if size < CHECKPOINT_WAL_BYTES {
+                        continue;
+                    }
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    {
+                        tracing::debug!(error = %e, "background checkpoint skipped");
+                    }
+                }
+            })
+            .map_err(|source| EngineError::Io {
+                path: db.to_path_buf(),
+                source,
+            })?;
+        Ok(Checkpointer {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Turns SQLite's automatic checkpoint off on `conn`: this thread does it.
+    ///
+    /// # Errors
+    /// Any SQLite error.
+    pub fn adopt(&self, conn: &Connection) -> rusqlite::Result<()> {
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 

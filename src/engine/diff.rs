@@ -1,8 +1,11 @@
 //! Pure line diffs: `(old, new)` text to a unified diff and its line counts.
 //!
-//! Uses `similar`'s Histogram algorithm under a deadline ([`DIFF_DEADLINE`]):
-//! past it the algorithm approximates, so a pathological pair costs bounded time
-//! and still yields a correct (if not minimal) diff. The output is what GNU
+//! Uses `similar`'s (heuristic) Myers algorithm under a deadline
+//! ([`DIFF_DEADLINE`]): past it the algorithm approximates, so a pathological
+//! pair costs bounded time and still yields a correct (if not minimal) diff.
+//! Histogram was measured and rejected: on a 5 MiB note with 1% of its lines
+//! edited it took 0.5 to 1.4 s (Myers: 35 to 50 ms), and under the deadline it
+//! degraded to a diff that replaces the whole file. The output is what GNU
 //! `patch` applies to `old` to give `new` exactly, including the
 //! `\ No newline at end of file` marker. The counts come from the edit
 //! operations, never from parsing the text, so content lines that themselves
@@ -33,7 +36,7 @@ pub struct UnifiedDiff {
 /// in the `---`/`+++` header.
 pub fn unified(old: &str, new: &str, old_label: &str, new_label: &str) -> UnifiedDiff {
     let diff = TextDiff::configure()
-        .algorithm(Algorithm::Histogram)
+        .algorithm(Algorithm::Myers)
         .timeout(DIFF_DEADLINE)
         .diff_lines(old, new);
     let (mut added, mut removed) = (0usize, 0usize);

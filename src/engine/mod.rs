@@ -40,7 +40,7 @@ use rusqlite::ErrorCode;
 pub use error::{EngineError, ItemError};
 
 use crate::config::Config;
-use db::{EngineLock, ReaderPool};
+use db::{Checkpointer, EngineLock, ReaderPool};
 use enqueue::{Enqueuer, EnqueuerParts, WatchConfig};
 use patterns::{Patterns, SharedPatterns};
 use progress::{Doorbell, Progress, ProgressSnapshot};
@@ -73,6 +73,7 @@ pub struct Engine {
     worker_cfg: Arc<WorkerConfig>,
     progress: Arc<Progress>,
     doorbell: Arc<Doorbell>,
+    checkpointer: Checkpointer,
     _lock: EngineLock,
 }
 
@@ -111,7 +112,9 @@ impl Engine {
                 path: config.root.clone(),
                 source: std::io::Error::other(e.to_string()),
             })?;
-        let readers = db::reader_pool(&config.db, u32::try_from(config.workers + 2).unwrap_or(8))?;
+        let readers = db::reader_pool(&config.db, u32::try_from(config.workers + 3).unwrap_or(8))?;
+        let checkpointer = Checkpointer::start(&config.db, &readers)?;
+        checkpointer.adopt(store.conn()).map_err(sql)?;
         let worker_cfg = Arc::new(WorkerConfig {
             max_file_size: config.max_file_size,
             patterns: SharedPatterns::new(patterns),
@@ -124,6 +127,7 @@ impl Engine {
             worker_cfg,
             progress,
             doorbell: Arc::new(Doorbell::default()),
+            checkpointer,
             _lock: lock,
         })
     }
@@ -271,6 +275,7 @@ impl Engine {
         on_batch: &mut dyn FnMut(&ProgressSnapshot),
     ) -> Result<(), EngineError> {
         let conn = db::open_writer(&self.config.db)?;
+        self.checkpointer.adopt(&conn).map_err(|e| self.sql(e))?;
         let (enqueuer, rx) = Enqueuer::start(EnqueuerParts {
             root: self.config.root.clone(),
             conn,
