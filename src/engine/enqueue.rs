@@ -11,9 +11,9 @@
 //! watcher paired become one `moved` row. While a VCS lock (`.git/index.lock`)
 //! exists the root's events are held and released as one batch. Lost events
 //! (a full channel, an overflow, a new folder) become subtree rescans through
-//! [`super::reconcile`], as does a periodic safety rescan. A canary cookie file
-//! checks that native events arrive and switches the root to polling when
-//! they do not.
+//! [`super::reconcile`], as does a periodic safety rescan; the polling backend
+//! is that same reconciliation on a timer. A canary cookie file checks that
+//! native events arrive and switches the root to polling when they do not.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -134,7 +134,9 @@ impl Debouncer {
         self.held
             .entry(path)
             .and_modify(|h| {
-                h.last = now;
+                // Times may come out of order (the poller passes file mtimes).
+                h.last = h.last.max(now);
+                h.first = h.first.min(now);
                 if h.kind != ChangeKind::Moved {
                     h.kind = kind;
                 }
@@ -229,6 +231,10 @@ pub struct Enqueuer {
     canary: Option<Canary>,
     next_canary: Instant,
     next_rescan: Option<Instant>,
+    /// When the polling backend next reconciles the root.
+    next_poll: Instant,
+    /// Modification times of `.obbywatch` and `.obbyignore`, for polling.
+    pattern_stamp: (Option<std::time::SystemTime>, Option<std::time::SystemTime>),
 }
 
 /// Everything [`Enqueuer::start`] needs.
@@ -277,7 +283,7 @@ impl Enqueuer {
                 Err(e) => return Err(e),
             };
         let now = Instant::now();
-        let enqueuer = Enqueuer {
+        let mut enqueuer = Enqueuer {
             root: parts.root,
             conn: parts.conn,
             patterns: parts.patterns,
@@ -296,7 +302,10 @@ impl Enqueuer {
             reload_at: None,
             canary: None,
             next_canary: now,
+            next_poll: now,
+            pattern_stamp: (None, None),
         };
+        enqueuer.pattern_stamp = enqueuer.pattern_files_stamp();
         enqueuer.record_backend(&reason);
         Ok((enqueuer, rx))
     }
@@ -451,6 +460,18 @@ impl Enqueuer {
             self.scheduled.insert(path, now);
         }
         self.canary_check(now);
+        if let Backend::Poll { interval } = self.watch.backend
+            && now >= self.next_poll
+        {
+            self.next_poll = now + interval;
+            self.rescans.mark(None);
+            // No events tell a poller that the pattern files changed either.
+            let stamp = self.pattern_files_stamp();
+            if stamp != self.pattern_stamp {
+                self.pattern_stamp = stamp;
+                self.reload_patterns();
+            }
+        }
         if let Some(at) = self.next_rescan
             && at <= now
         {
@@ -468,11 +489,19 @@ impl Enqueuer {
             self.scheduled.remove(&path);
             self.rescans.mark(Some(&path));
         }
-        if let Some(request) = self.rescans.take() {
-            self.rescan(request)?;
+        // While a VCS operation runs, hold both events and rescans: a
+        // checkout becomes one burst, not thousands of half-states. The root's
+        // own repository is looked at directly (a poller gets no events, and
+        // a lock made right after its folder may beat the folder's watch).
+        let root_lock = self.root.join(".git").join("index.lock");
+        if root_lock.exists() {
+            self.vcs_locks.insert(root_lock);
         }
         if self.held_by_vcs(now) && !stopping {
             return Ok(());
+        }
+        if let Some(request) = self.rescans.take() {
+            self.rescan(request)?;
         }
         let release_all = stopping || self.hold_since.take().is_some();
         let due = self.debouncer.take_due(now, release_all);
@@ -537,25 +566,73 @@ impl Enqueuer {
         Ok(())
     }
 
+    /// Reconciles the requested scopes. Their differences go through the
+    /// debouncer, timed by each file's mtime, so a file still being written
+    /// waits until it has been quiet for the debounce like any watched event
+    /// (this is what makes polling debounce). A rescan too large to hold is
+    /// enqueued directly.
     fn rescan(&mut self, request: Option<Vec<PathBuf>>) -> Result<(), EngineError> {
         let patterns = self.patterns.get();
-        let scopes = match request {
+        let scopes: Vec<PathBuf> = match request {
             None => vec![self.root.clone()],
-            Some(list) => collapse_scopes(list),
+            Some(list) => collapse_scopes(list)
+                .into_iter()
+                .filter(|s| s.starts_with(&self.root))
+                .collect(),
         };
-        let mut enqueued = 0;
-        for scope in scopes {
-            if !scope.starts_with(&self.root) {
-                continue;
-            }
-            let report = reconcile::reconcile(&self.conn, &patterns, &scope)?;
-            enqueued += report.enqueued();
+        if scopes.is_empty() {
+            return Ok(());
         }
-        if enqueued > 0 {
-            tracing::info!(rows = enqueued, "rescan found changes");
+        let (found, _report) = reconcile::differences(&self.conn, &patterns, &scopes)?;
+        if found.is_empty() {
+            return Ok(());
+        }
+        tracing::debug!(
+            changes = found.len(),
+            scopes = scopes.len(),
+            "rescan found changes"
+        );
+        if self.debouncer.len() + found.len() > MAX_PENDING_PATHS {
+            let events: Vec<NewEvent> = found.into_iter().map(|d| d.event).collect();
+            for chunk in events.chunks(FLUSH_CHUNK) {
+                retry_busy(|| queue::enqueue(&self.conn, chunk, "rescan")).map_err(|source| {
+                    EngineError::Db {
+                        path: "event_queue".into(),
+                        source,
+                    }
+                })?;
+            }
             self.doorbell.ring();
+            return Ok(());
+        }
+        let now = Instant::now();
+        let wall = std::time::SystemTime::now();
+        for d in found {
+            // When the file last changed, as an Instant (now for a deletion).
+            let at = d.mtime_ns.map_or(now, |ns| {
+                let mtime =
+                    std::time::UNIX_EPOCH + Duration::from_nanos(u64::try_from(ns).unwrap_or(0));
+                now.checked_sub(wall.duration_since(mtime).unwrap_or_default())
+                    .unwrap_or(now)
+            });
+            let path = PathBuf::from(d.event.path);
+            match d.event.old_path {
+                Some(old) => self.debouncer.observe_move(PathBuf::from(old), path, at),
+                None => self.debouncer.observe(path, d.event.kind, at),
+            }
         }
         Ok(())
+    }
+
+    fn pattern_files_stamp(
+        &self,
+    ) -> (Option<std::time::SystemTime>, Option<std::time::SystemTime>) {
+        let mtime = |name: &str| {
+            std::fs::metadata(self.root.join(name))
+                .and_then(|m| m.modified())
+                .ok()
+        };
+        (mtime(WATCH_FILE), mtime(IGNORE_FILE))
     }
 
     fn reload_patterns(&mut self) {
@@ -665,6 +742,118 @@ fn retry_busy<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::db;
+
+    /// A root with `.obbywatch` = `notes/`, a fresh database and a started
+    /// enqueuer whose events the test consumes (or, to simulate loss, not).
+    fn started() -> (tempfile::TempDir, PathBuf, Enqueuer, Receiver<FsEvent>) {
+        let dir = tempfile::tempdir().expect("tmp");
+        let root = dir.path().join("vault");
+        std::fs::create_dir_all(root.join("notes")).expect("mkdir");
+        std::fs::write(root.join(".obbywatch"), "notes/\n").expect("write");
+        let root = std::fs::canonicalize(&root).expect("canonical");
+        let conn = db::open_writer(&dir.path().join("obby.db")).expect("db");
+        let patterns = SharedPatterns::new(Patterns::load(&root).expect("patterns"));
+        let cfg = WatchConfig {
+            rescan_interval: None,
+            ..WatchConfig::default()
+        };
+        let (enqueuer, rx) = Enqueuer::start(EnqueuerParts {
+            root: root.clone(),
+            conn,
+            patterns,
+            own_files: Vec::new(),
+            cfg,
+            doorbell: Arc::default(),
+        })
+        .expect("start");
+        (dir, root, enqueuer, rx)
+    }
+
+    fn pending(e: &Enqueuer) -> Vec<String> {
+        let mut stmt = e
+            .conn
+            .prepare("SELECT path FROM event_queue WHERE status = 'pending' ORDER BY path")
+            .expect("prepare");
+        stmt.query_map([], |r| r.get(0))
+            .expect("query")
+            .map(|r| r.expect("row"))
+            .collect()
+    }
+
+    #[test]
+    fn a_subtree_rescan_finds_changes_whose_events_were_lost() {
+        let (_dir, root, mut e, _rx) = started();
+        // Written while the watcher runs, but its events are never consumed:
+        // as if the channel had overflowed.
+        std::fs::create_dir_all(root.join("notes/sub")).expect("mkdir");
+        std::fs::write(root.join("notes/sub/a.md"), "a\n").expect("write");
+        std::fs::write(root.join("notes/sub/b.md"), "b\n").expect("write");
+        std::fs::write(root.join("notes/outside-scope.md"), "c\n").expect("write");
+        // What the watcher's callback does when the channel is full.
+        e.rescans.mark(Some(&root.join("notes/sub")));
+        // Found files wait out the debounce like watched events.
+        e.housekeeping(Instant::now() + e.cfg.debounce, false)
+            .expect("housekeeping");
+        let sub = root.join("notes/sub");
+        assert_eq!(
+            pending(&e),
+            vec![
+                sub.join("a.md").display().to_string(),
+                sub.join("b.md").display().to_string()
+            ]
+        );
+    }
+
+    #[test]
+    fn a_canary_whose_event_never_arrives_switches_the_root_to_polling() {
+        let (_dir, root, mut e, _rx) = started();
+        assert_eq!(e.backend(), Backend::Native);
+        let t0 = Instant::now();
+        e.housekeeping(t0, false).expect("housekeeping");
+        let canary = e
+            .canary
+            .as_ref()
+            .map(|c| c.path.clone())
+            .expect("canary written");
+        assert!(canary.exists());
+        // The event sits unread in the channel: as if it never arrived.
+        e.housekeeping(t0 + e.cfg.canary_timeout + Duration::from_millis(1), false)
+            .expect("housekeeping");
+        assert!(matches!(e.backend(), Backend::Poll { .. }));
+        assert!(!canary.exists(), "the cookie is removed");
+        let recorded: String = e
+            .conn
+            .query_row(
+                "SELECT value FROM sync_meta WHERE key = 'watch_backend'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("recorded");
+        assert!(recorded.starts_with("poll (the canary"), "{recorded}");
+        // Polling then finds changes by itself.
+        std::fs::write(root.join("notes/new.md"), "n\n").expect("write");
+        e.housekeeping(Instant::now() + Duration::from_secs(10), false)
+            .expect("housekeeping");
+        assert_eq!(
+            pending(&e),
+            vec![root.join("notes/new.md").display().to_string()]
+        );
+    }
+
+    #[test]
+    fn a_canary_whose_event_arrives_keeps_native_events() {
+        let (_dir, _root, mut e, rx) = started();
+        let t0 = Instant::now();
+        e.housekeeping(t0, false).expect("housekeeping");
+        let event = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the canary's event");
+        e.on_event(event, Instant::now());
+        e.housekeeping(t0 + e.cfg.canary_timeout * 2, false)
+            .expect("housekeeping");
+        assert_eq!(e.backend(), Backend::Native);
+    }
 
     fn p(s: &str) -> PathBuf {
         PathBuf::from(s)

@@ -10,7 +10,7 @@
 //! always processed the same way. Never hashes a file it need not.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ignore::WalkBuilder;
 use rusqlite::Connection;
@@ -71,16 +71,70 @@ pub fn reconcile(
     patterns: &Patterns,
     scope: &Path,
 ) -> Result<ReconcileReport, EngineError> {
+    reconcile_scopes(conn, patterns, &[scope.to_path_buf()])
+}
+
+/// Reconciles several scopes at once (none inside another), so a file that
+/// left one scope and appeared in another (a folder renamed) pairs up as a
+/// move.
+///
+/// # Errors
+/// [`EngineError::Db`] when `file_states` cannot be read or the queue written.
+pub fn reconcile_scopes(
+    conn: &Connection,
+    patterns: &Patterns,
+    scopes: &[PathBuf],
+) -> Result<ReconcileReport, EngineError> {
+    let (found, report) = differences(conn, patterns, scopes)?;
+    let events: Vec<NewEvent> = found.into_iter().map(|d| d.event).collect();
+    for chunk in events.chunks(ENQUEUE_CHUNK) {
+        queue::enqueue(conn, chunk, "reconcile").map_err(|source| EngineError::Db {
+            path: "event_queue".into(),
+            source,
+        })?;
+    }
+    Ok(report)
+}
+
+/// One difference between the disk and `file_states`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Difference {
+    /// The queue row it calls for.
+    pub event: NewEvent,
+    /// The file's mtime (ns since the epoch); `None` for a file that is gone.
+    pub mtime_ns: Option<i64>,
+}
+
+/// Compares `scopes` with `file_states` without enqueuing anything: what
+/// [`reconcile_scopes`] would enqueue, with each file's mtime (the poller
+/// debounces by it).
+///
+/// # Errors
+/// [`EngineError::Db`] when `file_states` cannot be read.
+pub fn differences(
+    conn: &Connection,
+    patterns: &Patterns,
+    scopes: &[PathBuf],
+) -> Result<(Vec<Difference>, ReconcileReport), EngineError> {
     let db = |source| EngineError::Db {
-        path: "event_queue".into(),
+        path: "file_states".into(),
         source,
     };
     let mut report = ReconcileReport::default();
-    let mut known = load_known(conn, patterns, scope).map_err(db)?;
-    let on_disk = walk(patterns, scope, &mut report);
+    let mut known = HashMap::new();
+    let mut on_disk = Vec::new();
+    for scope in scopes {
+        known.extend(load_known(conn, patterns, scope).map_err(db)?);
+        on_disk.extend(walk(patterns, scope, &mut report));
+    }
     report.seen = on_disk.len();
 
-    let mut events = Vec::new();
+    let mut found = Vec::new();
+    let event = |path, kind, old_path| NewEvent {
+        path,
+        kind,
+        old_path,
+    };
     let mut new_files = Vec::new();
     for file in on_disk {
         match known.remove(&file.path) {
@@ -88,10 +142,9 @@ pub fn reconcile(
                 let same = k.size == Some(file.size as i64) && k.mtime_ns == Some(file.mtime_ns);
                 if !same {
                     report.changed += 1;
-                    events.push(NewEvent {
-                        path: file.path,
-                        kind: ChangeKind::Modified,
-                        old_path: None,
+                    found.push(Difference {
+                        mtime_ns: Some(file.mtime_ns),
+                        event: event(file.path, ChangeKind::Modified, None),
                     });
                 }
             }
@@ -102,38 +155,32 @@ pub fn reconcile(
     let mut gone: Vec<(String, Known)> = known.into_iter().filter(|(_, k)| !k.deleted).collect();
     gone.sort_by(|a, b| a.0.cmp(&b.0));
     for file in new_files {
-        let moved_from = match_move(&file, &mut gone);
-        match moved_from {
+        let mtime_ns = Some(file.mtime_ns);
+        match match_move(&file, &mut gone) {
             Some(old) => {
                 report.moved += 1;
-                events.push(NewEvent {
-                    path: file.path,
-                    kind: ChangeKind::Moved,
-                    old_path: Some(old),
+                found.push(Difference {
+                    mtime_ns,
+                    event: event(file.path, ChangeKind::Moved, Some(old)),
                 });
             }
             None => {
                 report.new += 1;
-                events.push(NewEvent {
-                    path: file.path,
-                    kind: ChangeKind::Created,
-                    old_path: None,
+                found.push(Difference {
+                    mtime_ns,
+                    event: event(file.path, ChangeKind::Created, None),
                 });
             }
         }
     }
     for (path, _) in gone {
         report.gone += 1;
-        events.push(NewEvent {
-            path,
-            kind: ChangeKind::Deleted,
-            old_path: None,
+        found.push(Difference {
+            mtime_ns: None,
+            event: event(path, ChangeKind::Deleted, None),
         });
     }
-    for chunk in events.chunks(ENQUEUE_CHUNK) {
-        queue::enqueue(conn, chunk, "reconcile").map_err(db)?;
-    }
-    Ok(report)
+    Ok((found, report))
 }
 
 /// Finds (and removes) the gone file that `file` is a copy of, hashing `file`

@@ -1,9 +1,13 @@
 //! File-system events in, [`FsEvent`] values out, on a bounded channel.
 //!
-//! Wraps `notify`: the native backend (inotify on Linux) or its `PollWatcher`,
-//! chosen per root by [`choose_backend`] from the file-system type in
-//! `/proc/mounts` (network, FUSE, 9p and WSL DrvFS mounts deliver no native
-//! events), or forced with `--poll`. The notify callback never blocks: it
+//! Wraps `notify`'s native backend (inotify on Linux). [`choose_backend`] picks
+//! it or polling per root, from the file-system type in `/proc/mounts`
+//! (network, FUSE, 9p and WSL DrvFS mounts deliver no native events), or
+//! polling when forced with `--poll`. Polling is not notify's `PollWatcher`:
+//! that one compares mtimes in whole seconds and only when they grow, so a
+//! second save within the same second is never reported. The enqueuer polls
+//! through reconciliation instead (size and nanosecond mtime, moves paired by
+//! hash, only changed files hashed), so a poll start here watches nothing. The notify callback never blocks: it
 //! `try_send`s, and when the channel is full it records the event's folder in
 //! [`RescanRequests`] instead of dropping the change. Overflow signals
 //! (`Flag::Rescan`) and watch-limit errors become rescan requests too. No SQL,
@@ -75,7 +79,7 @@ pub enum FsEvent {
 pub enum Backend {
     /// Kernel events (inotify).
     Native,
-    /// notify's `PollWatcher`: stat comparison every `interval`.
+    /// A reconciliation of the root every `interval`.
     Poll {
         /// Time between two polls.
         interval: Duration,
@@ -142,7 +146,7 @@ impl RescanRequests {
 
 /// A running watcher; dropping it stops the events.
 pub struct WatchGuard {
-    _watcher: Box<dyn notify::Watcher + Send>,
+    _watcher: Option<Box<dyn notify::Watcher + Send>>,
     /// The backend in use.
     pub backend: Backend,
 }
@@ -223,28 +227,22 @@ pub fn start(
     tx: SyncSender<FsEvent>,
     rescans: Arc<RescanRequests>,
 ) -> Result<WatchGuard, EngineError> {
-    let handler = move |result: notify::Result<notify::Event>| handle(result, &tx, &rescans);
-    let mut watcher: Box<dyn notify::Watcher + Send> = match backend {
-        Backend::Native => {
-            let config = notify::Config::default().with_follow_symlinks(false);
-            Box::new(
-                notify::RecommendedWatcher::new(handler, config)
-                    .map_err(|e| watch_error(root, e))?,
-            )
-        }
-        Backend::Poll { interval } => {
-            let config = notify::Config::default()
-                .with_follow_symlinks(false)
-                .with_poll_interval(interval)
-                .with_compare_contents(false);
-            Box::new(notify::PollWatcher::new(handler, config).map_err(|e| watch_error(root, e))?)
-        }
+    let Backend::Native = backend else {
+        // Polling is driven by the enqueuer's timer: nothing to start here.
+        return Ok(WatchGuard {
+            _watcher: None,
+            backend,
+        });
     };
+    let handler = move |result: notify::Result<notify::Event>| handle(result, &tx, &rescans);
+    let config = notify::Config::default().with_follow_symlinks(false);
+    let mut watcher =
+        notify::RecommendedWatcher::new(handler, config).map_err(|e| watch_error(root, e))?;
     watcher
         .watch(root, RecursiveMode::Recursive)
         .map_err(|e| watch_error(root, e))?;
     Ok(WatchGuard {
-        _watcher: watcher,
+        _watcher: Some(Box::new(watcher)),
         backend,
     })
 }

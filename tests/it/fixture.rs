@@ -315,3 +315,113 @@ pub fn lock_path(db: &Path) -> PathBuf {
     s.push(".lock");
     PathBuf::from(s)
 }
+
+/// Polls `cond` every 10 ms until it holds or `timeout` passes; returns
+/// whether it held.
+pub fn wait_for(timeout: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// A running `obby-sync run`; killed when dropped if not stopped.
+pub struct Running {
+    child: std::process::Child,
+}
+
+impl Vault {
+    /// Starts `obby-sync run` with extra flags and waits until it watches
+    /// and has reconciled.
+    pub fn start(&self, extra: &[&str]) -> Running {
+        let before = self.meta("last_reconcile");
+        let mut args = vec!["run"];
+        args.extend_from_slice(extra);
+        let child = self
+            .command(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn obby-sync run");
+        let mut running = Running { child };
+        let ready = wait_for(std::time::Duration::from_secs(20), || {
+            if let Ok(Some(status)) = running.child.try_wait() {
+                panic!("obby-sync run exited early: {status}");
+            }
+            self.db.exists()
+                && self.meta("watch_backend").is_some()
+                && self.meta("last_reconcile") != before
+        });
+        assert!(ready, "obby-sync run did not become ready");
+        running
+    }
+
+    /// A `sync_meta` value, if the database and the key exist.
+    pub fn meta(&self, key: &str) -> Option<String> {
+        let conn =
+            Connection::open_with_flags(&self.db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .ok()?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).ok()?;
+        conn.query_row("SELECT value FROM sync_meta WHERE key = ?1", [key], |r| {
+            r.get(0)
+        })
+        .ok()
+    }
+
+    /// `(change_type, path relative to the root, old path)` of every change.
+    pub fn changes(&self) -> Vec<(String, String, Option<String>)> {
+        let root = format!("{}/", self.root.to_str().expect("utf-8"));
+        let conn = self.conn();
+        query(
+            &conn,
+            "SELECT change_type, file_path, old_path FROM file_changes ORDER BY id",
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                ))
+            },
+        )
+        .into_iter()
+        .map(|(t, p, o)| (t, p.replace(&root, ""), o.map(|o| o.replace(&root, ""))))
+        .collect()
+    }
+}
+
+impl Running {
+    /// Peak resident memory so far, in KiB (from /proc).
+    pub fn peak_rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmHWM:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
+    /// SIGTERM, then wait; returns the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(sent.success());
+        self.child.wait().expect("wait")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

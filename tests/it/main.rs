@@ -8,3 +8,4 @@ mod fixture;
 mod inputs;
 mod pipeline;
 mod traps;
+mod watch;

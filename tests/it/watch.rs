@@ -1,0 +1,348 @@
+//! The live watcher through the real binary: editor save patterns, renames,
+//! bursts, restarts, hot reload, VCS locks, polling, a flood. (The canary
+//! fallback and the overflow rescan are unit-tested in `engine::enqueue`.)
+//! Each behaviour test runs with native events and again with `--poll`.
+
+use std::time::Duration;
+
+use crate::fixture::{Running, Vault, wait_for};
+
+const DEBOUNCE: &str = "50";
+const WAIT: Duration = Duration::from_secs(15);
+
+/// Flags for a quick engine: short debounce, no safety rescan.
+fn flags(poll: bool) -> Vec<&'static str> {
+    let mut f = vec![
+        "--debounce-ms",
+        DEBOUNCE,
+        "--rescan-interval",
+        "0",
+        "--retry-backoff-ms",
+        "20",
+    ];
+    if poll {
+        f.extend_from_slice(&["--poll", "--poll-interval-ms", "100"]);
+    }
+    f
+}
+
+/// Waits until `n` changes are recorded, then long enough for anything late
+/// (debounce, a poll, a retry) to show up, and returns the changes.
+fn settle(v: &Vault, n: usize) -> Vec<(String, String, Option<String>)> {
+    let reached = wait_for(WAIT, || {
+        v.count("SELECT COUNT(*) FROM file_changes") as usize >= n
+    });
+    assert!(reached, "expected {n} changes, have {:?}", v.changes());
+    std::thread::sleep(Duration::from_millis(600));
+    v.changes()
+}
+
+fn c(kind: &str, path: &str, old: Option<&str>) -> (String, String, Option<String>) {
+    (kind.to_owned(), path.to_owned(), old.map(str::to_owned))
+}
+
+fn started(poll: bool, files: &[(&str, &str)]) -> (Vault, Running) {
+    let v = Vault::new();
+    for (path, text) in files {
+        v.write(path, text);
+    }
+    let running = v.start(&flags(poll));
+    settle(&v, files.len());
+    (v, running)
+}
+
+fn editor_save_patterns(poll: bool) {
+    let (v, engine) = started(
+        poll,
+        &[
+            ("notes/vim.md", "v1\n"),
+            ("notes/jb.md", "j1\n"),
+            ("notes/gedit.md", "g1\n"),
+            ("notes/tmp.md", "t1\n"),
+            ("notes/recreate.md", "r1\n"),
+        ],
+    );
+    let n = v.changes().len();
+    // vim (backupcopy=no): swap file, original renamed to a backup, new file
+    // written, backup removed.
+    v.write("notes/.vim.md.swp", "swap");
+    v.rename("notes/vim.md", "notes/vim.md~");
+    v.write("notes/vim.md", "v2\n");
+    v.remove("notes/vim.md~");
+    v.remove("notes/.vim.md.swp");
+    // JetBrains: write a temp, move the original aside, move the temp in.
+    v.write("notes/jb.md___jb_tmp___", "j2\n");
+    v.rename("notes/jb.md", "notes/jb.md___jb_old___");
+    v.rename("notes/jb.md___jb_tmp___", "notes/jb.md");
+    v.remove("notes/jb.md___jb_old___");
+    // gedit: write a hidden output stream, rename it over the file.
+    v.write("notes/.goutputstream-X1Y2Z3", "g2\n");
+    v.rename("notes/.goutputstream-X1Y2Z3", "notes/gedit.md");
+    // A generic atomic save through a temp name the patterns do track.
+    v.write("notes/tmp.md.part", "t2\n");
+    v.rename("notes/tmp.md.part", "notes/tmp.md");
+    // Delete and recreate within the debounce window.
+    v.remove("notes/recreate.md");
+    v.write("notes/recreate.md", "r2\n");
+    let changes = settle(&v, n + 5);
+    let mut new: Vec<_> = changes[n..].to_vec();
+    new.sort();
+    assert_eq!(
+        new,
+        vec![
+            c("modified", "notes/gedit.md", None),
+            c("modified", "notes/jb.md", None),
+            c("modified", "notes/recreate.md", None),
+            c("modified", "notes/tmp.md", None),
+            c("modified", "notes/vim.md", None),
+        ],
+        "poll={poll}"
+    );
+    let helpers: Vec<String> = crate::fixture::query(
+        &v.conn(),
+        "SELECT file_path FROM file_states WHERE file_path GLOB '*~' OR file_path GLOB '*___jb_*' OR file_path GLOB '*goutput*' OR file_path GLOB '*.part'",
+        |r| r.get(0),
+    );
+    assert!(helpers.is_empty(), "helper files tracked: {helpers:?}");
+    assert!(engine.stop().success());
+}
+
+#[test]
+fn editor_save_patterns_are_one_modified_change_native() {
+    editor_save_patterns(false);
+}
+
+#[test]
+fn editor_save_patterns_are_one_modified_change_polling() {
+    editor_save_patterns(true);
+}
+
+fn renames(poll: bool) {
+    let (v, engine) = started(
+        poll,
+        &[
+            ("notes/a.md", "alpha\n"),
+            ("notes/dir/x.md", "x\n"),
+            ("notes/dir/y.md", "y\n"),
+            ("notes/out.md", "leaving\n"),
+        ],
+    );
+    let n = v.changes().len();
+    v.write("elsewhere/in.md", "arriving\n");
+    v.rename("notes/a.md", "notes/b.md");
+    v.rename("elsewhere/in.md", "notes/in.md");
+    v.rename("notes/out.md", "elsewhere/out.md");
+    v.rename("notes/dir", "notes/renamed-dir");
+    let changes = settle(&v, n + 5);
+    let mut new: Vec<_> = changes[n..].to_vec();
+    new.sort();
+    assert_eq!(
+        new,
+        vec![
+            c("created", "notes/in.md", None),
+            c("deleted", "notes/out.md", None),
+            c("moved", "notes/b.md", Some("notes/a.md")),
+            c("moved", "notes/renamed-dir/x.md", Some("notes/dir/x.md")),
+            c("moved", "notes/renamed-dir/y.md", Some("notes/dir/y.md")),
+        ],
+        "poll={poll}"
+    );
+    assert!(engine.stop().success());
+}
+
+#[test]
+fn renames_within_into_and_out_of_the_watched_set_native() {
+    renames(false);
+}
+
+#[test]
+fn renames_within_into_and_out_of_the_watched_set_polling() {
+    renames(true);
+}
+
+fn burst(poll: bool) {
+    let (v, engine) = started(poll, &[("notes/busy.md", "0\n")]);
+    for i in 1..=200 {
+        v.write("notes/busy.md", format!("{i}\n"));
+    }
+    let changes = settle(&v, 2);
+    assert_eq!(changes.len(), 2, "a burst is one change: {changes:?}");
+    let last: String = v
+        .conn()
+        .query_row(
+            "SELECT content FROM file_versions ORDER BY id DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .expect("version");
+    assert_eq!(last, "200\n");
+    assert!(engine.stop().success());
+}
+
+#[test]
+fn a_burst_of_writes_is_one_change_native() {
+    burst(false);
+}
+
+#[test]
+fn a_burst_of_writes_is_one_change_polling() {
+    burst(true);
+}
+
+fn restart(poll: bool) {
+    let (v, engine) = started(
+        poll,
+        &[
+            ("notes/keep.md", "k\n"),
+            ("notes/edit.md", "e1\n"),
+            ("notes/drop.md", "d\n"),
+        ],
+    );
+    assert!(engine.stop().success());
+    v.write("notes/edit.md", "e2\n");
+    v.remove("notes/drop.md");
+    v.write("notes/new.md", "n\n");
+    let engine = v.start(&flags(poll));
+    let changes = settle(&v, 6);
+    let mut new: Vec<_> = changes[3..].to_vec();
+    new.sort();
+    assert_eq!(
+        new,
+        vec![
+            c("created", "notes/new.md", None),
+            c("deleted", "notes/drop.md", None),
+            c("modified", "notes/edit.md", None)
+        ]
+    );
+    assert!(engine.stop().success());
+}
+
+#[test]
+fn changes_made_while_stopped_are_found_at_the_next_start_native() {
+    restart(false);
+}
+
+#[test]
+fn changes_made_while_stopped_are_found_at_the_next_start_polling() {
+    restart(true);
+}
+
+fn new_folders(poll: bool) {
+    let (v, engine) = started(poll, &[]);
+    // Files land before the watcher can add a watch on the new folders.
+    for i in 0..30 {
+        v.write(&format!("notes/fresh/deep/er/f{i}.md"), format!("{i}\n"));
+    }
+    let changes = settle(&v, 30);
+    assert_eq!(changes.len(), 30);
+    assert!(changes.iter().all(|(k, _, _)| k == "created"));
+    assert!(engine.stop().success());
+}
+
+#[test]
+fn new_folders_and_files_written_into_them_at_once_are_found_native() {
+    new_folders(false);
+}
+
+#[test]
+fn new_folders_and_files_written_into_them_at_once_are_found_polling() {
+    new_folders(true);
+}
+
+fn hot_reload(poll: bool) {
+    let (v, engine) = started(poll, &[("notes/a.md", "a\n")]);
+    v.write("research/paper.md", "not watched yet\n");
+    v.write(".obbywatch", "notes/\nresearch/\n");
+    let changes = settle(&v, 2);
+    assert_eq!(changes[1], c("created", "research/paper.md", None));
+    // Newly ignored: left alone, history kept, further edits not recorded.
+    v.write(".obbyignore", "notes/\n");
+    std::thread::sleep(Duration::from_millis(400));
+    v.write("notes/a.md", "a, edited while ignored\n");
+    v.write("research/paper.md", "edited\n");
+    let changes = settle(&v, 3);
+    assert_eq!(changes.len(), 3, "{changes:?}");
+    assert_eq!(changes[2], c("modified", "research/paper.md", None));
+    assert_eq!(
+        v.count("SELECT COUNT(*) FROM file_states WHERE is_deleted = 1"),
+        0
+    );
+    assert!(engine.stop().success());
+}
+
+#[test]
+fn hot_reload_of_obbywatch_and_obbyignore_native() {
+    hot_reload(false);
+}
+
+#[test]
+fn hot_reload_of_obbywatch_and_obbyignore_polling() {
+    hot_reload(true);
+}
+
+fn vcs_hold(poll: bool) {
+    let (v, engine) = started(poll, &[("notes/a.md", "a1\n"), ("notes/b.md", "b1\n")]);
+    v.write(".git/index.lock", "");
+    v.write("notes/a.md", "a2\n");
+    v.write("notes/b.md", "b2\n");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(v.changes().len(), 2, "held while the lock exists");
+    v.remove(".git/index.lock");
+    let changes = settle(&v, 4);
+    assert_eq!(changes.len(), 4);
+    assert!(engine.stop().success());
+}
+
+#[test]
+fn a_git_checkout_is_held_until_the_lock_is_gone_then_recorded_native() {
+    vcs_hold(false);
+}
+
+#[test]
+fn a_git_checkout_is_held_until_the_lock_is_gone_then_recorded_polling() {
+    vcs_hold(true);
+}
+
+#[test]
+fn a_flood_of_20000_new_files_is_tracked_exactly_once_each() {
+    let (v, engine) = started(false, &[]);
+    let files = 20_000;
+    let started = std::time::Instant::now();
+    for i in 0..files {
+        v.write(
+            &format!("notes/flood/d{}/f{i}.md", i % 50),
+            format!("flood file {i}\n"),
+        );
+    }
+    let written = started.elapsed();
+    let done = wait_for(Duration::from_secs(120), || {
+        v.count("SELECT COUNT(*) FROM file_states") as usize >= files
+    });
+    let total = started.elapsed();
+    assert!(
+        done,
+        "only {} of {files} tracked",
+        v.count("SELECT COUNT(*) FROM file_states")
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    eprintln!(
+        "flood: {files} files written in {:.2} s, all committed after {:.2} s; engine peak RSS {} MiB",
+        written.as_secs_f64(),
+        total.as_secs_f64(),
+        engine.peak_rss_kib() / 1024
+    );
+    assert_eq!(v.count("SELECT COUNT(*) FROM file_versions"), files as i64);
+    assert_eq!(
+        v.count("SELECT COUNT(DISTINCT file_path) FROM file_versions"),
+        files as i64
+    );
+    assert_eq!(
+        v.count("SELECT COUNT(*) FROM file_changes WHERE change_type <> 'created'"),
+        0
+    );
+    assert!(engine.stop().success());
+    assert_eq!(
+        v.count("SELECT COUNT(*) FROM event_queue WHERE status <> 'done'"),
+        0
+    );
+}
