@@ -228,6 +228,33 @@ mod tests {
         p.is_tracked(&Path::new("/vault").join(rel))
     }
 
+    /// Every row of the pattern table in README.md.
+    #[test]
+    fn readme_pattern_table() {
+        let rows: &[(&str, &str, &str, bool)] = &[
+            ("notes/", "", "notes/a.md", true),
+            ("notes/", "", "notes/deep/b.txt", true),
+            ("notes/", "", "archive/notes/c.md", true),
+            ("notes/", "", "other/a.md", false),
+            ("*.md", "", "x/y/z.md", true),
+            ("*.md", "", "x/y/z.txt", false),
+            ("research/papers/", "", "research/papers/p1.md", true),
+            ("research/papers/", "", "old/research/papers/p1.md", false),
+            ("notes/", "*~", "notes/a.md~", false),
+            ("notes/", ".git/", "notes/.git/config", false),
+            ("*.md", "test_*.md", "notes/test_one.md", false),
+            ("*.md", "test_*.md", "notes/one_test.md", true),
+        ];
+        for (watch, ignore, path, expected) in rows {
+            let p = patterns(watch, ignore);
+            assert_eq!(
+                tracked(&p, path),
+                *expected,
+                "{watch:?} / {ignore:?} / {path}"
+            );
+        }
+    }
+
     #[test]
     fn folder_pattern_selects_everything_under_it() {
         let p = patterns("notes/\n", "");
