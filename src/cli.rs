@@ -77,6 +77,25 @@ struct Tuning {
 }
 
 #[derive(Debug, Args)]
+struct ApiArgs {
+    /// Address the gRPC api binds (a non-loopback address is logged as a warning).
+    #[arg(long, default_value = "127.0.0.1")]
+    listen: std::net::IpAddr,
+    /// Port of the FileWatcher service (all services answer on both ports).
+    #[arg(long, env = "WATCHER_PORT", default_value_t = 50051)]
+    watcher_port: u16,
+    /// Port of the ContentTracker service.
+    #[arg(long, env = "TRACKER_PORT", default_value_t = 50052)]
+    tracker_port: u16,
+    /// Shared secret every gRPC call must carry (`authorization: Bearer <token>`).
+    #[arg(long, env = "OBBY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Run without the gRPC api.
+    #[arg(long)]
+    no_api: bool,
+}
+
+#[derive(Debug, Args)]
 struct WatchArgs {
     /// Quiet time per file before a change counts, in milliseconds.
     #[arg(long, env = "DEBOUNCE_MS", default_value_t = 500)]
@@ -146,6 +165,8 @@ enum Command {
         tuning: Tuning,
         #[command(flatten)]
         watch: WatchArgs,
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// Add files to the queue (a running engine picks them up).
     Enqueue {
@@ -227,7 +248,8 @@ fn run(command: Command) -> Result<ExitCode> {
             location,
             tuning,
             watch,
-        } => run_engine(&location, &tuning, &watch),
+            api,
+        } => run_engine(&location, &tuning, &watch, &api),
         Command::Enqueue { location, paths } => enqueue(&location, &paths),
         Command::Status { db, json } => status(&db.db, json),
         Command::Log { path, db, limit } => log(&path, &db.db, limit),
@@ -366,12 +388,20 @@ fn progress_bar(total: u64, quiet: bool) -> Option<indicatif::ProgressBar> {
     Some(bar)
 }
 
-fn run_engine(location: &Location, tuning: &Tuning, watch: &WatchArgs) -> Result<ExitCode> {
+fn run_engine(
+    location: &Location,
+    tuning: &Tuning,
+    watch: &WatchArgs,
+    api: &ApiArgs,
+) -> Result<ExitCode> {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
     }
     let watch = watch.config()?;
+    if api.token.as_deref().is_some_and(str::is_empty) {
+        bail!("--token / OBBY_TOKEN is set but empty");
+    }
     let mut engine = Engine::open(config(location, tuning)?)?;
     let cfg = engine.config();
     eprintln!(
@@ -381,6 +411,35 @@ fn run_engine(location: &Location, tuning: &Tuning, watch: &WatchArgs) -> Result
         cfg.workers,
         watch.debounce.as_millis()
     );
+    // The api runs on a small tokio runtime beside the synchronous engine.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("obby-api")
+        .enable_all()
+        .build()
+        .context("starting the api runtime")?;
+    let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = (!api.no_api).then(|| {
+        let config = crate::api::ApiConfig {
+            watcher: std::net::SocketAddr::new(api.listen, api.watcher_port),
+            tracker: std::net::SocketAddr::new(api.listen, api.tracker_port),
+            token: api.token.clone(),
+        };
+        let handle = engine.handle();
+        let engine_stop = stop.clone();
+        runtime.spawn(async move {
+            let result = crate::api::serve(handle, config, async {
+                let _ = api_stopped.await;
+            })
+            .await;
+            if let Err(e) = &result {
+                // Without its api the engine is not what was asked for: stop.
+                tracing::error!(error = %e, "the gRPC api failed; stopping");
+                engine_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            result
+        })
+    });
     let status = LiveStatus::start(engine.progress(), cfg.db.clone());
     let result = engine.watch_and_process(watch, stop, &mut |p: &ProgressSnapshot| {
         tracing::debug!(
@@ -391,6 +450,17 @@ fn run_engine(location: &Location, tuning: &Tuning, watch: &WatchArgs) -> Result
         );
     });
     drop(status);
+    let _ = api_stop.send(());
+    if let Some(server) = server {
+        match runtime.block_on(server) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                result?;
+                return Err(e.into());
+            }
+            Err(e) => tracing::warn!(error = %e, "the api task ended abnormally"),
+        }
+    }
     result?;
     let p = engine.progress().snapshot();
     tracing::info!(

@@ -11,6 +11,7 @@
 //! - [`engine`]: database, patterns, reconciliation, queue, workers, store.
 //! - [`cli`]: the `obby-sync` command line; the only place `anyhow` is used.
 
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod engine;

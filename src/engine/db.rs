@@ -252,6 +252,44 @@ fn add_engine_columns(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// A `sync_meta` value.
+///
+/// # Errors
+/// Any SQLite error.
+pub fn meta_get(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
+    use rusqlite::OptionalExtension as _;
+    conn.prepare_cached("SELECT value FROM sync_meta WHERE key = ?1")?
+        .query_row([key], |r| r.get(0))
+        .optional()
+}
+
+/// Sets a `sync_meta` value.
+///
+/// # Errors
+/// Any SQLite error.
+pub fn meta_set(conn: &Connection, key: &str, value: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO sync_meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute([key, value])?;
+    Ok(())
+}
+
+/// The patterns added through the api, as stored.
+///
+/// # Errors
+/// Any SQLite error.
+pub fn api_patterns(conn: &Connection) -> rusqlite::Result<super::patterns::ApiPatterns> {
+    use super::patterns::ApiPatterns;
+    let watch = meta_get(conn, ApiPatterns::WATCH_KEY)?;
+    let ignore = meta_get(conn, ApiPatterns::IGNORE_KEY)?;
+    Ok(ApiPatterns::from_stored(
+        watch.as_deref(),
+        ignore.as_deref(),
+    ))
+}
+
 /// Checkpoints the WAL back into the database and truncates it, so it stays
 /// small. Best effort: a reader holding an old snapshot makes it partial.
 pub fn checkpoint(conn: &Connection) {

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
+use super::db;
 use super::error::EngineError;
 use super::patterns::{COOKIE_PREFIX, IGNORE_FILE, Patterns, SharedPatterns, WATCH_FILE};
 use super::progress::Doorbell;
@@ -51,6 +52,25 @@ const TICK: Duration = Duration::from_millis(100);
 
 /// Events taken from the channel per loop turn before flushing.
 const DRAIN_BATCH: usize = 10_000;
+
+/// How long a barrier waits for its cookie's event before it rescans instead.
+const BARRIER_COOKIE_WAIT: Duration = Duration::from_secs(5);
+
+/// Requests to the enqueuer from the rest of the process (the api).
+#[derive(Debug)]
+pub enum Control {
+    /// Rescan a folder or file under the root.
+    Rescan(PathBuf),
+    /// Pause (true) or resume (false) recording live events. Resuming
+    /// rescans the root, so nothing changed meanwhile is missed.
+    Pause(bool),
+    /// A new quiet time per path.
+    SetDebounce(Duration),
+    /// Reload the patterns (files and api patterns) and rescan.
+    ReloadPatterns,
+    /// Answer once every change made before this request is in the queue.
+    Barrier(std::sync::mpsc::Sender<()>),
+}
 
 /// Watch settings, from `run`'s flags.
 #[derive(Debug, Clone)]
@@ -233,6 +253,14 @@ pub struct Enqueuer {
     next_rescan: Option<Instant>,
     /// When the polling backend next reconciles the root.
     next_poll: Instant,
+    /// Control messages from the api.
+    control: Receiver<Control>,
+    /// True while StopWatching holds live events off.
+    paused: bool,
+    /// Barriers waiting for their cookie's event: cookie, deadline, replies.
+    barriers: Vec<(PathBuf, Instant, std::sync::mpsc::Sender<()>)>,
+    /// Counter for unique barrier cookie names.
+    barrier_seq: u64,
     /// Modification times of `.obbywatch` and `.obbyignore`, for polling.
     pattern_stamp: (Option<std::time::SystemTime>, Option<std::time::SystemTime>),
 }
@@ -251,6 +279,8 @@ pub struct EnqueuerParts {
     pub cfg: WatchConfig,
     /// Rung after each flush.
     pub doorbell: Arc<Doorbell>,
+    /// Control messages from the api.
+    pub control: Receiver<Control>,
 }
 
 impl Enqueuer {
@@ -261,8 +291,11 @@ impl Enqueuer {
     /// # Errors
     /// [`EngineError::Watch`] when neither the native backend nor polling can
     /// watch the root.
-    pub fn start(parts: EnqueuerParts) -> Result<(Enqueuer, Receiver<FsEvent>), EngineError> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(EVENT_CHANNEL_CAPACITY);
+    pub fn start(
+        parts: EnqueuerParts,
+        channel: (SyncSender<FsEvent>, Receiver<FsEvent>),
+    ) -> Result<(Enqueuer, Receiver<FsEvent>), EngineError> {
+        let (tx, rx) = channel;
         let rescans = Arc::new(RescanRequests::default());
         let cfg = parts.cfg;
         let (backend, reason) =
@@ -304,6 +337,10 @@ impl Enqueuer {
             next_canary: now,
             next_poll: now,
             pattern_stamp: (None, None),
+            control: parts.control,
+            paused: false,
+            barriers: Vec::new(),
+            barrier_seq: 0,
         };
         enqueuer.pattern_stamp = enqueuer.pattern_files_stamp();
         enqueuer.record_backend(&reason);
@@ -319,11 +356,7 @@ impl Enqueuer {
         let backend = self.watch.backend.name();
         tracing::info!(root = %self.root.display(), backend, reason, "watching");
         let value = format!("{backend} ({reason})");
-        if let Err(e) = self.conn.execute(
-            "INSERT INTO sync_meta (key, value) VALUES ('watch_backend', ?1)
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            [value],
-        ) {
+        if let Err(e) = db::meta_set(&self.conn, "watch_backend", &value) {
             tracing::warn!(error = %e, "could not record the watch backend");
         }
     }
@@ -371,7 +404,16 @@ impl Enqueuer {
 
     fn on_event(&mut self, event: FsEvent, now: Instant) {
         let patterns = self.patterns.get();
+        if let FsEvent::Changed(path) | FsEvent::Removed(path) = &event
+            && self.barrier_seen(path)
+        {
+            return;
+        }
+        if self.paused {
+            return;
+        }
         match event {
+            FsEvent::Nudge => {}
             FsEvent::Changed(path) => {
                 self.notice_special(&path, now);
                 if patterns.is_tracked(&path) && !path.is_dir() {
@@ -439,6 +481,28 @@ impl Enqueuer {
     }
 
     fn housekeeping(&mut self, now: Instant, stopping: bool) -> Result<(), EngineError> {
+        while let Ok(control) = self.control.try_recv() {
+            self.on_control(control, now)?;
+        }
+        // Barriers whose cookie event never came (polling, or events lost):
+        // a rescan of the root stands in for it.
+        if self
+            .barriers
+            .iter()
+            .any(|(_, deadline, _)| *deadline <= now)
+        {
+            let (late, waiting): (Vec<_>, Vec<_>) = self
+                .barriers
+                .drain(..)
+                .partition(|(_, deadline, _)| *deadline <= now);
+            self.barriers = waiting;
+            self.rescan(None)?;
+            self.flush_all(now)?;
+            for (cookie, _, reply) in late {
+                let _ = std::fs::remove_file(cookie);
+                let _ = reply.send(());
+            }
+        }
         if self.reload_at.is_some_and(|at| at <= now) {
             self.reload_at = None;
             self.reload_patterns();
@@ -624,6 +688,98 @@ impl Enqueuer {
         Ok(())
     }
 
+    fn on_control(&mut self, control: Control, now: Instant) -> Result<(), EngineError> {
+        match control {
+            Control::Rescan(path) => self.rescans.mark(Some(&path)),
+            Control::Pause(pause) => {
+                if self.paused && !pause {
+                    self.rescans.mark(None);
+                }
+                if pause {
+                    self.debouncer.clear();
+                }
+                self.paused = pause;
+                tracing::info!(paused = pause, "live watching paused or resumed");
+                let detail = format!(
+                    "{}{}",
+                    self.watch.backend.name(),
+                    if pause {
+                        " (paused by StopWatching)"
+                    } else {
+                        " (resumed)"
+                    }
+                );
+                if let Err(e) = db::meta_set(&self.conn, "watch_backend", &detail) {
+                    tracing::warn!(error = %e, "could not record the watch state");
+                }
+            }
+            Control::SetDebounce(debounce) => {
+                self.cfg.debounce = debounce;
+                self.cfg.max_wait = debounce * 10;
+                self.debouncer.debounce = debounce;
+                self.debouncer.max_wait = debounce * 10;
+            }
+            Control::ReloadPatterns => self.reload_patterns(),
+            Control::Barrier(reply) => {
+                if self.watch.backend != Backend::Native || self.paused {
+                    // Nothing would deliver a cookie event: reconcile now.
+                    self.rescan(None)?;
+                    self.flush_all(now)?;
+                    let _ = reply.send(());
+                    return Ok(());
+                }
+                self.barrier_seq += 1;
+                let cookie = self.root.join(format!(
+                    "{COOKIE_PREFIX}barrier-{}-{}",
+                    std::process::id(),
+                    self.barrier_seq
+                ));
+                match std::fs::write(&cookie, b"obby-sync barrier\n") {
+                    Ok(()) => self
+                        .barriers
+                        .push((cookie, now + BARRIER_COOKIE_WAIT, reply)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot write a barrier cookie; rescanning instead");
+                        self.rescan(None)?;
+                        self.flush_all(now)?;
+                        let _ = reply.send(());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// When `path` is a barrier's cookie: every event before it has been
+    /// read, so flush everything held and answer the barrier.
+    fn barrier_seen(&mut self, path: &Path) -> bool {
+        let Some(index) = self
+            .barriers
+            .iter()
+            .position(|(cookie, _, _)| cookie == path)
+        else {
+            return false;
+        };
+        let (cookie, _, reply) = self.barriers.swap_remove(index);
+        let _ = std::fs::remove_file(&cookie);
+        // Renames still waiting for their pair and due folder rescans first.
+        let now = Instant::now();
+        let result = self
+            .housekeeping(now, true)
+            .and_then(|()| self.flush_all(now));
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "barrier flush failed");
+        }
+        let _ = reply.send(());
+        true
+    }
+
+    /// Enqueues everything held, due or not.
+    fn flush_all(&mut self, now: Instant) -> Result<(), EngineError> {
+        let all = self.debouncer.take_due(now, true);
+        self.flush(all)
+    }
+
     fn pattern_files_stamp(
         &self,
     ) -> (Option<std::time::SystemTime>, Option<std::time::SystemTime>) {
@@ -636,7 +792,14 @@ impl Enqueuer {
     }
 
     fn reload_patterns(&mut self) {
-        match Patterns::load(&self.root) {
+        let api = match db::api_patterns(&self.conn) {
+            Ok(api) => api,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the api patterns; keeping the previous patterns");
+                return;
+            }
+        };
+        match Patterns::load_with(&self.root, &api) {
             Ok(p) => {
                 self.patterns.set(p.exclude(self.own_files.clone()));
                 tracing::info!("patterns reloaded; rescanning");
@@ -758,14 +921,19 @@ mod tests {
             rescan_interval: None,
             ..WatchConfig::default()
         };
-        let (enqueuer, rx) = Enqueuer::start(EnqueuerParts {
-            root: root.clone(),
-            conn,
-            patterns,
-            own_files: Vec::new(),
-            cfg,
-            doorbell: Arc::default(),
-        })
+        let (_control_tx, control) = std::sync::mpsc::channel();
+        let (enqueuer, rx) = Enqueuer::start(
+            EnqueuerParts {
+                root: root.clone(),
+                conn,
+                patterns,
+                own_files: Vec::new(),
+                cfg,
+                doorbell: Arc::default(),
+                control,
+            },
+            std::sync::mpsc::sync_channel(EVENT_CHANNEL_CAPACITY),
+        )
         .expect("start");
         (dir, root, enqueuer, rx)
     }

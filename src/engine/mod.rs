@@ -29,7 +29,7 @@ pub mod store;
 pub mod watcher;
 pub mod worker;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
@@ -41,12 +41,13 @@ pub use error::{EngineError, ItemError};
 
 use crate::config::Config;
 use db::{Checkpointer, EngineLock, ReaderPool};
-use enqueue::{Enqueuer, EnqueuerParts, WatchConfig};
+use enqueue::{Control, Enqueuer, EnqueuerParts, WatchConfig};
 use patterns::{Patterns, SharedPatterns};
 use progress::{Doorbell, Progress, ProgressSnapshot};
 use queue::{QueueCounts, QueueRow};
 use reconcile::ReconcileReport;
 use store::{Computed, Store};
+use watcher::FsEvent;
 use worker::WorkerConfig;
 
 /// How often an idle engine prunes done rows and checkpoints the WAL.
@@ -74,7 +75,90 @@ pub struct Engine {
     progress: Arc<Progress>,
     doorbell: Arc<Doorbell>,
     checkpointer: Checkpointer,
+    /// The watcher's event channel; the receiver is taken by the enqueuer.
+    events: (mpsc::SyncSender<FsEvent>, Option<mpsc::Receiver<FsEvent>>),
+    /// The enqueuer's control channel; the receiver is taken by the enqueuer.
+    control: (mpsc::Sender<Control>, Option<mpsc::Receiver<Control>>),
+    started: Instant,
     _lock: EngineLock,
+}
+
+/// A cheap, cloneable handle the api uses to read the database, enqueue
+/// files and steer the watcher while the engine runs.
+#[derive(Clone)]
+pub struct EngineHandle {
+    root: PathBuf,
+    db: PathBuf,
+    readers: ReaderPool,
+    progress: Arc<Progress>,
+    doorbell: Arc<Doorbell>,
+    control: mpsc::Sender<Control>,
+    nudge: mpsc::SyncSender<FsEvent>,
+    patterns: SharedPatterns,
+    max_file_size: u64,
+    started: Instant,
+}
+
+impl EngineHandle {
+    /// The canonical root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The database file.
+    pub fn db_path(&self) -> &Path {
+        &self.db
+    }
+
+    /// The committed-work counters.
+    pub fn progress(&self) -> ProgressSnapshot {
+        self.progress.snapshot()
+    }
+
+    /// Time since the engine opened.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// The patterns in force.
+    pub fn patterns(&self) -> Arc<Patterns> {
+        self.patterns.get()
+    }
+
+    /// Files above this size are hashed only.
+    pub fn max_file_size(&self) -> u64 {
+        self.max_file_size
+    }
+
+    /// A pooled connection (reads; short writes like `sync_meta`).
+    ///
+    /// # Errors
+    /// [`EngineError::Pool`] when none can be had.
+    pub fn conn(
+        &self,
+    ) -> Result<r2d2::PooledConnection<r2d2_sqlite::SqliteConnectionManager>, EngineError> {
+        Ok(self.readers.get()?)
+    }
+
+    /// Enqueues events (one transaction) and wakes the processing loop.
+    ///
+    /// # Errors
+    /// Database errors other than a busy database (retried).
+    pub fn enqueue(&self, events: &[queue::NewEvent], source: &str) -> Result<(), EngineError> {
+        let conn = self.conn()?;
+        let never = AtomicBool::new(false);
+        with_busy_retry(&self.db, &never, || queue::enqueue(&conn, events, source))?;
+        self.doorbell.ring();
+        Ok(())
+    }
+
+    /// Sends a request to the watcher and wakes it. Returns false when the
+    /// watcher is not running.
+    pub fn send(&self, control: Control) -> bool {
+        let sent = self.control.send(control).is_ok();
+        let _ = self.nudge.try_send(FsEvent::Nudge);
+        sent
+    }
 }
 
 impl Engine {
@@ -102,6 +186,9 @@ impl Engine {
                 "returned rows claimed by a stopped engine to the queue"
             );
         }
+        // The patterns again, now with those the api added (kept in sync_meta).
+        let api = db::api_patterns(&conn).map_err(sql)?;
+        let patterns = Patterns::load_with(&config.root, &api)?.exclude(config.own_files());
         let progress = Arc::new(Progress::default());
         let store = Store::new(conn, config.policy, progress.clone()).map_err(sql)?;
         let workers = rayon::ThreadPoolBuilder::new()
@@ -115,6 +202,8 @@ impl Engine {
         let readers = db::reader_pool(&config.db, u32::try_from(config.workers + 3).unwrap_or(8))?;
         let checkpointer = Checkpointer::start(&config.db, &readers)?;
         checkpointer.adopt(store.conn()).map_err(sql)?;
+        let (event_tx, event_rx) = mpsc::sync_channel(enqueue::EVENT_CHANNEL_CAPACITY);
+        let (control_tx, control_rx) = mpsc::channel();
         let worker_cfg = Arc::new(WorkerConfig {
             max_file_size: config.max_file_size,
             patterns: SharedPatterns::new(patterns),
@@ -128,8 +217,27 @@ impl Engine {
             progress,
             doorbell: Arc::new(Doorbell::default()),
             checkpointer,
+            events: (event_tx, Some(event_rx)),
+            control: (control_tx, Some(control_rx)),
+            started: Instant::now(),
             _lock: lock,
         })
+    }
+
+    /// A handle for the api.
+    pub fn handle(&self) -> EngineHandle {
+        EngineHandle {
+            root: self.config.root.clone(),
+            db: self.config.db.clone(),
+            readers: self.readers.clone(),
+            progress: self.progress.clone(),
+            doorbell: self.doorbell.clone(),
+            control: self.control.0.clone(),
+            nudge: self.events.0.clone(),
+            patterns: self.worker_cfg.patterns.clone(),
+            max_file_size: self.config.max_file_size,
+            started: self.started,
+        }
     }
 
     /// The configuration the engine runs with.
@@ -276,14 +384,25 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let conn = db::open_writer(&self.config.db)?;
         self.checkpointer.adopt(&conn).map_err(|e| self.sql(e))?;
-        let (enqueuer, rx) = Enqueuer::start(EnqueuerParts {
-            root: self.config.root.clone(),
-            conn,
-            patterns: self.worker_cfg.patterns.clone(),
-            own_files: self.config.own_files(),
-            cfg: watch,
-            doorbell: self.doorbell.clone(),
-        })?;
+        let (Some(event_rx), Some(control_rx)) = (self.events.1.take(), self.control.1.take())
+        else {
+            return Err(EngineError::Watch {
+                root: self.config.root.clone(),
+                message: "the watcher was already started".into(),
+            });
+        };
+        let (enqueuer, rx) = Enqueuer::start(
+            EnqueuerParts {
+                root: self.config.root.clone(),
+                conn,
+                patterns: self.worker_cfg.patterns.clone(),
+                own_files: self.config.own_files(),
+                cfg: watch,
+                doorbell: self.doorbell.clone(),
+                control: control_rx,
+            },
+            (self.events.0.clone(), event_rx),
+        )?;
         let watcher_stop = Arc::new(AtomicBool::new(false));
         let thread_stop = watcher_stop.clone();
         let engine_stop = stop.clone();

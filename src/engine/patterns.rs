@@ -70,6 +70,14 @@ impl Patterns {
     /// [`EngineError::Pattern`] for a line that is not a valid glob;
     /// [`EngineError::Io`] when a file exists but cannot be read.
     pub fn load(root: &Path) -> Result<Patterns, EngineError> {
+        Self::load_with(root, &ApiPatterns::default())
+    }
+
+    /// [`Patterns::load`], plus the patterns added through the api.
+    ///
+    /// # Errors
+    /// As [`Patterns::load`].
+    pub fn load_with(root: &Path, api: &ApiPatterns) -> Result<Patterns, EngineError> {
         let watch_path = root.join(WATCH_FILE);
         let watch_text = match std::fs::read_to_string(&watch_path) {
             Ok(text) => text,
@@ -96,6 +104,8 @@ impl Patterns {
                 });
             }
         };
+        let watch_text = api.append_to(watch_text, &api.watch);
+        let ignore_text = api.append_to(ignore_text, &api.ignore);
         Self::from_text(root, &watch_text, &ignore_text)
     }
 
@@ -185,6 +195,68 @@ fn compile(root: &Path, file: &str, text: &str) -> Result<Gitignore, EngineError
         file: root.join(file),
         message: e.to_string(),
     })
+}
+
+/// Patterns added through the gRPC api (`StartWatching`, `UpdatePatterns`),
+/// on top of the two files. Persisted in `sync_meta` so a restart keeps them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApiPatterns {
+    /// Extra `.obbywatch` lines.
+    pub watch: Vec<String>,
+    /// Extra `.obbyignore` lines.
+    pub ignore: Vec<String>,
+}
+
+impl ApiPatterns {
+    /// The `sync_meta` key of the extra watch lines.
+    pub const WATCH_KEY: &'static str = "api_watch_patterns";
+    /// The `sync_meta` key of the extra ignore lines.
+    pub const IGNORE_KEY: &'static str = "api_ignore_patterns";
+
+    /// Parses the stored form (one pattern a line).
+    pub fn from_stored(watch: Option<&str>, ignore: Option<&str>) -> Self {
+        let lines = |s: Option<&str>| {
+            s.unwrap_or_default()
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        ApiPatterns {
+            watch: lines(watch),
+            ignore: lines(ignore),
+        }
+    }
+
+    fn append_to(&self, mut text: String, lines: &[String]) -> String {
+        for line in lines {
+            text.push('\n');
+            text.push_str(line);
+        }
+        text
+    }
+
+    /// Checks that every pattern is a valid glob that stays inside the root.
+    ///
+    /// # Errors
+    /// [`EngineError::Pattern`] naming the bad pattern.
+    pub fn validate(&self, root: &Path) -> Result<(), EngineError> {
+        for (file, lines) in [(WATCH_FILE, &self.watch), (IGNORE_FILE, &self.ignore)] {
+            for line in lines {
+                let escapes = Path::new(line.trim_start_matches('!'))
+                    .components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir));
+                if escapes || line.contains('\n') || line.contains('\0') {
+                    return Err(EngineError::Pattern {
+                        file: root.join(file),
+                        message: format!("pattern {line:?} may not contain `..`, newlines or NUL"),
+                    });
+                }
+            }
+            compile(root, file, &lines.join("\n"))?;
+        }
+        Ok(())
+    }
 }
 
 /// Patterns that can be swapped while workers and the watcher use them

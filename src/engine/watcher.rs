@@ -72,6 +72,8 @@ pub enum FsEvent {
     },
     /// The source half of a rename (moved out, or not yet paired).
     RenamedFrom(PathBuf),
+    /// No change: wakes the enqueuer to read its control messages.
+    Nudge,
 }
 
 /// How a root is watched.
@@ -296,6 +298,7 @@ fn handle(
             | FsEvent::DirCreated(p)
             | FsEvent::Removed(p)
             | FsEvent::RenamedFrom(p) => p.parent().map(Path::to_path_buf),
+            FsEvent::Nudge => None,
         };
         match tx.try_send(fs_event) {
             Ok(()) => {}

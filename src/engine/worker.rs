@@ -283,6 +283,18 @@ fn change(
     })
 }
 
+/// Reads and digests a file without touching the database (the api's
+/// `GetContentHash`). `None` when there is no regular file at `path`.
+///
+/// # Errors
+/// [`ItemError::Read`] when it exists but cannot be read.
+pub fn digest_file(path: &str, max_file_size: u64) -> Result<Option<Snapshot>, ItemError> {
+    match regular_file(path)? {
+        Some(meta) => read_snapshot(path, &meta, max_file_size).map(Some),
+        None => Ok(None),
+    }
+}
+
 fn exists(path: &str) -> bool {
     std::fs::symlink_metadata(path).is_ok()
 }

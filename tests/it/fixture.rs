@@ -341,7 +341,14 @@ impl Vault {
     /// and has reconciled.
     pub fn start(&self, extra: &[&str]) -> Running {
         let before = self.meta("last_reconcile");
-        let mut args = vec!["run"];
+        if self.db.exists() {
+            // Forget the previous run's api addresses: readiness waits for new ones.
+            let _ = self
+                .conn()
+                .execute("DELETE FROM sync_meta WHERE key LIKE 'api_%_addr'", []);
+        }
+        // Ephemeral api ports, so tests run side by side.
+        let mut args = vec!["run", "--watcher-port", "0", "--tracker-port", "0"];
         args.extend_from_slice(extra);
         let child = self
             .command(&args)
@@ -357,6 +364,7 @@ impl Vault {
             self.db.exists()
                 && self.meta("watch_backend").is_some()
                 && self.meta("last_reconcile") != before
+                && (extra.contains(&"--no-api") || self.meta("api_tracker_addr").is_some())
         });
         assert!(ready, "obby-sync run did not become ready");
         running
@@ -423,5 +431,15 @@ impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Running {
+    /// The api's address (both ports serve every service).
+    pub fn api_url(&self, v: &Vault) -> String {
+        format!(
+            "http://{}",
+            v.meta("api_tracker_addr").expect("api address recorded")
+        )
     }
 }

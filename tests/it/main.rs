@@ -1,6 +1,7 @@
 //! obby-sync's integration tests: one binary, real files in temp folders, a
 //! real SQLite file, the real `obby-sync` executable.
 
+mod api;
 mod cli_errors;
 mod crash;
 mod diffs;

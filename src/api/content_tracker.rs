@@ -1,0 +1,453 @@
+//! `obby.contenttracker.ContentTracker` on top of the queue.
+//!
+//! `TrackChange` enqueues the file (coalescing with anything pending) and
+//! answers once no row for it is outstanding, with the committed version, hash
+//! and size; a second call gets the same answer (unchanged content writes no
+//! version). `TrackBatch` streams one answer per file as each commits.
+//! `GetContentHash` and `GenerateDiff` compute without storing.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use rusqlite::{OptionalExtension as _, Transaction, TransactionBehavior, params};
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use super::feed::{Commits, Waited};
+use super::paths::inside_root;
+use super::proto::contenttracker::content_tracker_server::ContentTracker;
+use super::proto::contenttracker::{
+    BatchRequest, DiffRequest, DiffResponse, HashRequest, HashResponse, TrackProgress,
+    TrackRequest, TrackResponse,
+};
+use super::{MAX_BATCH_FILES, blocking, status_from};
+use crate::engine::queue::{self, ChangeKind, NewEvent};
+use crate::engine::{EngineHandle, diff, worker};
+
+/// How long a `TrackChange` waits for its commit when the client sets no
+/// deadline.
+pub const TRACK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The service.
+#[derive(Clone)]
+pub struct ContentTrackerService {
+    handle: EngineHandle,
+    commits: Commits,
+}
+
+impl ContentTrackerService {
+    /// A service on `handle`.
+    pub fn new(handle: EngineHandle, commits: Commits) -> Self {
+        ContentTrackerService { handle, commits }
+    }
+}
+
+/// `file_states` columns read back: hash, size, version, deleted.
+type StateRow = (Option<String>, Option<i64>, Option<i64>, Option<i64>);
+
+/// What one tracked file ended as.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Tracked {
+    success: bool,
+    error: String,
+    content_hash: String,
+    file_size: i64,
+    version_id: i64,
+}
+
+impl Tracked {
+    fn failed(error: impl Into<String>) -> Self {
+        Tracked {
+            success: false,
+            error: error.into(),
+            ..Tracked::default()
+        }
+    }
+}
+
+/// Resolves a request's path against the root (and its `project_root`).
+fn resolve(handle: &EngineHandle, req: &TrackRequest) -> Result<PathBuf, Status> {
+    let root = handle.root();
+    let base = if req.project_root.trim().is_empty() {
+        None
+    } else {
+        Some(inside_root(root, &req.project_root, None, "project_root")?)
+    };
+    let path = inside_root(root, &req.file_path, base.as_deref(), "file_path")?;
+    if path.is_dir() {
+        return Err(Status::invalid_argument(format!(
+            "{} is a folder, not a file",
+            path.display()
+        )));
+    }
+    Ok(path)
+}
+
+fn utf8(path: &Path) -> Result<String, Status> {
+    path.to_str()
+        .map(str::to_owned)
+        .ok_or_else(|| Status::invalid_argument(format!("{} is not valid UTF-8", path.display())))
+}
+
+/// Enqueues `paths` in one transaction and returns, per path, the id of its
+/// pending row (the floor for finding how its processing ended).
+fn enqueue_all(handle: &EngineHandle, paths: &[String]) -> Result<HashMap<String, i64>, Status> {
+    let sql = |e: rusqlite::Error| Status::internal(e.to_string());
+    let conn = handle.conn().map_err(status_from)?;
+    let tx = Transaction::new_unchecked(&conn, TransactionBehavior::Immediate).map_err(sql)?;
+    let events: Vec<NewEvent> = paths
+        .iter()
+        .map(|p| NewEvent {
+            path: p.clone(),
+            kind: if Path::new(p).exists() {
+                ChangeKind::Modified
+            } else {
+                ChangeKind::Deleted
+            },
+            old_path: None,
+        })
+        .collect();
+    queue::enqueue_in(&tx, &events, "api").map_err(sql)?;
+    let mut floors = HashMap::new();
+    {
+        let mut stmt = tx
+            .prepare_cached("SELECT id FROM event_queue WHERE status = 'pending' AND path = ?1")
+            .map_err(sql)?;
+        for p in paths {
+            let id: i64 = stmt.query_row([p], |r| r.get(0)).map_err(sql)?;
+            floors.insert(p.clone(), id);
+        }
+    }
+    tx.commit().map_err(sql)?;
+    handle.enqueue(&[], "api").map_err(status_from)?; // rings the doorbell
+    Ok(floors)
+}
+
+/// For each path whose rows are all finished, how it ended.
+fn finished(
+    handle: &EngineHandle,
+    floors: &HashMap<String, i64>,
+) -> Result<Vec<(String, Tracked)>, Status> {
+    let sql = |e: rusqlite::Error| Status::internal(e.to_string());
+    let conn = handle.conn().map_err(status_from)?;
+    let mut out = Vec::new();
+    let mut outstanding = conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM event_queue WHERE status = 'pending' AND path = ?1)
+                 OR EXISTS (SELECT 1 FROM event_queue WHERE status = 'claimed' AND path = ?1)",
+        )
+        .map_err(sql)?;
+    let mut last_row = conn
+        .prepare_cached(
+            "SELECT status, last_error FROM event_queue WHERE id >= ?2 AND path = ?1
+             ORDER BY id DESC LIMIT 1",
+        )
+        .map_err(sql)?;
+    let mut state = conn
+        .prepare_cached(
+            "SELECT content_hash, file_size, version_id, is_deleted FROM file_states WHERE file_path = ?1",
+        )
+        .map_err(sql)?;
+    for (path, floor) in floors {
+        let busy: bool = outstanding.query_row([path], |r| r.get(0)).map_err(sql)?;
+        if busy {
+            continue;
+        }
+        let last: Option<(String, Option<String>)> = last_row
+            .query_row(params![path, floor], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+            .map_err(sql)?;
+        let tracked = if let Some(("failed", error)) = last.as_ref().map(|(s, e)| (s.as_str(), e)) {
+            Tracked::failed(error.clone().unwrap_or_else(|| "processing failed".into()))
+        } else {
+            let row: Option<StateRow> = state
+                .query_row([path], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .optional()
+                .map_err(sql)?;
+            match row {
+                None => Tracked::failed(format!(
+                    "{path} is not tracked: .obbywatch does not select it, .obbyignore excludes it, or it does not exist"
+                )),
+                Some((_, _, _, Some(deleted))) if deleted != 0 => {
+                    Tracked::failed(format!("{path} does not exist (its deletion is recorded)"))
+                }
+                Some((hash, size, version, _)) => Tracked {
+                    success: true,
+                    error: String::new(),
+                    content_hash: hash.unwrap_or_default(),
+                    file_size: size.unwrap_or(0),
+                    version_id: version.unwrap_or(0),
+                },
+            }
+        };
+        out.push((path.clone(), tracked));
+    }
+    Ok(out)
+}
+
+/// The client's deadline (grpc-timeout), or [`TRACK_TIMEOUT`].
+fn deadline_of<T>(request: &Request<T>) -> Instant {
+    let timeout = request
+        .metadata()
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_grpc_timeout)
+        .unwrap_or(TRACK_TIMEOUT);
+    Instant::now() + timeout
+}
+
+fn parse_grpc_timeout(v: &str) -> Option<Duration> {
+    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+#[tonic::async_trait]
+impl ContentTracker for ContentTrackerService {
+    async fn track_change(
+        &self,
+        request: Request<TrackRequest>,
+    ) -> Result<Response<TrackResponse>, Status> {
+        let deadline = deadline_of(&request);
+        let req = request.into_inner();
+        let path = utf8(&resolve(&self.handle, &req)?)?;
+        let handle = self.handle.clone();
+        let paths = vec![path.clone()];
+        let floors = blocking(move || enqueue_all(&handle, &paths)).await?;
+        let mut commits = self.commits.clone();
+        loop {
+            let handle = self.handle.clone();
+            let f = floors.clone();
+            if let Some((_, t)) = blocking(move || finished(&handle, &f))
+                .await?
+                .into_iter()
+                .next()
+            {
+                return Ok(Response::new(TrackResponse {
+                    success: t.success,
+                    error: t.error,
+                    content_hash: t.content_hash,
+                    file_size: t.file_size,
+                    version_id: t.version_id,
+                }));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Status::deadline_exceeded(format!(
+                    "{path} is queued but not processed yet (see `obby-sync status`)"
+                )));
+            }
+            if commits.wait(left.min(Duration::from_millis(200))).await == Waited::Stopping {
+                return Err(Status::unavailable(
+                    "obby-sync is shutting down; the change stays queued",
+                ));
+            }
+        }
+    }
+
+    type TrackBatchStream =
+        Pin<Box<dyn Stream<Item = Result<TrackProgress, Status>> + Send + 'static>>;
+
+    async fn track_batch(
+        &self,
+        request: Request<BatchRequest>,
+    ) -> Result<Response<Self::TrackBatchStream>, Status> {
+        let deadline = deadline_of(&request);
+        let req = request.into_inner();
+        if req.requests.len() > MAX_BATCH_FILES {
+            return Err(Status::invalid_argument(format!(
+                "a batch may name at most {MAX_BATCH_FILES} files, this one names {}",
+                req.requests.len()
+            )));
+        }
+        let mut immediate = Vec::new();
+        let mut paths = Vec::new();
+        for r in &req.requests {
+            match resolve(&self.handle, r).and_then(|p| utf8(&p)) {
+                Ok(p) => paths.push(p),
+                Err(status) => immediate.push(TrackProgress {
+                    file_path: r.file_path.clone(),
+                    success: false,
+                    error: format!("{:?}: {}", status.code(), status.message()),
+                    ..TrackProgress::default()
+                }),
+            }
+        }
+        paths.sort();
+        paths.dedup();
+        let handle = self.handle.clone();
+        let mut floors = if paths.is_empty() {
+            HashMap::new()
+        } else {
+            let p = paths.clone();
+            blocking(move || enqueue_all(&handle, &p)).await?
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(super::feed::STREAM_BUFFER);
+        let handle = self.handle.clone();
+        let mut commits = self.commits.clone();
+        tokio::spawn(async move {
+            for p in immediate {
+                if tx.send(Ok(p)).await.is_err() {
+                    return;
+                }
+            }
+            while !floors.is_empty() {
+                let h = handle.clone();
+                let f = floors.clone();
+                let done = match blocking(move || finished(&h, &f)).await {
+                    Ok(done) => done,
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
+                };
+                for (path, t) in done {
+                    floors.remove(&path);
+                    let progress = TrackProgress {
+                        file_path: path,
+                        success: t.success,
+                        error: t.error,
+                        content_hash: t.content_hash,
+                        version_id: t.version_id,
+                    };
+                    if tx.send(Ok(progress)).await.is_err() {
+                        return;
+                    }
+                }
+                if floors.is_empty() {
+                    break;
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    let _ = tx
+                        .send(Err(Status::deadline_exceeded(format!(
+                            "{} files are queued but not processed yet",
+                            floors.len()
+                        ))))
+                        .await;
+                    return;
+                }
+                if commits.wait(left.min(Duration::from_millis(200))).await == Waited::Stopping {
+                    let _ = tx
+                        .send(Err(Status::unavailable(
+                            "obby-sync is shutting down; the changes stay queued",
+                        )))
+                        .await;
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn get_content_hash(
+        &self,
+        request: Request<HashRequest>,
+    ) -> Result<Response<HashResponse>, Status> {
+        let req = request.into_inner();
+        let path = utf8(&inside_root(
+            self.handle.root(),
+            &req.file_path,
+            None,
+            "file_path",
+        )?)?;
+        let max = self.handle.max_file_size();
+        let snap = blocking(move || Ok(worker::digest_file(&path, max))).await?;
+        Ok(Response::new(match snap {
+            Ok(Some(s)) => HashResponse {
+                success: true,
+                error: String::new(),
+                content_hash: s.digest.hash,
+                file_size: i64::try_from(s.digest.size).unwrap_or(i64::MAX),
+            },
+            Ok(None) => HashResponse {
+                success: false,
+                error: format!("{} is not a regular file", req.file_path),
+                ..HashResponse::default()
+            },
+            Err(e) => HashResponse {
+                success: false,
+                error: e.to_string(),
+                ..HashResponse::default()
+            },
+        }))
+    }
+
+    async fn generate_diff(
+        &self,
+        request: Request<DiffRequest>,
+    ) -> Result<Response<DiffResponse>, Status> {
+        let req = request.into_inner();
+        let by_path = req.old_content.is_empty()
+            && req.new_content.is_empty()
+            && !(req.old_file_path.is_empty() && req.new_file_path.is_empty());
+        let (old, new, old_label, new_label) = if by_path {
+            let root = self.handle.root();
+            let old_path = inside_root(root, &req.old_file_path, None, "old_file_path")?;
+            let new_path = inside_root(root, &req.new_file_path, None, "new_file_path")?;
+            let max = self.handle.max_file_size();
+            let read = move |p: PathBuf| -> Result<String, String> {
+                let meta = std::fs::metadata(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+                if meta.len() > max {
+                    return Err(format!(
+                        "{} is over the size limit ({max} bytes)",
+                        p.display()
+                    ));
+                }
+                let bytes = std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+                crate::engine::hash::digest_bytes(bytes)
+                    .text
+                    .ok_or_else(|| format!("{} is not text (binary or invalid UTF-8)", p.display()))
+            };
+            let texts = blocking(move || Ok((read(old_path), read(new_path)))).await?;
+            match texts {
+                (Ok(o), Ok(n)) => (o, n, req.old_file_path, req.new_file_path),
+                (Err(e), _) | (_, Err(e)) => {
+                    return Ok(Response::new(DiffResponse {
+                        success: false,
+                        error: e,
+                        ..DiffResponse::default()
+                    }));
+                }
+            }
+        } else {
+            let label = |p: &str, d: &str| {
+                if p.is_empty() {
+                    d.to_owned()
+                } else {
+                    p.to_owned()
+                }
+            };
+            let (ol, nl) = (
+                label(&req.old_file_path, "a"),
+                label(&req.new_file_path, "b"),
+            );
+            (
+                req.old_content.replace("\r\n", "\n"),
+                req.new_content.replace("\r\n", "\n"),
+                ol,
+                nl,
+            )
+        };
+        let d = blocking(move || Ok(diff::unified(&old, &new, &old_label, &new_label))).await?;
+        Ok(Response::new(DiffResponse {
+            success: true,
+            error: String::new(),
+            diff_content: d.text,
+            lines_added: i32::try_from(d.lines_added).unwrap_or(i32::MAX),
+            lines_removed: i32::try_from(d.lines_removed).unwrap_or(i32::MAX),
+        }))
+    }
+}

@@ -1,0 +1,246 @@
+//! The change feed: committed `file_changes` rows by cursor, and a signal
+//! that wakes waiters after each committed batch.
+//!
+//! The cursor is `file_changes.id`: it only grows and survives restarts. A
+//! stream reads the database from its cursor in pages, then waits for the next
+//! commit and reads again, so a client that reconnects with its last cursor
+//! misses nothing and sees nothing twice, and a slow client only delays its own
+//! task (its buffer is bounded; the engine never waits for it).
+
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension as _, params};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+
+use super::{blocking, status_from};
+use crate::engine::EngineHandle;
+use crate::engine::progress::ProgressSnapshot;
+
+/// Changes read per database page.
+const PAGE: i64 = 500;
+
+/// Messages buffered per stream before its task waits for the client.
+pub const STREAM_BUFFER: usize = 256;
+
+/// How often the engine's counters are looked at for new commits.
+const COMMIT_POLL: Duration = Duration::from_millis(5);
+
+/// Wakes api waiters after each committed batch; ends with the api.
+#[derive(Clone)]
+pub struct Commits {
+    progress: watch::Receiver<ProgressSnapshot>,
+    stop: watch::Receiver<bool>,
+}
+
+/// Why [`Commits::wait`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waited {
+    /// A batch was committed.
+    Commit,
+    /// The timeout passed first.
+    Timeout,
+    /// The api is shutting down.
+    Stopping,
+}
+
+impl Commits {
+    /// Starts watching the engine's counters.
+    pub fn start(handle: EngineHandle, mut stop: watch::Receiver<bool>) -> Commits {
+        let (tx, rx) = watch::channel(handle.progress());
+        let stop_rx = stop.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(COMMIT_POLL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        let now = handle.progress();
+                        tx.send_if_modified(|p| {
+                            let changed = *p != now;
+                            *p = now;
+                            changed
+                        });
+                    }
+                    _ = stop.wait_for(|s| *s) => break,
+                }
+            }
+        });
+        Commits {
+            progress: rx,
+            stop: stop_rx,
+        }
+    }
+
+    /// True once the api is shutting down.
+    pub fn stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// Waits for the next commit, at most `timeout`.
+    pub async fn wait(&mut self, timeout: Duration) -> Waited {
+        if self.stopping() {
+            return Waited::Stopping;
+        }
+        tokio::select! {
+            changed = self.progress.changed() => {
+                if changed.is_ok() { Waited::Commit } else { Waited::Stopping }
+            }
+            _ = self.stop.wait_for(|s| *s) => Waited::Stopping,
+            _ = tokio::time::sleep(timeout) => Waited::Timeout,
+        }
+    }
+}
+
+/// One committed change, as the feed carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeRow {
+    /// `file_changes.id`.
+    pub cursor: i64,
+    /// The file.
+    pub path: String,
+    /// created, modified, deleted, moved.
+    pub change_type: String,
+    /// A move's source.
+    pub old_path: Option<String>,
+    /// The version written, if any.
+    pub version_id: Option<i64>,
+    /// The diff written, if any.
+    pub diff_id: Option<i64>,
+    /// The diff's `+` lines.
+    pub lines_added: Option<i64>,
+    /// The diff's `-` lines.
+    pub lines_removed: Option<i64>,
+    /// Local time text.
+    pub timestamp: String,
+    /// The new hash (the last one for a deletion).
+    pub content_hash: Option<String>,
+}
+
+/// Reads up to `limit` changes after `cursor`.
+///
+/// # Errors
+/// Any SQLite error.
+pub fn read_changes(
+    conn: &Connection,
+    cursor: i64,
+    limit: i64,
+) -> rusqlite::Result<Vec<ChangeRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT fc.id, fc.file_path, fc.change_type, fc.old_path, fc.version_id, fc.diff_id,
+                cd.lines_added, cd.lines_removed, fc.timestamp,
+                COALESCE(fc.new_content_hash, fc.old_content_hash)
+         FROM file_changes fc LEFT JOIN content_diffs cd ON cd.id = fc.diff_id
+         WHERE fc.id > ?1 ORDER BY fc.id LIMIT ?2",
+    )?;
+    stmt.query_map(params![cursor, limit], |r| {
+        Ok(ChangeRow {
+            cursor: r.get(0)?,
+            path: r.get(1)?,
+            change_type: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+            old_path: r.get(3)?,
+            version_id: r.get(4)?,
+            diff_id: r.get(5)?,
+            lines_added: r.get(6)?,
+            lines_removed: r.get(7)?,
+            timestamp: r.get::<_, Option<String>>(8)?.unwrap_or_default(),
+            content_hash: r.get(9)?,
+        })
+    })?
+    .collect()
+}
+
+/// The newest cursor ever handed out (0 before the first change).
+///
+/// # Errors
+/// Any SQLite error.
+pub fn newest_cursor(conn: &Connection) -> rusqlite::Result<i64> {
+    let seq: Option<i64> = conn
+        .query_row(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'file_changes'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let max: Option<i64> = conn.query_row("SELECT MAX(id) FROM file_changes", [], |r| r.get(0))?;
+    Ok(seq.unwrap_or(0).max(max.unwrap_or(0)))
+}
+
+/// Checks that a client's cursor can be served from the database.
+///
+/// # Errors
+/// `INVALID_ARGUMENT` for a negative cursor; `OUT_OF_RANGE` for one older
+/// than the oldest change kept, or newer than any this database handed out.
+pub fn check_cursor(conn: &Connection, cursor: i64) -> Result<(), Status> {
+    if cursor < 0 {
+        return Err(Status::invalid_argument("from_cursor must not be negative"));
+    }
+    let sql = |e: rusqlite::Error| Status::internal(e.to_string());
+    let newest = newest_cursor(conn).map_err(sql)?;
+    if cursor > newest {
+        return Err(Status::out_of_range(format!(
+            "cursor {cursor} is newer than any change in this database (newest {newest}): \
+             it belongs to another database; re-read the state and subscribe from_now"
+        )));
+    }
+    let oldest: Option<i64> = conn
+        .query_row("SELECT MIN(id) FROM file_changes", [], |r| r.get(0))
+        .map_err(sql)?;
+    let oldest = oldest.unwrap_or(newest + 1);
+    if cursor + 1 < oldest {
+        return Err(Status::out_of_range(format!(
+            "changes after cursor {cursor} are no longer kept (the oldest kept is {oldest}): \
+             re-read the state, then subscribe from cursor {}",
+            oldest - 1
+        )));
+    }
+    Ok(())
+}
+
+/// Streams every change after `after`, then live ones, mapped by `map`,
+/// until the client goes away or the api stops.
+pub fn stream_changes<T, F>(
+    handle: EngineHandle,
+    mut commits: Commits,
+    after: i64,
+    map: F,
+) -> ReceiverStream<Result<T, Status>>
+where
+    T: Send + 'static,
+    F: Fn(ChangeRow) -> T + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+    tokio::spawn(async move {
+        let mut cursor = after;
+        loop {
+            let h = handle.clone();
+            let page = blocking(move || {
+                let conn = h.conn().map_err(status_from)?;
+                read_changes(&conn, cursor, PAGE).map_err(|e| Status::internal(e.to_string()))
+            })
+            .await;
+            let rows = match page {
+                Ok(rows) => rows,
+                Err(status) => {
+                    let _ = tx.send(Err(status)).await;
+                    return;
+                }
+            };
+            let full = rows.len() as i64 == PAGE;
+            for row in rows {
+                cursor = row.cursor;
+                if tx.send(Ok(map(row))).await.is_err() {
+                    return; // the client went away
+                }
+            }
+            if full {
+                continue;
+            }
+            if commits.wait(Duration::from_secs(1)).await == Waited::Stopping {
+                return;
+            }
+        }
+    });
+    ReceiverStream::new(rx)
+}

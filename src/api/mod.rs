@@ -1,0 +1,265 @@
+//! The gRPC api: Obby's two old services (`obby.filewatcher.FileWatcher`,
+//! `obby.contenttracker.ContentTracker`) and obby-sync's own
+//! `obby.sync.v1.Sync`, plus standard health and reflection.
+//!
+//! The database carries the data; the api only signals progress, answers
+//! questions and steers the engine through an [`EngineHandle`]. It depends on
+//! the engine, never the reverse, and never blocks the runtime: every query
+//! runs in `spawn_blocking` on a pooled connection. Every path a client sends
+//! is resolved (`..`, symlinks) and refused with `PERMISSION_DENIED` when it
+//! leaves the root; malformed input is `INVALID_ARGUMENT`; requests over
+//! [`MAX_REQUEST_BYTES`] are refused. With a token set, every call but health
+//! needs it (`authorization: Bearer <token>` or `x-obby-token`).
+
+mod content_tracker;
+mod feed;
+mod file_watcher;
+mod paths;
+mod sync;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::interceptor::InterceptedService;
+use tonic::{Request, Status};
+
+use crate::engine::{EngineError, EngineHandle, db};
+
+pub use feed::Commits;
+
+/// Generated protobuf and gRPC code.
+#[allow(missing_docs, clippy::all, clippy::pedantic, clippy::unwrap_used)]
+pub mod proto {
+    /// `obby.filewatcher`: the old file watcher service.
+    pub mod filewatcher {
+        tonic::include_proto!("obby.filewatcher");
+    }
+    /// `obby.contenttracker`: the old content tracker service.
+    pub mod contenttracker {
+        tonic::include_proto!("obby.contenttracker");
+    }
+    /// `obby.sync.v1`: obby-sync's own service.
+    pub mod sync {
+        tonic::include_proto!("obby.sync.v1");
+    }
+    /// The encoded descriptors of all three, for reflection.
+    pub const DESCRIPTOR: &[u8] = tonic::include_file_descriptor_set!("obby_descriptor");
+}
+
+/// Largest request accepted, in bytes (a whole note fits; a flood does not).
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
+
+/// How long a stopping api waits for connections to close.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Most files one `TrackBatch` may name.
+pub const MAX_BATCH_FILES: usize = 10_000;
+
+/// Errors that stop the api.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A port could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The server failed.
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// Reflection could not be built from the descriptors.
+    #[error("gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The engine side failed (recording the bound addresses).
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// Where and how the api listens.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// The FileWatcher port's address (all services are served on both).
+    pub watcher: SocketAddr,
+    /// The ContentTracker port's address.
+    pub tracker: SocketAddr,
+    /// The shared secret clients must send, if any.
+    pub token: Option<String>,
+}
+
+/// Maps an engine error to a gRPC status: the one place this is decided.
+pub(crate) fn status_from(e: EngineError) -> Status {
+    match e {
+        EngineError::Pool(_) => Status::unavailable(e.to_string()),
+        EngineError::Pattern { .. } => Status::invalid_argument(e.to_string()),
+        other => Status::internal(other.to_string()),
+    }
+}
+
+/// Runs a blocking closure (a database query) off the runtime.
+pub(crate) async fn blocking<T, F>(f: F) -> Result<T, Status>
+where
+    F: FnOnce() -> Result<T, Status> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(format!("query task failed: {e}")))?
+}
+
+#[derive(Clone)]
+struct Auth {
+    token: Option<Arc<str>>,
+}
+
+impl tonic::service::Interceptor for Auth {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        let Some(token) = &self.token else {
+            return Ok(request);
+        };
+        let meta = request.metadata();
+        let bearer = meta
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let plain = meta.get("x-obby-token").and_then(|v| v.to_str().ok());
+        if bearer == Some(token) || plain == Some(token) {
+            Ok(request)
+        } else {
+            Err(Status::unauthenticated(
+                "this obby-sync needs a token: send `authorization: Bearer <token>` metadata",
+            ))
+        }
+    }
+}
+
+/// Binds both ports, records the bound addresses in `sync_meta`
+/// (`api_watcher_addr`, `api_tracker_addr`; useful with port 0), and serves
+/// until `shutdown` completes.
+///
+/// # Errors
+/// [`ApiError::Bind`] when a port is taken; transport errors.
+pub async fn serve(
+    handle: EngineHandle,
+    config: ApiConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ApiError> {
+    for addr in [config.watcher, config.tracker] {
+        if !addr.ip().is_loopback() {
+            tracing::warn!(%addr, "the api listens beyond this machine; set --token on shared networks");
+        }
+    }
+    let bind = |addr: SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| ApiError::Bind { addr, source })
+    };
+    let watcher_listener = bind(config.watcher).await?;
+    let tracker_listener = bind(config.tracker).await?;
+    let watcher_addr = watcher_listener
+        .local_addr()
+        .map_err(|source| ApiError::Bind {
+            addr: config.watcher,
+            source,
+        })?;
+    let tracker_addr = tracker_listener
+        .local_addr()
+        .map_err(|source| ApiError::Bind {
+            addr: config.tracker,
+            source,
+        })?;
+    {
+        let h = handle.clone();
+        blocking(move || {
+            let conn = h.conn().map_err(status_from)?;
+            db::meta_set(&conn, "api_watcher_addr", &watcher_addr.to_string())
+                .and_then(|()| db::meta_set(&conn, "api_tracker_addr", &tracker_addr.to_string()))
+                .map_err(|e| Status::internal(e.to_string()))
+        })
+        .await
+        .map_err(|s| {
+            ApiError::Engine(EngineError::Watch {
+                root: handle.root().to_path_buf(),
+                message: s.message().to_owned(),
+            })
+        })?;
+    }
+    tracing::info!(%watcher_addr, %tracker_addr, "gRPC api listening");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let commits = Commits::start(handle.clone(), stop_rx.clone());
+    let auth = Auth {
+        token: config.token.map(Arc::from),
+    };
+
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::DESCRIPTOR)
+        .build_v1()?;
+    let fw = proto::filewatcher::file_watcher_server::FileWatcherServer::new(
+        file_watcher::FileWatcherService::new(handle.clone(), commits.clone()),
+    )
+    .max_decoding_message_size(MAX_REQUEST_BYTES);
+    let ct = proto::contenttracker::content_tracker_server::ContentTrackerServer::new(
+        content_tracker::ContentTrackerService::new(handle.clone(), commits.clone()),
+    )
+    .max_decoding_message_size(MAX_REQUEST_BYTES);
+    let sy = proto::sync::sync_server::SyncServer::new(sync::SyncService::new(
+        handle.clone(),
+        commits.clone(),
+    ))
+    .max_decoding_message_size(MAX_REQUEST_BYTES);
+    health_reporter.set_serving::<proto::filewatcher::file_watcher_server::FileWatcherServer<file_watcher::FileWatcherService>>().await;
+    health_reporter
+        .set_serving::<proto::contenttracker::content_tracker_server::ContentTrackerServer<
+            content_tracker::ContentTrackerService,
+        >>()
+        .await;
+    health_reporter
+        .set_serving::<proto::sync::sync_server::SyncServer<sync::SyncService>>()
+        .await;
+
+    let router = tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(InterceptedService::new(reflection, auth.clone()))
+        .add_service(InterceptedService::new(fw, auth.clone()))
+        .add_service(InterceptedService::new(ct, auth.clone()))
+        .add_service(InterceptedService::new(sy, auth));
+    let second = router.clone();
+    let mut stop_a = stop_rx.clone();
+    let mut stop_b = stop_rx;
+    let a = tokio::spawn(router.serve_with_incoming_shutdown(
+        TcpListenerStream::new(watcher_listener),
+        async move {
+            let _ = stop_a.wait_for(|s| *s).await;
+        },
+    ));
+    let b = tokio::spawn(second.serve_with_incoming_shutdown(
+        TcpListenerStream::new(tracker_listener),
+        async move {
+            let _ = stop_b.wait_for(|s| *s).await;
+        },
+    ));
+    shutdown.await;
+    // Waiters (TrackChange, Subscribe, Sync) see this and end their calls.
+    let _ = stop_tx.send(true);
+    for server in [a, b] {
+        let abort = server.abort_handle();
+        match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
+            Ok(Ok(result)) => result?,
+            Ok(Err(e)) => tracing::warn!(error = %e, "gRPC server task ended abnormally"),
+            Err(_) => {
+                // A client that keeps its connection open must not keep the
+                // process alive.
+                tracing::warn!("clients still connected after the grace period; closing");
+                abort.abort();
+            }
+        }
+    }
+    Ok(())
+}

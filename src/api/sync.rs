@@ -1,0 +1,217 @@
+//! `obby.sync.v1.Sync`: status, the resumable change feed, a barrier, rescans.
+
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use super::feed::{ChangeRow, Commits, Waited, check_cursor, newest_cursor, stream_changes};
+use super::paths::inside_root;
+use super::proto::sync::sync_server::Sync;
+use super::proto::sync::{
+    ChangeEvent, FailedChange, GetStatusRequest, QueueDepth, RescanRequest, RescanResponse,
+    StatusResponse, SubscribeRequest, SyncRequest, SyncResponse, WatchRoot,
+};
+use super::{blocking, status_from};
+use crate::engine::enqueue::Control;
+use crate::engine::{EngineHandle, db, queue};
+
+/// A `Sync` call's timeout when the client gives none.
+pub const DEFAULT_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The service.
+#[derive(Clone)]
+pub struct SyncService {
+    handle: EngineHandle,
+    commits: Commits,
+}
+
+impl SyncService {
+    /// A service on `handle`.
+    pub fn new(handle: EngineHandle, commits: Commits) -> Self {
+        SyncService { handle, commits }
+    }
+}
+
+fn change_event(row: ChangeRow) -> ChangeEvent {
+    ChangeEvent {
+        cursor: row.cursor,
+        path: row.path,
+        change_type: row.change_type,
+        old_path: row.old_path.unwrap_or_default(),
+        version_id: row.version_id.unwrap_or(0),
+        diff_id: row.diff_id.unwrap_or(0),
+        lines_added: row.lines_added.unwrap_or(0),
+        lines_removed: row.lines_removed.unwrap_or(0),
+        timestamp: row.timestamp,
+        content_hash: row.content_hash.unwrap_or_default(),
+    }
+}
+
+fn status(handle: &EngineHandle) -> Result<StatusResponse, Status> {
+    let sql = |e: rusqlite::Error| Status::internal(e.to_string());
+    let conn = handle.conn().map_err(status_from)?;
+    let count = |q: &str| conn.query_row(q, [], |r| r.get::<_, i64>(0)).map_err(sql);
+    let counts = queue::counts(&conn).map_err(sql)?;
+    let failures = queue::failures(&conn, 20).map_err(sql)?;
+    let backend = db::meta_get(&conn, "watch_backend")
+        .map_err(sql)?
+        .unwrap_or_default();
+    let (name, detail) = match backend.split_once(' ') {
+        Some((name, detail)) => (
+            name.to_owned(),
+            detail.trim_matches(|c| c == '(' || c == ')').to_owned(),
+        ),
+        None => (backend.clone(), String::new()),
+    };
+    Ok(StatusResponse {
+        queue: Some(QueueDepth {
+            pending: counts.pending,
+            claimed: counts.claimed,
+            done: counts.done,
+            failed: counts.failed,
+        }),
+        versions: count("SELECT COUNT(*) FROM file_versions")?,
+        diffs: count("SELECT COUNT(*) FROM content_diffs")?,
+        changes: count("SELECT COUNT(*) FROM file_changes")?,
+        files_tracked: count("SELECT COUNT(*) FROM file_states WHERE is_deleted = 0")?,
+        files_deleted: count("SELECT COUNT(*) FROM file_states WHERE is_deleted <> 0")?,
+        roots: vec![WatchRoot {
+            path: handle.root().display().to_string(),
+            backend: name,
+            detail,
+        }],
+        last_error: failures
+            .last()
+            .and_then(|f| f.last_error.clone())
+            .unwrap_or_default(),
+        uptime_seconds: i64::try_from(handle.uptime().as_secs()).unwrap_or(i64::MAX),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        cursor: newest_cursor(&conn).map_err(sql)?,
+        failures: failures
+            .into_iter()
+            .map(|f| FailedChange {
+                path: f.path,
+                attempts: f.attempts,
+                error: f.last_error.unwrap_or_default(),
+            })
+            .collect(),
+    })
+}
+
+#[tonic::async_trait]
+impl Sync for SyncService {
+    async fn get_status(
+        &self,
+        _request: Request<GetStatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
+        let handle = self.handle.clone();
+        Ok(Response::new(blocking(move || status(&handle)).await?))
+    }
+
+    type SubscribeStream =
+        Pin<Box<dyn Stream<Item = Result<ChangeEvent, Status>> + Send + 'static>>;
+
+    async fn subscribe(
+        &self,
+        request: Request<SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let req = request.into_inner();
+        let handle = self.handle.clone();
+        let from = blocking(move || {
+            let conn = handle.conn().map_err(status_from)?;
+            if req.from_now {
+                newest_cursor(&conn).map_err(|e| Status::internal(e.to_string()))
+            } else {
+                check_cursor(&conn, req.from_cursor).map(|()| req.from_cursor)
+            }
+        })
+        .await?;
+        let stream = stream_changes(
+            self.handle.clone(),
+            self.commits.clone(),
+            from,
+            change_event,
+        );
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn sync(&self, request: Request<SyncRequest>) -> Result<Response<SyncResponse>, Status> {
+        let req = request.into_inner();
+        if req.timeout_ms < 0 {
+            return Err(Status::invalid_argument("timeout_ms must not be negative"));
+        }
+        let timeout = if req.timeout_ms == 0 {
+            DEFAULT_SYNC_TIMEOUT
+        } else {
+            Duration::from_millis(u64::try_from(req.timeout_ms).unwrap_or(0))
+        };
+        let deadline = Instant::now() + timeout;
+        // 1. Everything made before this call has reached the queue.
+        let (reply_tx, reply_rx) = std::sync::mpsc::channel();
+        if !self.handle.send(Control::Barrier(reply_tx)) {
+            return Err(Status::failed_precondition("the watcher is not running"));
+        }
+        let arrived = blocking(move || Ok(reply_rx.recv_timeout(timeout).is_ok())).await?;
+        if !arrived {
+            return Err(Status::deadline_exceeded(
+                "the watcher did not reach the barrier in time",
+            ));
+        }
+        // 2. Every row queued so far is processed.
+        let handle = self.handle.clone();
+        let horizon = blocking(move || {
+            let conn = handle.conn().map_err(status_from)?;
+            conn.query_row("SELECT COALESCE(MAX(id), 0) FROM event_queue", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map_err(|e| Status::internal(e.to_string()))
+        })
+        .await?;
+        let mut commits = self.commits.clone();
+        loop {
+            let handle = self.handle.clone();
+            let (outstanding, cursor) = blocking(move || {
+                let conn = handle.conn().map_err(status_from)?;
+                let sql = |e: rusqlite::Error| Status::internal(e.to_string());
+                let n: i64 = conn
+                    .query_row(
+                        "SELECT COUNT(*) FROM event_queue WHERE status IN ('pending', 'claimed') AND id <= ?1",
+                        [horizon],
+                        |r| r.get(0),
+                    )
+                    .map_err(sql)?;
+                Ok((n, newest_cursor(&conn).map_err(sql)?))
+            })
+            .await?;
+            if outstanding == 0 {
+                return Ok(Response::new(SyncResponse { cursor }));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Status::deadline_exceeded(format!(
+                    "{outstanding} queued changes are not processed yet"
+                )));
+            }
+            if commits.wait(left.min(Duration::from_millis(100))).await == Waited::Stopping {
+                return Err(Status::unavailable("obby-sync is shutting down"));
+            }
+        }
+    }
+
+    async fn rescan(
+        &self,
+        request: Request<RescanRequest>,
+    ) -> Result<Response<RescanResponse>, Status> {
+        let req = request.into_inner();
+        let root = self.handle.root().to_path_buf();
+        let scope = if req.path.trim().is_empty() {
+            root.clone()
+        } else {
+            inside_root(&root, &req.path, None, "path")?
+        };
+        let accepted = self.handle.send(Control::Rescan(scope));
+        Ok(Response::new(RescanResponse { accepted }))
+    }
+}

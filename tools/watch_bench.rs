@@ -1,0 +1,1337 @@
+//! Benchmark of the live engine, `obby-sync run`: how soon an edit is
+//! recorded, how fast a flood of new files goes through, and what an idle
+//! engine costs.
+//!
+//! Every stage starts the release `obby-sync` binary as a child process
+//! (`run --debounce-ms N --rescan-interval 0`, the database outside the
+//! watched root), waits until it is ready (`sync_meta` holds `watch_backend`
+//! and a `last_reconcile` newer than the start, the initial versions exist and
+//! the queue is empty), measures, then stops it with SIGTERM (`kill -TERM`)
+//! and checks that it exits 0.
+//!
+//! 1. **Latency**, once with a 50 ms and once with a 500 ms debounce: a vault
+//!    of 1,000 notes; each note is edited once, 10 ms apart, and the wall
+//!    clock is read right after each write returns. Once every note has its
+//!    second version, a note's latency is that version's `timestamp` (local
+//!    time, stamped just before its transaction commits) minus its write
+//!    time. p50, p99 and max; target p99 ≤ debounce + 25 ms.
+//! 2. **Flood**: 20,000 new 4 KiB notes written as fast as possible into an
+//!    empty vault (folders made beforehand) under a running engine (debounce
+//!    500 ms unless `--flood-debounce-ms`), timed from the first write until
+//!    `SELECT COUNT(*) FROM file_versions`, polled every 20 ms, reaches
+//!    20,000. Files/s end to end (target ≥ 10,000) and the engine's peak RSS
+//!    (`VmHWM`).
+//! 3. **Idle**: a vault of 10,000 notes, the engine done with its initial
+//!    scan (and 1 s to settle); its CPU time (`utime + stime` of
+//!    `/proc/<pid>/stat`, in `getconf CLK_TCK` ticks) over 10 s and its
+//!    `VmRSS`. Targets ≤ 1% CPU and < 40 MiB.
+//!
+//! Progress goes to stderr; a Markdown table of figures and targets goes to
+//! stdout. Linux only (`/proc`, `kill`). Build the binary first:
+//!
+//! ```text
+//! cargo build --release
+//! cargo run --release --example watch-bench -- [--quick] [--flood-debounce-ms N] [--seed S] [--keep DIR]
+//! ```
+//!
+//! `--quick` is a smoke run: 200 edits, 2,000 flood files, 2,000 idle notes,
+//! 3 s of idle. `tools/README.md` explains each figure.
+
+use std::error::Error;
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use chrono::{DateTime, Local, NaiveDateTime};
+use clap::Parser;
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt as _, SeedableRng as _};
+use rusqlite::{Connection, OpenFlags, OptionalExtension as _};
+
+/// Every fallible step returns this; `main` prints the message.
+type Res<T> = Result<T, Box<dyn Error>>;
+
+/// The text generator: a fixed, portable algorithm, so a seed gives the same
+/// bytes with every `rand` release.
+type Prng = Xoshiro256PlusPlus;
+
+/// The watch file every generated root gets.
+const WATCH_TEXT: &str = "notes/\n";
+/// Notes per folder of a generated vault.
+const FILES_PER_FOLDER: usize = 100;
+/// Smallest and largest generated note of the latency and idle vaults.
+const NOTE_SIZES: std::ops::Range<usize> = 1024..4096;
+/// Size of every flood file, in bytes.
+const FLOOD_FILE_SIZE: usize = 4096;
+/// Debounces the latency stage runs with, in milliseconds.
+const LATENCY_DEBOUNCES_MS: [u64; 2] = [50, 500];
+/// Time between two edits of the latency stage.
+const EDIT_SPACING: Duration = Duration::from_millis(10);
+/// The debounce `idle` runs with (the engine's default).
+const IDLE_DEBOUNCE_MS: u64 = 500;
+/// Quiet time after the initial scan before idle CPU is measured.
+const IDLE_SETTLE: Duration = Duration::from_secs(1);
+/// How often the database is polled.
+const POLL: Duration = Duration::from_millis(20);
+/// Longest wait for an engine to become ready (initial scan included).
+const READY_TIMEOUT: Duration = Duration::from_secs(300);
+/// Longest wait, after the last write, for the changes to be recorded.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
+/// Extra wait after everything arrived, to catch duplicate versions.
+const AFTERWATCH: Duration = Duration::from_millis(300);
+/// Longest wait for an engine to exit after SIGTERM.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Text form of `file_versions.timestamp` and `sync_meta.last_reconcile`.
+const TIMESTAMP_FORMAT: &str = "%Y-%m-%d %H:%M:%S%.f";
+
+/// Target: p99 latency may exceed the debounce by this much.
+const TARGET_LATENCY_SLACK_MS: f64 = 25.0;
+/// Target: files per second of the flood, end to end.
+const TARGET_FLOOD_FILES_PER_SECOND: f64 = 10_000.0;
+/// Target: CPU share of an idle engine, in percent ("about zero").
+const TARGET_IDLE_CPU_PERCENT: f64 = 1.0;
+/// Target: resident memory of an idle engine, in bytes.
+const TARGET_IDLE_RSS: u64 = 40 * 1024 * 1024;
+
+/// Seed streams, so each vault draws independent numbers from one `--seed`.
+const STREAM_LATENCY: u64 = 1;
+/// See [`STREAM_LATENCY`].
+const STREAM_FLOOD: u64 = 2;
+/// See [`STREAM_LATENCY`].
+const STREAM_IDLE: u64 = 3;
+
+#[derive(Debug, Parser)]
+#[command(
+    about = "Benchmark `obby-sync run`: edit-to-commit latency, a flood of new files, idle cost"
+)]
+struct Args {
+    /// Smoke run: 200 edits, 2,000 flood files, 2,000 idle notes, 3 s idle.
+    #[arg(long)]
+    quick: bool,
+    /// Debounce of the flood stage, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    flood_debounce_ms: u64,
+    /// Seed of every generated note.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Build everything in DIR (new or empty) and keep it afterwards.
+    #[arg(long, value_name = "DIR")]
+    keep: Option<PathBuf>,
+}
+
+/// How big each stage is.
+#[derive(Debug, Clone, Copy)]
+struct Sizes {
+    /// Notes in the latency vault, each edited once.
+    edits: usize,
+    /// New files of the flood.
+    flood: usize,
+    /// Notes in the idle vault.
+    idle_files: usize,
+    /// Length of the idle measurement.
+    idle_time: Duration,
+}
+
+impl Sizes {
+    fn new(quick: bool) -> Sizes {
+        if quick {
+            Sizes {
+                edits: 200,
+                flood: 2_000,
+                idle_files: 2_000,
+                idle_time: Duration::from_secs(3),
+            }
+        } else {
+            Sizes {
+                edits: 1_000,
+                flood: 20_000,
+                idle_files: 10_000,
+                idle_time: Duration::from_secs(10),
+            }
+        }
+    }
+}
+
+/// A progress line on stderr, so a long run is visibly alive.
+macro_rules! progress {
+    ($($arg:tt)*) => { eprintln!("[watch-bench] {}", format_args!($($arg)*)) };
+}
+
+fn main() -> ExitCode {
+    match run(&Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("watch-bench: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> Res<()> {
+    if !cfg!(target_os = "linux") {
+        return Err("this benchmark reads /proc and needs Linux".into());
+    }
+    let sizes = Sizes::new(args.quick);
+    let bin = find_binary()?;
+    progress!("obby-sync binary: {}", bin.display());
+    let ticks = clock_ticks();
+
+    // Keep the TempDir alive until the end: dropping it deletes everything.
+    let (_temp, base) = match &args.keep {
+        Some(dir) => {
+            fs::create_dir_all(dir)?;
+            if fs::read_dir(dir)?.next().is_some() {
+                return Err(
+                    format!("--keep {} must be a new or empty folder", dir.display()).into(),
+                );
+            }
+            (None, fs::canonicalize(dir)?)
+        }
+        None => {
+            let temp = tempfile::Builder::new()
+                .prefix("obby-watch-bench-")
+                .tempdir()?;
+            let base = fs::canonicalize(temp.path())?;
+            (Some(temp), base)
+        }
+    };
+    let bench = Bench {
+        bin,
+        db_dir: base.join("db"),
+        log_dir: base.join("logs"),
+    };
+    fs::create_dir_all(&bench.db_dir)?;
+    fs::create_dir_all(&bench.log_dir)?;
+
+    let mut stops = Vec::new();
+    let mut latencies = Vec::new();
+    for debounce in LATENCY_DEBOUNCES_MS {
+        let root = base.join(format!("latency-{debounce}"));
+        let (latency, stop) = latency_stage(&bench, &root, debounce, sizes.edits, args.seed)?;
+        latencies.push(latency);
+        stops.push(stop);
+    }
+    let (flood, stop) = flood_stage(
+        &bench,
+        &base.join("flood"),
+        args.flood_debounce_ms,
+        sizes.flood,
+        args.seed,
+    )?;
+    stops.push(stop);
+    let (idle, stop) = idle_stage(&bench, &base.join("idle"), &sizes, args.seed, ticks)?;
+    stops.push(stop);
+
+    print_table(args, &latencies, &flood, &idle, &stops, ticks);
+    if args.keep.is_some() {
+        progress!(
+            "kept {} (latency-*/, flood/, idle/ are the roots, db/ the databases, logs/ the engines' stderr)",
+            base.display()
+        );
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------ the binary
+
+/// The release `obby-sync` next to this example
+/// (`target/release/examples/watch-bench` gives `target/release/obby-sync`).
+fn find_binary() -> Res<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or("cannot locate the target folder from the bench's own path")?;
+    let bin = profile_dir.join(format!("obby-sync{}", std::env::consts::EXE_SUFFIX));
+    if !bin.is_file() {
+        return Err(format!(
+            "{} not found: run `cargo build --release` first",
+            bin.display()
+        )
+        .into());
+    }
+    if let Some(newer) = newest_source_after(&bin) {
+        progress!(
+            "warning: {} is newer than the binary; run `cargo build --release` to measure the current code",
+            newer.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// A source file of the crate modified after `bin` was built, if any.
+fn newest_source_after(bin: &Path) -> Option<PathBuf> {
+    let built = fs::metadata(bin).and_then(|m| m.modified()).ok()?;
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut stack = vec![
+        manifest.join("src"),
+        manifest.join("schema"),
+        manifest.join("Cargo.toml"),
+    ];
+    let mut newest: Option<(SystemTime, PathBuf)> = None;
+    while let Some(path) = stack.pop() {
+        let Ok(meta) = fs::metadata(&path) else {
+            continue;
+        };
+        if meta.is_dir() {
+            if let Ok(entries) = fs::read_dir(&path) {
+                stack.extend(entries.filter_map(|e| e.ok().map(|e| e.path())));
+            }
+        } else if let Ok(modified) = meta.modified()
+            && modified > built
+            && newest.as_ref().is_none_or(|(t, _)| modified > *t)
+        {
+            newest = Some((modified, path));
+        }
+    }
+    newest.map(|(_, p)| p)
+}
+
+/// Clock ticks per second of `/proc/<pid>/stat`, and whether `getconf` said
+/// so (otherwise 100 is assumed).
+#[derive(Debug, Clone, Copy)]
+struct Ticks {
+    per_second: u64,
+    measured: bool,
+}
+
+fn clock_ticks() -> Ticks {
+    let reported = Command::new("getconf")
+        .arg("CLK_TCK")
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .and_then(|out| {
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .filter(|&t| t > 0);
+    match reported {
+        Some(per_second) => Ticks {
+            per_second,
+            measured: true,
+        },
+        None => {
+            progress!("warning: `getconf CLK_TCK` gave nothing; assuming 100 ticks per second");
+            Ticks {
+                per_second: 100,
+                measured: false,
+            }
+        }
+    }
+}
+
+/// Where the stages put their databases and the engines' logs.
+struct Bench {
+    bin: PathBuf,
+    db_dir: PathBuf,
+    log_dir: PathBuf,
+}
+
+/// How one engine stopped.
+#[derive(Debug, Clone)]
+struct Stop {
+    /// Which stage ran it.
+    stage: String,
+    /// Its exit code (`None`: killed by a signal).
+    code: Option<i32>,
+    /// SIGTERM to exit.
+    seconds: f64,
+}
+
+/// A running `obby-sync run`; killed (SIGKILL) if dropped without [`Engine::stop`].
+struct Engine {
+    child: Child,
+    pid: u32,
+    db: PathBuf,
+    log: PathBuf,
+    /// Local time just before it was spawned.
+    spawned_at: DateTime<Local>,
+    finished: bool,
+}
+
+/// What the engine looked like once ready.
+struct Ready {
+    /// A connection to its database, for polling.
+    conn: Connection,
+    /// `sync_meta.watch_backend`.
+    backend: String,
+    /// Spawn to ready.
+    seconds: f64,
+}
+
+impl Engine {
+    fn start(bench: &Bench, root: &Path, name: &str, debounce_ms: u64) -> Res<Engine> {
+        let db = bench.db_dir.join(format!("{name}.db"));
+        let log = bench.log_dir.join(format!("{name}.log"));
+        let log_file = fs::File::create(&log)?;
+        let spawned_at = Local::now();
+        let child = Command::new(&bench.bin)
+            .args(["--log-level", "info", "run", "--root"])
+            .arg(root)
+            .arg("--db")
+            .arg(&db)
+            .args(["--debounce-ms", &debounce_ms.to_string()])
+            .args(["--rescan-interval", "0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log_file))
+            .spawn()?;
+        let pid = child.id();
+        progress!("{name}: started obby-sync run (pid {pid}, debounce {debounce_ms} ms)");
+        Ok(Engine {
+            child,
+            pid,
+            db,
+            log,
+            spawned_at,
+            finished: false,
+        })
+    }
+
+    /// An error, with the end of the engine's log, when it has exited.
+    fn check_alive(&mut self) -> Res<()> {
+        if let Some(status) = self.child.try_wait()? {
+            self.finished = true;
+            return Err(format!(
+                "obby-sync run exited early ({status}); its log ends:\n{}",
+                self.log_tail()
+            )
+            .into());
+        }
+        Ok(())
+    }
+
+    fn log_tail(&self) -> String {
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// Waits until the engine watches, has reconciled since it started, has
+    /// at least `versions` versions and an empty queue.
+    fn wait_ready(&mut self, versions: i64) -> Res<Ready> {
+        let started = Instant::now();
+        let mut conn = None;
+        loop {
+            self.check_alive()?;
+            if started.elapsed() > READY_TIMEOUT {
+                return Err(format!(
+                    "obby-sync run was not ready after {} s; its log ends:\n{}",
+                    READY_TIMEOUT.as_secs(),
+                    self.log_tail()
+                )
+                .into());
+            }
+            if conn.is_none() && self.db.exists() {
+                conn = Some(open_db(&self.db)?);
+            }
+            // Before the schema exists the queries fail: not ready yet.
+            if let Some(c) = &conn
+                && let Ok(Some(backend)) = self.ready_state(c, versions)
+            {
+                let seconds = started.elapsed().as_secs_f64();
+                let conn = conn.ok_or("no database connection")?;
+                return Ok(Ready {
+                    conn,
+                    backend,
+                    seconds,
+                });
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// The watch backend once everything [`Engine::wait_ready`] needs holds.
+    fn ready_state(&self, conn: &Connection, versions: i64) -> rusqlite::Result<Option<String>> {
+        let Some(backend) = meta(conn, "watch_backend")? else {
+            return Ok(None);
+        };
+        let reconciled = meta(conn, "last_reconcile")?
+            .and_then(|t| parse_local(&t))
+            .is_some_and(|t| t > self.spawned_at);
+        if !reconciled || count(conn, "SELECT COUNT(*) FROM file_versions")? < versions {
+            return Ok(None);
+        }
+        let outstanding = count(
+            conn,
+            "SELECT COUNT(*) FROM event_queue WHERE status IN ('pending', 'claimed')",
+        )?;
+        Ok((outstanding == 0).then_some(backend))
+    }
+
+    /// SIGTERM, then waits for the exit.
+    fn stop(mut self, stage: &str) -> Res<Stop> {
+        let sent = Instant::now();
+        let kill = Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status()?;
+        if !kill.success() {
+            return Err(format!("kill -TERM {} failed ({kill})", self.pid).into());
+        }
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                self.finished = true;
+                let stop = Stop {
+                    stage: stage.to_owned(),
+                    code: status.code(),
+                    seconds: sent.elapsed().as_secs_f64(),
+                };
+                if stop.code == Some(0) {
+                    progress!(
+                        "{stage}: engine exited 0 {:.0} ms after SIGTERM",
+                        stop.seconds * 1e3
+                    );
+                } else {
+                    progress!(
+                        "warning: {stage}: engine ended with {status} after SIGTERM; its log ends:\n{}",
+                        self.log_tail()
+                    );
+                }
+                return Ok(stop);
+            }
+            if sent.elapsed() > STOP_TIMEOUT {
+                return Err(format!(
+                    "{stage}: obby-sync run did not exit within {} s of SIGTERM; its log ends:\n{}",
+                    STOP_TIMEOUT.as_secs(),
+                    self.log_tail()
+                )
+                .into());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// A field of `/proc/<pid>/status`, in bytes (`VmRSS`, `VmHWM`).
+    fn status_bytes(&self, field: &str) -> Res<u64> {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+            .ok_or_else(|| format!("/proc/{}/status has no {field}", self.pid).into())
+    }
+
+    /// `utime + stime` of `/proc/<pid>/stat`, in clock ticks (all threads).
+    fn cpu_ticks(&self) -> Res<u64> {
+        let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid))?;
+        // The command name may hold spaces: fields are counted after its ')'.
+        let after = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest)
+            .ok_or("unexpected /proc/<pid>/stat")?;
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        // Fields 14 and 15 of stat(5); `after` starts at field 3.
+        let field = |i: usize| -> Res<u64> {
+            Ok(fields
+                .get(i - 3)
+                .ok_or("short /proc/<pid>/stat")?
+                .parse::<u64>()?)
+        };
+        Ok(field(14)? + field(15)?)
+    }
+
+    /// Voluntary plus involuntary context switches over all threads: how
+    /// often the engine woke up.
+    fn context_switches(&self) -> Res<u64> {
+        let mut total = 0;
+        for task in fs::read_dir(format!("/proc/{}/task", self.pid))? {
+            let Ok(status) = fs::read_to_string(task?.path().join("status")) else {
+                continue; // a thread that just ended
+            };
+            for line in status.lines() {
+                if let Some(v) = line
+                    .strip_prefix("voluntary_ctxt_switches:")
+                    .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+                {
+                    total += v.trim().parse::<u64>()?;
+                }
+            }
+        }
+        Ok(total)
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+// ------------------------------------------------------------ the database
+
+/// Opens an existing database for reading (never creates one).
+fn open_db(db: &Path) -> Res<Connection> {
+    let conn = Connection::open_with_flags(
+        db,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+fn meta(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
+    conn.query_row("SELECT value FROM sync_meta WHERE key = ?1", [key], |r| {
+        r.get(0)
+    })
+    .optional()
+}
+
+fn count(conn: &Connection, sql: &str) -> rusqlite::Result<i64> {
+    conn.query_row(sql, [], |r| r.get(0))
+}
+
+/// A stored local-time stamp (`YYYY-MM-DD HH:MM:SS.ffffff`).
+fn parse_local(text: &str) -> Option<DateTime<Local>> {
+    NaiveDateTime::parse_from_str(text, TIMESTAMP_FORMAT)
+        .ok()?
+        .and_local_timezone(Local)
+        .earliest()
+}
+
+/// Queue rows that gave up.
+fn failed_rows(conn: &Connection) -> rusqlite::Result<i64> {
+    count(
+        conn,
+        "SELECT COUNT(*) FROM event_queue WHERE status = 'failed'",
+    )
+}
+
+// ------------------------------------------------------------ the vaults
+
+/// A generated vault.
+struct Vault {
+    /// The watched root (holds `.obbywatch` and `notes/`).
+    root: PathBuf,
+    /// Every note, absolute and canonical, as the engine stores paths.
+    files: Vec<PathBuf>,
+    /// Their texts, in the same order.
+    texts: Vec<String>,
+}
+
+impl Vault {
+    /// A root with `.obbywatch` and `folders` empty folders under `notes/`.
+    fn skeleton(root: &Path, folders: usize) -> Res<PathBuf> {
+        fs::create_dir_all(root.join("notes"))?;
+        fs::write(root.join(".obbywatch"), WATCH_TEXT)?;
+        let root = fs::canonicalize(root)?;
+        for f in 0..folders {
+            fs::create_dir_all(folder(&root, f))?;
+        }
+        Ok(root)
+    }
+
+    /// `count` seeded notes of 1–4 KiB, [`FILES_PER_FOLDER`] per folder.
+    fn generate(root: &Path, count: usize, seed: u64, stream: u64) -> Res<Vault> {
+        progress!("generating {count} notes in {}", root.display());
+        let root = Vault::skeleton(root, count.div_ceil(FILES_PER_FOLDER))?;
+        let mut files = Vec::with_capacity(count);
+        let mut texts = Vec::with_capacity(count);
+        for i in 0..count {
+            let mut rng = Prng::seed_from_u64(sub_seed(seed, stream, i as u64));
+            let target = rng.random_range(NOTE_SIZES);
+            let text = note(&mut rng, &format!("Note {i}"), target);
+            let path = note_path(&root, i);
+            fs::write(&path, &text)?;
+            files.push(path);
+            texts.push(text);
+        }
+        Ok(Vault { root, files, texts })
+    }
+}
+
+fn folder(root: &Path, index: usize) -> PathBuf {
+    root.join(format!("notes/d{index:03}"))
+}
+
+fn note_path(root: &Path, index: usize) -> PathBuf {
+    folder(root, index / FILES_PER_FOLDER).join(format!("note-{index:05}.md"))
+}
+
+/// A well-mixed seed for item `index` of `stream` (SplitMix64 finaliser).
+fn sub_seed(seed: u64, stream: u64, index: u64) -> u64 {
+    let mut z = seed
+        ^ stream.wrapping_mul(0xA076_1D64_78BD_642F)
+        ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Vocabulary of the generated prose.
+#[rustfmt::skip]
+const WORDS: &[&str] = &[
+    "note", "idea", "draft", "meeting", "garden", "river", "project", "review",
+    "sketch", "budget", "kernel", "query", "index", "window", "morning", "letter",
+    "summer", "travel", "recipe", "reading", "outline", "thread", "signal", "record",
+    "the", "a", "of", "and", "to", "in", "with", "for", "on", "about", "after",
+    "quickly", "later", "again", "maybe", "clearly", "small", "large", "open",
+    "closed", "new", "old", "first", "last", "shared", "private", "weekly",
+];
+
+fn sentence(rng: &mut Prng, words: usize) -> String {
+    let mut out = String::new();
+    for w in 0..words {
+        if w > 0 {
+            out.push(' ');
+        }
+        out.push_str(WORDS[rng.random_range(0..WORDS.len())]);
+    }
+    if let Some(first) = out.get_mut(..1) {
+        first.make_ascii_uppercase();
+    }
+    out.push('.');
+    out
+}
+
+/// A Markdown note of at least `target` bytes: a heading, then paragraphs,
+/// lists and task lists.
+fn note(rng: &mut Prng, title: &str, target: usize) -> String {
+    let mut out = format!("# {title}\n\n");
+    while out.len() < target {
+        match rng.random_range(0..4) {
+            0 => {
+                for _ in 0..rng.random_range(2..6) {
+                    let n = rng.random_range(3..10);
+                    writeln!(out, "- {}", sentence(rng, n)).expect("writing to a String");
+                }
+            }
+            1 => {
+                for _ in 0..rng.random_range(1..4) {
+                    let mark = if rng.random_bool(0.5) { 'x' } else { ' ' };
+                    let n = rng.random_range(3..8);
+                    writeln!(out, "- [{mark}] {}", sentence(rng, n)).expect("writing to a String");
+                }
+            }
+            _ => {
+                for s in 0..rng.random_range(2..6) {
+                    if s > 0 {
+                        out.push(' ');
+                    }
+                    let n = rng.random_range(6..18);
+                    out.push_str(&sentence(rng, n));
+                }
+                out.push('\n');
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+// ------------------------------------------------------------ statistics
+
+/// The `p`th percentile (nearest rank) of sorted values.
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+fn millis(delta: chrono::TimeDelta) -> f64 {
+    delta
+        .num_microseconds()
+        .map_or(f64::NAN, |us| us as f64 / 1e3)
+}
+
+// ------------------------------------------------------------ latency
+
+/// One latency run's figures.
+struct Latency {
+    debounce_ms: u64,
+    /// Notes edited.
+    files: usize,
+    /// Notes whose second version never arrived.
+    missing: usize,
+    /// Versions beyond one per edited note.
+    extra_versions: i64,
+    /// Sorted latencies in milliseconds.
+    sorted_ms: Vec<f64>,
+    /// First write to last write.
+    edit_seconds: f64,
+    backend: String,
+}
+
+fn latency_stage(
+    bench: &Bench,
+    root: &Path,
+    debounce_ms: u64,
+    files: usize,
+    seed: u64,
+) -> Res<(Latency, Stop)> {
+    let name = format!("latency-{debounce_ms}");
+    let vault = Vault::generate(root, files, seed, STREAM_LATENCY)?;
+    // Every new text is made before the clock starts: the loop only writes.
+    let edited: Vec<String> = vault
+        .texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| format!("{t}\n- [ ] Edited by the watch benchmark, change {i}.\n"))
+        .collect();
+
+    let mut engine = Engine::start(bench, &vault.root, &name, debounce_ms)?;
+    let ready = engine.wait_ready(files as i64)?;
+    progress!(
+        "{name}: ready after {:.2} s ({} versions; backend {})",
+        ready.seconds,
+        files,
+        ready.backend
+    );
+    let conn = &ready.conn;
+    let baseline: i64 = count(conn, "SELECT COALESCE(MAX(id), 0) FROM file_versions")?;
+
+    progress!(
+        "{name}: editing {files} notes, one every {} ms ...",
+        EDIT_SPACING.as_millis()
+    );
+    // The clock right after each write returns (the latency's start), and
+    // right before it began (a version stamped less than a debounce after
+    // that would have been recorded early).
+    let mut written: Vec<DateTime<Local>> = Vec::with_capacity(files);
+    let mut began: Vec<DateTime<Local>> = Vec::with_capacity(files);
+    let first_write = Instant::now();
+    for (i, (path, text)) in vault.files.iter().zip(&edited).enumerate() {
+        let at = first_write + EDIT_SPACING * i as u32;
+        if let Some(wait) = at.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        began.push(Local::now());
+        fs::write(path, text)?;
+        written.push(Local::now());
+    }
+    let edit_seconds = first_write.elapsed().as_secs_f64();
+    progress!("{name}: edits done in {edit_seconds:.2} s; waiting for the versions ...");
+
+    let last_write = Instant::now();
+    let mut arrived = 0;
+    while last_write.elapsed() < DRAIN_TIMEOUT {
+        engine.check_alive()?;
+        arrived = count(
+            conn,
+            &format!("SELECT COUNT(DISTINCT file_path) FROM file_versions WHERE id > {baseline}"),
+        )?;
+        if arrived >= files as i64 {
+            break;
+        }
+        std::thread::sleep(POLL);
+    }
+    if arrived < files as i64 {
+        progress!(
+            "warning: {name}: only {arrived} of {files} edits recorded after {} s",
+            DRAIN_TIMEOUT.as_secs()
+        );
+    }
+    // Late duplicates would show up within another debounce.
+    std::thread::sleep(Duration::from_millis(debounce_ms) + AFTERWATCH);
+
+    let mut first_version = std::collections::HashMap::new();
+    let mut stmt = conn.prepare(
+        "SELECT file_path, timestamp FROM file_versions WHERE id IN
+           (SELECT MIN(id) FROM file_versions WHERE id > ?1 GROUP BY file_path)",
+    )?;
+    let rows = stmt.query_map([baseline], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+    })?;
+    for row in rows {
+        let (path, stamp) = row?;
+        first_version.insert(path, stamp);
+    }
+    drop(stmt);
+    let new_versions = count(
+        conn,
+        &format!("SELECT COUNT(*) FROM file_versions WHERE id > {baseline}"),
+    )?;
+    let failed = failed_rows(conn)?;
+    if failed > 0 {
+        progress!("warning: {name}: {failed} queue rows failed");
+    }
+
+    let mut latencies = Vec::with_capacity(files);
+    let mut missing = 0;
+    let mut early = 0;
+    let mut slow_writes = 0;
+    for ((path, wrote), began) in vault.files.iter().zip(&written).zip(&began) {
+        let key = path.to_str().ok_or("a vault path is not UTF-8")?;
+        if millis(wrote.signed_duration_since(*began)) > 5.0 {
+            slow_writes += 1;
+        }
+        match first_version.get(key) {
+            Some(stamp) => {
+                let at = parse_local(stamp)
+                    .ok_or_else(|| format!("unparsable version timestamp {stamp:?}"))?;
+                latencies.push(millis(at.signed_duration_since(*wrote)));
+                if millis(at.signed_duration_since(*began)) < debounce_ms as f64 {
+                    early += 1;
+                }
+            }
+            None => missing += 1,
+        }
+    }
+    if slow_writes > 0 {
+        progress!(
+            "{name}: {slow_writes} writes took over 5 ms to return (the bench was descheduled?); their latencies read short"
+        );
+    }
+    if early > 0 {
+        progress!(
+            "warning: {name}: {early} versions stamped less than the debounce after their write began"
+        );
+    }
+    latencies.sort_by(f64::total_cmp);
+    let extra_versions = new_versions - first_version.len() as i64;
+    if extra_versions > 0 {
+        progress!("warning: {name}: {extra_versions} versions beyond one per edit");
+    }
+    if let Some(min) = latencies.first()
+        && *min < 0.0
+    {
+        progress!("warning: {name}: a version is stamped {min:.1} ms before its write returned");
+    }
+    progress!(
+        "{name}: latency p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms, min {:.1} ms",
+        percentile(&latencies, 50.0),
+        percentile(&latencies, 90.0),
+        percentile(&latencies, 99.0),
+        percentile(&latencies, 100.0),
+        percentile(&latencies, 0.0),
+    );
+    let backend = ready.backend.clone();
+    drop(ready);
+    let stop = engine.stop(&name)?;
+    Ok((
+        Latency {
+            debounce_ms,
+            files,
+            missing,
+            extra_versions,
+            sorted_ms: latencies,
+            edit_seconds,
+            backend,
+        },
+        stop,
+    ))
+}
+
+// ------------------------------------------------------------ flood
+
+/// The flood's figures.
+struct Flood {
+    debounce_ms: u64,
+    files: usize,
+    /// Versions counted when the wait ended.
+    versions: i64,
+    /// True when every file got its version within the timeout.
+    complete: bool,
+    /// First write to the poll that saw every version.
+    seconds: f64,
+    /// First write to the newest version's own timestamp.
+    stamp_seconds: f64,
+    /// First write to last write.
+    write_seconds: f64,
+    failed: i64,
+    peak_rss: u64,
+}
+
+fn flood_stage(
+    bench: &Bench,
+    root: &Path,
+    debounce_ms: u64,
+    files: usize,
+    seed: u64,
+) -> Res<(Flood, Stop)> {
+    let name = "flood";
+    let root = Vault::skeleton(root, files.div_ceil(FILES_PER_FOLDER))?;
+    // A pool of bodies; each file is its own heading plus a body cut to 4 KiB.
+    let bodies: Vec<String> = (0..16)
+        .map(|i| {
+            let mut rng = Prng::seed_from_u64(sub_seed(seed, STREAM_FLOOD, i));
+            note(&mut rng, "Flood", FLOOD_FILE_SIZE * 2)
+        })
+        .collect();
+    let paths: Vec<PathBuf> = (0..files).map(|i| note_path(&root, i)).collect();
+
+    let mut engine = Engine::start(bench, &root, name, debounce_ms)?;
+    let ready = engine.wait_ready(0)?;
+    progress!(
+        "{name}: ready after {:.2} s (backend {}); writing {files} files of {FLOOD_FILE_SIZE} B ...",
+        ready.seconds,
+        ready.backend
+    );
+    let conn = &ready.conn;
+
+    let mut text = String::with_capacity(FLOOD_FILE_SIZE);
+    let first_write_at = Local::now();
+    let first_write = Instant::now();
+    for (i, path) in paths.iter().enumerate() {
+        text.clear();
+        writeln!(text, "# Flood note {i}\n").expect("writing to a String");
+        let body = &bodies[i % bodies.len()];
+        // ASCII text, so any cut is on a character boundary.
+        text.push_str(&body[..FLOOD_FILE_SIZE - text.len() - 1]);
+        text.push('\n');
+        fs::write(path, text.as_bytes())?;
+    }
+    let write_seconds = first_write.elapsed().as_secs_f64();
+    progress!(
+        "{name}: written in {write_seconds:.2} s ({:.0} files/s); waiting for the versions ...",
+        files as f64 / write_seconds
+    );
+
+    let mut versions = 0;
+    let mut seconds = f64::NAN;
+    let mut last_report = Instant::now();
+    while first_write.elapsed() < DRAIN_TIMEOUT {
+        engine.check_alive()?;
+        versions = count(conn, "SELECT COUNT(*) FROM file_versions")?;
+        if versions >= files as i64 {
+            seconds = first_write.elapsed().as_secs_f64();
+            break;
+        }
+        if last_report.elapsed() >= Duration::from_secs(2) {
+            progress!(
+                "{name}: {versions}/{files} versions after {:.1} s",
+                first_write.elapsed().as_secs_f64()
+            );
+            last_report = Instant::now();
+        }
+        std::thread::sleep(POLL);
+    }
+    let complete = versions >= files as i64;
+    if !complete {
+        progress!(
+            "warning: {name}: only {versions} of {files} versions after {} s",
+            DRAIN_TIMEOUT.as_secs()
+        );
+        seconds = first_write.elapsed().as_secs_f64();
+    }
+    let newest: Option<String> =
+        conn.query_row("SELECT MAX(timestamp) FROM file_versions", [], |r| r.get(0))?;
+    let stamp_seconds = newest
+        .as_deref()
+        .and_then(parse_local)
+        .map_or(f64::NAN, |t| {
+            millis(t.signed_duration_since(first_write_at)) / 1e3
+        });
+    std::thread::sleep(Duration::from_millis(debounce_ms) + AFTERWATCH);
+    versions = count(conn, "SELECT COUNT(*) FROM file_versions")?;
+    let failed = failed_rows(conn)?;
+    progress!(
+        "{name}: {versions} versions in {seconds:.2} s by polling ({:.0} files/s), newest stamped {stamp_seconds:.2} s after the first write; {failed} failed",
+        files as f64 / seconds
+    );
+    let peak_rss = engine.status_bytes("VmHWM")?;
+    drop(ready);
+    let stop = engine.stop(name)?;
+    Ok((
+        Flood {
+            debounce_ms,
+            files,
+            versions,
+            complete,
+            seconds,
+            stamp_seconds,
+            write_seconds,
+            failed,
+            peak_rss,
+        },
+        stop,
+    ))
+}
+
+// ------------------------------------------------------------ idle
+
+/// The idle figures.
+struct Idle {
+    files: usize,
+    /// Spawn to ready: the initial scan.
+    scan_seconds: f64,
+    /// Measured wall time.
+    seconds: f64,
+    /// CPU ticks used in it.
+    ticks: u64,
+    /// CPU share, in percent of one core.
+    cpu_percent: f64,
+    /// Context switches per second over all threads.
+    wakeups_per_second: f64,
+    rss: u64,
+    /// Peak RSS (the initial scan's).
+    peak_rss: u64,
+}
+
+fn idle_stage(
+    bench: &Bench,
+    root: &Path,
+    sizes: &Sizes,
+    seed: u64,
+    ticks: Ticks,
+) -> Res<(Idle, Stop)> {
+    let name = "idle";
+    let files = sizes.idle_files;
+    let vault = Vault::generate(root, files, seed, STREAM_IDLE)?;
+    drop(vault.texts);
+    let mut engine = Engine::start(bench, &vault.root, name, IDLE_DEBOUNCE_MS)?;
+    let ready = engine.wait_ready(files as i64)?;
+    progress!(
+        "{name}: initial scan done, ready after {:.2} s (backend {}); settling {} s, then measuring {} s ...",
+        ready.seconds,
+        ready.backend,
+        IDLE_SETTLE.as_secs(),
+        sizes.idle_time.as_secs()
+    );
+    // Nothing of the bench touches the database while it measures.
+    let scan_seconds = ready.seconds;
+    drop(ready);
+    std::thread::sleep(IDLE_SETTLE);
+    engine.check_alive()?;
+
+    let (cpu0, switches0, t0) = (
+        engine.cpu_ticks()?,
+        engine.context_switches()?,
+        Instant::now(),
+    );
+    std::thread::sleep(sizes.idle_time);
+    let (cpu1, switches1, seconds) = (
+        engine.cpu_ticks()?,
+        engine.context_switches()?,
+        t0.elapsed().as_secs_f64(),
+    );
+    let rss = engine.status_bytes("VmRSS")?;
+    let peak_rss = engine.status_bytes("VmHWM")?;
+    let used = cpu1.saturating_sub(cpu0);
+    let cpu_percent = used as f64 / ticks.per_second as f64 / seconds * 100.0;
+    let wakeups_per_second = switches1.saturating_sub(switches0) as f64 / seconds;
+    progress!(
+        "{name}: {used} ticks in {seconds:.2} s = {cpu_percent:.2}% CPU, {wakeups_per_second:.0} context switches/s, RSS {:.1} MiB (peak {:.1} MiB)",
+        mib(rss),
+        mib(peak_rss)
+    );
+    let stop = engine.stop(name)?;
+    Ok((
+        Idle {
+            files,
+            scan_seconds,
+            seconds,
+            ticks: used,
+            cpu_percent,
+            wakeups_per_second,
+            rss,
+            peak_rss,
+        },
+        stop,
+    ))
+}
+
+// ------------------------------------------------------------ the report
+
+/// `12345.6` as `12,346`.
+fn thousands(value: f64) -> String {
+    if !value.is_finite() {
+        return value.to_string();
+    }
+    let digits = format!("{:.0}", value.abs());
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if value < 0.0 { format!("-{out}") } else { out }
+}
+
+fn verdict(target: &str, met: bool) -> String {
+    format!("{target} {}", if met { "✅" } else { "❌" })
+}
+
+fn print_table(
+    args: &Args,
+    latencies: &[Latency],
+    flood: &Flood,
+    idle: &Idle,
+    stops: &[Stop],
+    ticks: Ticks,
+) {
+    let dash = || "–".to_owned();
+    let mut rows: Vec<(String, String, String)> = Vec::new();
+    for l in latencies {
+        let label = format!(
+            "latency, debounce {} ms ({} edits, {} ms apart)",
+            l.debounce_ms,
+            thousands(l.files as f64),
+            EDIT_SPACING.as_millis()
+        );
+        let p99 = percentile(&l.sorted_ms, 99.0);
+        let limit = l.debounce_ms as f64 + TARGET_LATENCY_SLACK_MS;
+        rows.push((
+            format!("{label}: p50"),
+            format!("{:.1} ms", percentile(&l.sorted_ms, 50.0)),
+            dash(),
+        ));
+        rows.push((
+            format!("{label}: p99"),
+            format!("{p99:.1} ms"),
+            verdict(&format!("≤ {limit:.0} ms"), p99 <= limit && l.missing == 0),
+        ));
+        rows.push((
+            format!("{label}: max"),
+            format!("{:.1} ms", percentile(&l.sorted_ms, 100.0)),
+            dash(),
+        ));
+        if l.missing > 0 || l.extra_versions != 0 {
+            rows.push((
+                format!("{label}: edits never recorded / extra versions"),
+                format!("{} / {}", l.missing, l.extra_versions),
+                verdict("0 / 0", false),
+            ));
+        }
+    }
+    let flood_fps = flood.files as f64 / flood.seconds;
+    let flood_label = format!(
+        "flood: {} new {} KiB files, debounce {} ms",
+        thousands(flood.files as f64),
+        FLOOD_FILE_SIZE / 1024,
+        flood.debounce_ms
+    );
+    rows.push((
+        format!("{flood_label}: files/s end to end"),
+        if flood.complete {
+            format!("{} ({:.2} s)", thousands(flood_fps), flood.seconds)
+        } else {
+            format!(
+                "incomplete: {} of {} after {:.0} s",
+                thousands(flood.versions as f64),
+                thousands(flood.files as f64),
+                flood.seconds
+            )
+        },
+        verdict(
+            &format!("≥ {}", thousands(TARGET_FLOOD_FILES_PER_SECOND)),
+            flood.complete && flood_fps >= TARGET_FLOOD_FILES_PER_SECOND,
+        ),
+    ));
+    rows.push((
+        "flood: … the bench's writes alone".into(),
+        format!(
+            "{:.2} s ({} files/s)",
+            flood.write_seconds,
+            thousands(flood.files as f64 / flood.write_seconds)
+        ),
+        dash(),
+    ));
+    rows.push((
+        "flood: … first write to the newest version's timestamp".into(),
+        format!("{:.2} s", flood.stamp_seconds),
+        dash(),
+    ));
+    let exact = flood.versions == flood.files as i64 && flood.failed == 0;
+    rows.push((
+        "flood: versions recorded (failed rows)".into(),
+        format!("{} ({})", thousands(flood.versions as f64), flood.failed),
+        verdict(&format!("{} (0)", thousands(flood.files as f64)), exact),
+    ));
+    rows.push((
+        "flood: engine peak RSS (VmHWM)".into(),
+        format!("{:.1} MiB", mib(flood.peak_rss)),
+        dash(),
+    ));
+    let idle_label = format!(
+        "idle, {} notes, {:.0} s",
+        thousands(idle.files as f64),
+        idle.seconds
+    );
+    rows.push((
+        format!("{idle_label}: CPU"),
+        format!("{:.2}% ({} ticks)", idle.cpu_percent, idle.ticks),
+        verdict(
+            &format!("~0% (≤ {TARGET_IDLE_CPU_PERCENT}%)"),
+            idle.cpu_percent <= TARGET_IDLE_CPU_PERCENT,
+        ),
+    ));
+    rows.push((
+        format!("{idle_label}: RSS (VmRSS)"),
+        format!("{:.1} MiB", mib(idle.rss)),
+        verdict(
+            &format!("< {:.0} MiB", mib(TARGET_IDLE_RSS)),
+            idle.rss < TARGET_IDLE_RSS,
+        ),
+    ));
+    rows.push((
+        format!("{idle_label}: context switches/s, all threads"),
+        format!("{:.0}", idle.wakeups_per_second),
+        dash(),
+    ));
+    rows.push((
+        format!(
+            "idle: initial scan of {} notes (spawn → ready)",
+            thousands(idle.files as f64)
+        ),
+        format!(
+            "{:.2} s, peak RSS {:.1} MiB",
+            idle.scan_seconds,
+            mib(idle.peak_rss)
+        ),
+        dash(),
+    ));
+    let clean = stops.iter().all(|s| s.code == Some(0));
+    let slowest = stops.iter().map(|s| s.seconds).fold(0.0, f64::max);
+    let bad: Vec<String> = stops
+        .iter()
+        .filter(|s| s.code != Some(0))
+        .map(|s| format!("{}: {:?}", s.stage, s.code))
+        .collect();
+    rows.push((
+        format!("SIGTERM → exit ({} engines)", stops.len()),
+        if clean {
+            format!("all exit 0, slowest {:.0} ms", slowest * 1e3)
+        } else {
+            format!("not 0: {}", bad.join(", "))
+        },
+        verdict("exit 0", clean),
+    ));
+
+    println!("| metric | value | target |");
+    println!("|---|---:|---|");
+    for (metric, value, target) in rows {
+        println!("| {metric} | {value} | {target} |");
+    }
+    println!();
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let backend = latencies
+        .first()
+        .map_or_else(|| "?".to_owned(), |l| l.backend.clone());
+    let edit_seconds: Vec<String> = latencies
+        .iter()
+        .map(|l| format!("{:.1} s", l.edit_seconds))
+        .collect();
+    println!(
+        "machine: {cores} cores (obby-sync uses one worker per core); watch backend: {backend}; {}; CPU ticks: {} per second ({}); edit loops took {}; seed {}; engines run with --rescan-interval 0",
+        if args.quick {
+            "--quick sizes"
+        } else {
+            "full sizes"
+        },
+        ticks.per_second,
+        if ticks.measured {
+            "getconf CLK_TCK"
+        } else {
+            "assumed, getconf failed"
+        },
+        edit_seconds.join(" and "),
+        args.seed
+    );
+}
