@@ -434,12 +434,12 @@ impl ContentTracker for ContentTrackerService {
                 label(&req.old_file_path, "a"),
                 label(&req.new_file_path, "b"),
             );
-            (
-                req.old_content.replace("\r\n", "\n"),
-                req.new_content.replace("\r\n", "\n"),
-                ol,
-                nl,
-            )
+            // Same normalization as stored text: CRLF and lone CR become LF.
+            let lf = |t: String| {
+                String::from_utf8(crate::engine::hash::normalize(t.into_bytes()))
+                    .unwrap_or_default()
+            };
+            (lf(req.old_content), lf(req.new_content), ol, nl)
         };
         let d = blocking(move || Ok(diff::unified(&old, &new, &old_label, &new_label))).await?;
         Ok(Response::new(DiffResponse {

@@ -629,3 +629,43 @@ async fn a_token_protects_every_service_but_health() {
     );
     drop(engine);
 }
+
+#[tokio::test]
+async fn a_subscribe_sequence_from_the_beginning() {
+    let (v, engine) = started(&[]);
+    let mut sy = SyncClient::new(channel(engine.api_url(&v)).await);
+    let barrier = SyncRequest { timeout_ms: 10_000 };
+    v.write("notes/b.md", "one\n");
+    sy.sync(barrier).await.expect("sync");
+    v.write("notes/b.md", "one\ntwo\n");
+    sy.sync(barrier).await.expect("sync");
+    v.rename("notes/a.md", "notes/moved/a.md");
+    sy.sync(barrier).await.expect("sync");
+    v.remove("notes/b.md");
+    sy.sync(barrier).await.expect("sync");
+    let mut stream = sy
+        .subscribe(SubscribeRequest {
+            from_cursor: 0,
+            from_now: false,
+        })
+        .await
+        .expect("subscribe")
+        .into_inner();
+    let mut events = Vec::new();
+    while events.len() < 5 {
+        let mut e = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("in time")
+            .expect("open")
+            .expect("ok");
+        let root = format!("{}/", v.root.display());
+        e.path = e.path.replace(&root, "");
+        e.old_path = e.old_path.replace(&root, "");
+        assert_eq!(e.timestamp.len(), 26, "{}", e.timestamp);
+        e.timestamp = "<local time>".into();
+        e.content_hash.truncate(12);
+        events.push(e);
+    }
+    insta::assert_debug_snapshot!(events);
+    drop(engine);
+}
