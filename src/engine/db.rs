@@ -252,6 +252,38 @@ fn add_engine_columns(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// The longest wait between retries of a write that found the database busy.
+pub const MAX_BUSY_WAIT: Duration = Duration::from_secs(2);
+
+/// Runs a write, retrying for as long as the database is busy (another
+/// process holds the write lock past the busy timeout) and `stop` is not set:
+/// a busy database delays a change, it never fails one. Other errors return.
+///
+/// # Errors
+/// The first error that is not "busy" or "locked", or "busy" once stopping.
+pub fn retry_busy<T>(
+    stop: &std::sync::atomic::AtomicBool,
+    mut f: impl FnMut() -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    use rusqlite::ErrorCode;
+    let mut wait = Duration::from_millis(10);
+    loop {
+        match f() {
+            Err(e)
+                if matches!(
+                    e.sqlite_error_code(),
+                    Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+                ) && !stop.load(std::sync::atomic::Ordering::Relaxed) =>
+            {
+                tracing::warn!(error = %e, "database busy, retrying");
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(MAX_BUSY_WAIT);
+            }
+            other => return other,
+        }
+    }
+}
+
 /// A `sync_meta` value.
 ///
 /// # Errors

@@ -47,6 +47,10 @@ pub const MAX_VCS_HOLD: Duration = Duration::from_secs(120);
 /// How long an unpaired rename source waits for its pair.
 const RENAME_PAIRING: Duration = Duration::from_millis(50);
 
+/// The enqueuer retries a busy database until it gets through: its rows
+/// must not be dropped, even while stopping.
+static NEVER_STOP: AtomicBool = AtomicBool::new(false);
+
 /// Housekeeping tick when no event is due.
 const TICK: Duration = Duration::from_millis(100);
 
@@ -618,12 +622,12 @@ impl Enqueuer {
             })
             .collect();
         for chunk in events.chunks(FLUSH_CHUNK) {
-            retry_busy(|| queue::enqueue(&self.conn, chunk, "watch")).map_err(|source| {
-                EngineError::Db {
+            db::retry_busy(&NEVER_STOP, || queue::enqueue(&self.conn, chunk, "watch")).map_err(
+                |source| EngineError::Db {
                     path: "event_queue".into(),
                     source,
-                }
-            })?;
+                },
+            )?;
         }
         tracing::debug!(rows = events.len(), "enqueued");
         self.doorbell.ring();
@@ -659,12 +663,11 @@ impl Enqueuer {
         if self.debouncer.len() + found.len() > MAX_PENDING_PATHS {
             let events: Vec<NewEvent> = found.into_iter().map(|d| d.event).collect();
             for chunk in events.chunks(FLUSH_CHUNK) {
-                retry_busy(|| queue::enqueue(&self.conn, chunk, "rescan")).map_err(|source| {
-                    EngineError::Db {
+                db::retry_busy(&NEVER_STOP, || queue::enqueue(&self.conn, chunk, "rescan"))
+                    .map_err(|source| EngineError::Db {
                         path: "event_queue".into(),
                         source,
-                    }
-                })?;
+                    })?;
             }
             self.doorbell.ring();
             return Ok(());
@@ -879,27 +882,6 @@ fn collapse_scopes(mut scopes: Vec<PathBuf>) -> Vec<PathBuf> {
         }
     }
     out
-}
-
-/// Retries a write while the database is busy (another process holds the
-/// write lock past the busy timeout).
-fn retry_busy<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
-    let mut wait = Duration::from_millis(10);
-    loop {
-        match f() {
-            Err(e)
-                if matches!(
-                    e.sqlite_error_code(),
-                    Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-                ) =>
-            {
-                tracing::warn!(error = %e, "database busy, retrying");
-                std::thread::sleep(wait);
-                wait = (wait * 2).min(Duration::from_secs(2));
-            }
-            other => return other,
-        }
-    }
 }
 
 #[cfg(test)]

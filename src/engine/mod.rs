@@ -35,7 +35,6 @@ use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
-use rusqlite::ErrorCode;
 
 pub use error::{EngineError, ItemError};
 
@@ -52,9 +51,6 @@ use worker::WorkerConfig;
 
 /// How often an idle engine prunes done rows and checkpoints the WAL.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
-
-/// The longest wait between retries of a write that found the database busy.
-const MAX_BUSY_WAIT: Duration = Duration::from_secs(2);
 
 /// When [`Engine::process`] returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -483,29 +479,11 @@ impl Engine {
     }
 }
 
-/// Runs a write, retrying for as long as the database is busy (another
-/// process holds the write lock past the busy timeout) and the engine is not
-/// stopping. Any other error is returned.
+/// [`db::retry_busy`], with the error mapped for `db`.
 fn with_busy_retry<T>(
     db: &Path,
     stop: &AtomicBool,
-    mut f: impl FnMut() -> rusqlite::Result<T>,
+    f: impl FnMut() -> rusqlite::Result<T>,
 ) -> Result<T, EngineError> {
-    let mut wait = Duration::from_millis(10);
-    loop {
-        match f() {
-            Ok(v) => return Ok(v),
-            Err(e)
-                if matches!(
-                    e.sqlite_error_code(),
-                    Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
-                ) && !stop.load(Ordering::Relaxed) =>
-            {
-                tracing::warn!(error = %e, "database busy, retrying");
-                std::thread::sleep(wait);
-                wait = (wait * 2).min(MAX_BUSY_WAIT);
-            }
-            Err(e) => return Err(EngineError::from_sqlite(db, e)),
-        }
-    }
+    db::retry_busy(stop, f).map_err(|e| EngineError::from_sqlite(db, e))
 }
