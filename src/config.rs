@@ -23,8 +23,9 @@ pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_millis(1_000);
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// A claim not finished within this time may be taken back.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(300);
-/// How often an idle engine looks for new queue rows.
-pub const DEFAULT_IDLE_POLL: Duration = Duration::from_millis(50);
+/// How often an idle engine looks for queue rows written by another process
+/// (`obby-sync enqueue`); producers inside the process wake it at once.
+pub const DEFAULT_IDLE_POLL: Duration = Duration::from_millis(200);
 
 /// Everything the engine needs to run.
 #[derive(Debug, Clone)]

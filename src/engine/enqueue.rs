@@ -52,7 +52,7 @@ const RENAME_PAIRING: Duration = Duration::from_millis(50);
 static NEVER_STOP: AtomicBool = AtomicBool::new(false);
 
 /// Housekeeping tick when no event is due.
-const TICK: Duration = Duration::from_millis(100);
+const TICK: Duration = Duration::from_millis(500);
 
 /// Events taken from the channel per loop turn before flushing.
 const DRAIN_BATCH: usize = 10_000;
@@ -398,12 +398,28 @@ impl Enqueuer {
         Ok(())
     }
 
+    /// The next moment something is due: a debounced path, an unpaired
+    /// rename, a folder rescan, a reload, a canary or barrier deadline, a poll.
     fn next_wakeup(&self, now: Instant) -> Instant {
-        let mut at = now + TICK;
-        if let Some(due) = self.debouncer.next_due() {
-            at = at.min(due);
-        }
-        at
+        let candidates = [
+            self.debouncer.next_due(),
+            self.unpaired.values().min().map(|t| *t + RENAME_PAIRING),
+            self.scheduled
+                .values()
+                .min()
+                .map(|t| *t + self.cfg.debounce),
+            self.reload_at,
+            self.canary.as_ref().map(|c| c.deadline),
+            self.barriers.iter().map(|(_, deadline, _)| *deadline).min(),
+            matches!(self.watch.backend, Backend::Poll { .. }).then_some(self.next_poll),
+            (!self.vcs_locks.is_empty()).then(|| now + Duration::from_millis(50)),
+            (self.watch.backend == Backend::Native && self.canary.is_none())
+                .then_some(self.next_canary),
+        ];
+        candidates
+            .into_iter()
+            .flatten()
+            .fold(now + TICK, Instant::min)
     }
 
     fn on_event(&mut self, event: FsEvent, now: Instant) {

@@ -311,34 +311,44 @@ impl Engine {
         let mut inflight: Option<mpsc::Receiver<Vec<Computed>>> = None;
         let mut last_maintenance = Instant::now();
         let mut data_version = self.data_version()?;
-        let mut idle = false;
+        let mut claim_next = true;
         loop {
             let stopping = stop.load(Ordering::Relaxed);
-            let batch = if stopping || idle {
+            let batch = if stopping || !claim_next {
                 Vec::new()
             } else {
                 self.with_busy_retry(stop, |conn| {
                     queue::claim(conn, self.config.batch_size, self.config.policy.lease)
                 })?
             };
-            let next = (!batch.is_empty()).then(|| self.spawn_compute(batch));
-            if let Some(rx) = inflight.take() {
-                let computed = rx.recv().map_err(|_| EngineError::WorkerLost)?;
-                let store = &mut self.store;
-                with_busy_retry(&self.config.db, stop, || store.commit(&computed))?;
-                on_batch(&self.progress.snapshot());
-            }
+            let claimed = !batch.is_empty();
+            let next = claimed.then(|| self.spawn_compute(batch));
+            let committed = match inflight.take() {
+                Some(rx) => {
+                    let computed = rx.recv().map_err(|_| EngineError::WorkerLost)?;
+                    let store = &mut self.store;
+                    with_busy_retry(&self.config.db, stop, || store.commit(&computed))?;
+                    on_batch(&self.progress.snapshot());
+                    true
+                }
+                None => false,
+            };
             inflight = next;
-            if inflight.is_some() {
-                idle = false;
+            if stopping {
+                if inflight.is_none() {
+                    return Ok(());
+                }
                 continue;
             }
-            if stopping {
-                return Ok(());
+            if claimed || committed {
+                // A commit frees its paths and new rows may have arrived
+                // meanwhile: claim again at once.
+                claim_next = true;
+                continue;
             }
-            // Nothing claimed and nothing in flight.
-            let counts = self.queue_counts()?;
-            if until == Until::Drained && counts.outstanding() == 0 {
+            // Idle: nothing claimed and nothing in flight.
+            let conn = self.store.conn();
+            if until == Until::Drained && !queue::has_outstanding(conn).map_err(|e| self.sql(e))? {
                 self.maintenance();
                 return Ok(());
             }
@@ -346,22 +356,31 @@ impl Engine {
                 self.maintenance();
                 last_maintenance = Instant::now();
             }
-            // Sleep until something may have changed: another connection
-            // committed (data_version moves) or a row in backoff comes due.
-            let due = queue::next_due_ms(self.store.conn()).map_err(|e| self.sql(e))?;
-            let wait_until_due = due.map(|d| d.saturating_sub(clock::now_ms()));
-            if wait_until_due.is_some_and(|ms| ms <= 0) && !idle {
-                // Due rows exist but could not be claimed (their paths are
-                // busy): go round once more after a short pause.
-                std::thread::sleep(self.config.idle_poll);
-                continue;
-            }
-            let rung = self.doorbell.wait(self.config.idle_poll);
+            // Wait for a reason to claim: a producer in this process rang,
+            // another process committed (data_version moves), or a row in
+            // backoff comes due. Claiming is a write; an idle engine does none.
+            let due_in = queue::next_due_ms(self.store.conn())
+                .map_err(|e| self.sql(e))?
+                .map(|due| due.saturating_sub(clock::now_ms()));
+            let wait = match due_in {
+                Some(ms) if ms <= 0 => Duration::ZERO,
+                Some(ms) => self
+                    .config
+                    .idle_poll
+                    .min(Duration::from_millis(ms.unsigned_abs())),
+                None => self.config.idle_poll,
+            };
+            let rung = !wait.is_zero() && self.doorbell.wait(wait);
             let now_version = self.data_version()?;
-            let became_due =
-                wait_until_due.is_some_and(|ms| ms <= self.config.idle_poll.as_millis() as i64);
-            idle = !rung && now_version == data_version && !became_due;
+            let came_due =
+                due_in.is_some_and(|ms| ms <= i64::try_from(wait.as_millis()).unwrap_or(i64::MAX));
+            claim_next = rung || came_due || now_version != data_version;
             data_version = now_version;
+            if wait.is_zero() && !rung {
+                // Due rows that a claim just skipped (their paths are held by
+                // an unexpired claim): do not spin.
+                self.doorbell.wait(self.config.idle_poll);
+            }
         }
     }
 

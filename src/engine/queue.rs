@@ -414,6 +414,18 @@ pub fn counts(conn: &Connection) -> rusqlite::Result<QueueCounts> {
     Ok(counts)
 }
 
+/// True while any row is pending or claimed.
+///
+/// # Errors
+/// Any SQLite error.
+pub fn has_outstanding(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM event_queue WHERE status = 'pending')
+             OR EXISTS (SELECT 1 FROM event_queue WHERE status = 'claimed')",
+    )?
+    .query_row([], |r| r.get(0))
+}
+
 /// The earliest time a pending row becomes due, if any row is pending.
 ///
 /// # Errors
