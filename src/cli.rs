@@ -317,6 +317,7 @@ struct ScanSummary {
     seconds: f64,
     files_per_second: f64,
     peak_rss_bytes: u64,
+    longest_write_ms: f64,
 }
 
 fn scan(location: &Location, tuning: &Tuning, json: bool) -> Result<ExitCode> {
@@ -352,6 +353,7 @@ fn scan(location: &Location, tuning: &Tuning, json: bool) -> Result<ExitCode> {
             0.0
         },
         peak_rss_bytes: peak_rss_bytes(),
+        longest_write_ms: p.longest_write_us as f64 / 1000.0,
     };
     if json {
         println!("{}", serde_json::to_string(&summary)?);

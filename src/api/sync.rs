@@ -89,6 +89,7 @@ fn status(handle: &EngineHandle) -> Result<StatusResponse, Status> {
         uptime_seconds: i64::try_from(handle.uptime().as_secs()).unwrap_or(i64::MAX),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         cursor: newest_cursor(&conn).map_err(sql)?,
+        longest_write_ms: handle.progress().longest_write_us as f64 / 1000.0,
         failures: failures
             .into_iter()
             .map(|f| FailedChange {

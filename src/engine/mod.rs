@@ -318,7 +318,10 @@ impl Engine {
                 Vec::new()
             } else {
                 self.with_busy_retry(stop, |conn| {
-                    queue::claim(conn, self.config.batch_size, self.config.policy.lease)
+                    let started = Instant::now();
+                    let rows = queue::claim(conn, self.config.batch_size, self.config.policy.lease);
+                    self.progress.record_write(started.elapsed());
+                    rows
                 })?
             };
             let claimed = !batch.is_empty();

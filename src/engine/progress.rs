@@ -22,6 +22,8 @@ pub struct Progress {
     retried: AtomicU64,
     /// Id of the newest committed `file_changes` row (0 before the first).
     last_change_id: AtomicI64,
+    /// The longest this engine held the write lock in one transaction, µs.
+    longest_write_us: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -41,6 +43,8 @@ pub struct ProgressSnapshot {
     pub retried: u64,
     /// Newest committed `file_changes` id.
     pub last_change_id: i64,
+    /// Longest write transaction (write lock held) so far, in microseconds.
+    pub longest_write_us: u64,
 }
 
 impl Progress {
@@ -57,6 +61,12 @@ impl Progress {
         }
     }
 
+    /// Notes how long one write transaction held the lock.
+    pub fn record_write(&self, held: std::time::Duration) {
+        let us = u64::try_from(held.as_micros()).unwrap_or(u64::MAX);
+        self.longest_write_us.fetch_max(us, Ordering::Relaxed);
+    }
+
     /// The counters now.
     pub fn snapshot(&self) -> ProgressSnapshot {
         ProgressSnapshot {
@@ -67,6 +77,7 @@ impl Progress {
             failed: self.failed.load(Ordering::Relaxed),
             retried: self.retried.load(Ordering::Relaxed),
             last_change_id: self.last_change_id.load(Ordering::Acquire),
+            longest_write_us: self.longest_write_us.load(Ordering::Relaxed),
         }
     }
 }

@@ -91,6 +91,7 @@ impl Store {
     /// claimed (they return to pending at the next start or lease expiry).
     pub fn commit(&mut self, batch: &[Computed]) -> rusqlite::Result<BatchStats> {
         let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
+        let locked = std::time::Instant::now();
         let mut stats = BatchStats::default();
         let mut last_change = None;
         for item in batch {
@@ -122,6 +123,7 @@ impl Store {
             }
         }
         tx.commit()?;
+        self.progress.record_write(locked.elapsed());
         self.progress.record(&stats, last_change);
         Ok(stats)
     }

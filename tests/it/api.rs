@@ -564,6 +564,12 @@ async fn get_status_reports_queue_counts_and_backend() {
     assert!(s.uptime_seconds >= 0);
     let mut redacted = s.clone();
     redacted.uptime_seconds = 0;
+    assert!(
+        s.longest_write_ms > 0.0 && s.longest_write_ms < 10_000.0,
+        "{}",
+        s.longest_write_ms
+    );
+    redacted.longest_write_ms = 0.0;
     redacted.queue.as_mut().expect("queue").done = 0;
     redacted.roots[0].path = "<root>".into();
     redacted.roots[0].detail = redacted.roots[0]
