@@ -740,7 +740,13 @@ impl Enqueuer {
             }
             Control::ReloadPatterns => self.reload_patterns(),
             Control::Barrier(reply) => {
-                if self.watch.backend != Backend::Native || self.paused {
+                if self.paused {
+                    // StopWatching means nothing is recorded until resumed:
+                    // a barrier does not undo that.
+                    let _ = reply.send(());
+                    return Ok(());
+                }
+                if self.watch.backend != Backend::Native {
                     // Nothing would deliver a cookie event: reconcile now.
                     self.rescan(None)?;
                     self.flush_all(now)?;

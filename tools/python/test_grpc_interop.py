@@ -272,7 +272,8 @@ class EngineCase(unittest.TestCase):
                 "--db", str(self.db_path),
                 "--watcher-port", "0",
                 "--tracker-port", "0",
-                "--debounce-ms", "50",
+                # The engine's default; StartWatching lowers it to 50 in one test.
+                "--debounce-ms", "500",
                 "--rescan-interval", "0",
                 *self.extra_args,
             ],
@@ -302,15 +303,24 @@ class EngineCase(unittest.TestCase):
         self.addCleanup(self.conn.close)
 
     def tearDown(self) -> None:
-        """SIGTERM stops the engine cleanly: exit code 0."""
-        self.watcher_channel.close()
-        self.tracker_channel.close()
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            self.fail(f"obby-sync did not stop within {STOP_TIMEOUT_S} s of SIGTERM{self._log()}")
+        """SIGTERM stops the engine cleanly: exit code 0.
+
+        The channels stay open meanwhile, as a running backend's would.
+        """
+        code = self.stop_engine()
         self.assertEqual(code, 0, f"obby-sync exited {code} on SIGTERM{self._log()}")
+
+    def stop_engine(self) -> int:
+        """Sends SIGTERM (once) and returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.fail(
+                    f"obby-sync did not stop within {STOP_TIMEOUT_S} s of SIGTERM{self._log()}"
+                )
+        return self.proc.returncode
 
     def _kill_if_running(self) -> None:
         if self.proc.poll() is None:
@@ -342,7 +352,9 @@ class EngineCase(unittest.TestCase):
                 if all(meta.get(k) for k in wanted):
                     return meta
             time.sleep(0.05)
-        self.fail(f"obby-sync run not ready in {READY_TIMEOUT_S} s (sync_meta: {meta}){self._log()}")
+        self.fail(
+            f"obby-sync run not ready in {READY_TIMEOUT_S} s (sync_meta: {meta}){self._log()}"
+        )
 
     # ------------------------------------------------------------ vault and calls
 
@@ -414,6 +426,17 @@ class OldClientsTest(EngineCase):
         self.barrier()
         os.rename(self.root / "notes/b.md", self.root / "notes/b-renamed.md")
         self.barrier()
+        # An editor's atomic save through an ignored temp file: one `modified`.
+        self.write("notes/b-renamed.md.tmp", b"# B\n\nbravo, saved atomically\n")
+        os.replace(self.root / "notes/b-renamed.md.tmp", self.root / "notes/b-renamed.md")
+        self.barrier()
+        # Paused and resumed: resuming rescans, so the change is not lost.
+        stopped = self.fw.StopWatching(fw_pb2.StopRequest(), timeout=RPC_TIMEOUT_S)
+        self.assertTrue(stopped.success, stopped.error)
+        self.write("notes/while-paused.md", b"written while paused\n")
+        resumed = self.fw.StartWatching(fw_pb2.WatchRequest(), timeout=RPC_TIMEOUT_S)
+        self.assertTrue(resumed.success, resumed.error)
+        self.barrier()
         (self.root / "notes/new.md").unlink()
         self.barrier()
 
@@ -421,6 +444,8 @@ class OldClientsTest(EngineCase):
             ("created", self.abs("notes/new.md"), ""),
             ("modified", self.abs("notes/a.md"), ""),
             ("renamed", self.abs("notes/b-renamed.md"), self.abs("notes/b.md")),
+            ("modified", self.abs("notes/b-renamed.md"), ""),
+            ("created", self.abs("notes/while-paused.md"), ""),
             ("deleted", self.abs("notes/new.md"), ""),
         ]
         events = collector.wait_for(len(expected), EVENT_TIMEOUT_S)
@@ -436,7 +461,8 @@ class OldClientsTest(EngineCase):
             self.assertLessEqual(e.timestamp, int(t1) + CLOCK_SLACK_S, e)
         # Each event is a committed change the backend can read back.
         rows = self.conn.execute(
-            "SELECT change_type, file_path FROM file_changes ORDER BY id DESC LIMIT 4"
+            "SELECT change_type, file_path FROM file_changes ORDER BY id DESC LIMIT ?",
+            (len(expected),),
         ).fetchall()
         self.assertEqual(
             [(r["change_type"], r["file_path"]) for r in reversed(rows)],
@@ -447,10 +473,18 @@ class OldClientsTest(EngineCase):
         ).fetchone()
         self.assertEqual(n_tmp, 0)
 
+        # The old backend kept this stream open for good: SIGTERM still stops
+        # the engine cleanly (tearDown checks the exit code), and the stream
+        # ends with status OK rather than an error.
+        self.stop_engine()
+        collector.join(5)
+        self.assertTrue(collector.ended, "StreamEvents still open after the engine stopped")
+        self.assertIsNone(collector.error, f"the stream failed: {collector.error}")
+        self.assertEqual(call.code(), grpc.StatusCode.OK)
+
     def test_track_change_matches_the_database(self) -> None:
         self.barrier()  # the initial notes are committed before t_before
         t_before = dt.datetime.now()
-        time.sleep(0.002)
         fresh = b"# Fresh\r\n\r\nwritten with CRLF\r\nlast line"
         edited_a = b"# A\n\nalpha, tracked edit\n"
         self.write("notes/fresh.md", fresh)
@@ -502,12 +536,15 @@ class OldClientsTest(EngineCase):
             answer = answers[Path(r["file_path"]).relative_to(self.root).as_posix()]
             self.assertEqual(r["new_version_id"], answer.version_id)
             self.assertEqual(r["new_hash"], answer.content_hash)
-            self.assertEqual((r["lines_added"], r["lines_removed"]), count_diff_lines(r["diff_content"]))
+            self.assertEqual(
+                (r["lines_added"], r["lines_removed"]), count_diff_lines(r["diff_content"])
+            )
             if r["change_type"] == "created":
                 self.assertIsNone(r["old_version_id"])
                 self.assertIsNone(r["old_hash"])
             else:
-                self.assertEqual(r["old_hash"], sha256_hex(normalize(self.INITIAL_FILES["notes/a.md"])))
+                initial_a = normalize(self.INITIAL_FILES["notes/a.md"])
+                self.assertEqual(r["old_hash"], sha256_hex(initial_a))
                 self.assertLess(r["old_timestamp"], r["new_timestamp"])
         self.assertEqual(self.conn.execute(Q_DIFFS_SINCE, (dt.datetime.now(), 100)).fetchall(), [])
 
@@ -536,7 +573,9 @@ class OldClientsTest(EngineCase):
             self.assertEqual(p.content_hash, sha256_hex(normalize(files[rel])), rel)
             rows = self.history(rel)
             self.assertEqual(len(rows), 1, rel)
-            self.assertEqual((rows[0]["id"], rows[0]["content_hash"]), (p.version_id, p.content_hash))
+            self.assertEqual(
+                (rows[0]["id"], rows[0]["content_hash"]), (p.version_id, p.content_hash), rel
+            )
 
         # GetContentHash: SHA-256 of the LF-normalized text, size on disk.
         raw = b"# Hash me\r\nCRLF line\r\nlone CR\rend"
@@ -571,7 +610,9 @@ class OldClientsTest(EngineCase):
             check=False,
         )
         self.assertEqual(
-            proc.returncode, 0, f"patch failed: {proc.stdout!r} {proc.stderr!r}\n{reply.diff_content}"
+            proc.returncode,
+            0,
+            f"patch failed: {proc.stdout!r} {proc.stderr!r}\n{reply.diff_content}",
         )
         self.assertEqual(out_file.read_bytes(), new.encode())
 
@@ -600,7 +641,8 @@ class OldClientsTest(EngineCase):
             self.assertEqual(error.code(), grpc.StatusCode.PERMISSION_DENIED, f"{what}: {error}")
         for what, method, request in [
             ("TrackChange", self.ct.TrackChange,
-             ct_pb2.TrackRequest(file_path="", change_type="modified", project_root=str(self.root))),
+             ct_pb2.TrackRequest(
+                 file_path="", change_type="modified", project_root=str(self.root))),
             ("GetContentHash", self.ct.GetContentHash, ct_pb2.HashRequest(file_path="")),
             ("StartWatching", self.fw.StartWatching, fw_pb2.WatchRequest(watch_paths=[""])),
         ]:
@@ -633,7 +675,9 @@ class TokenTest(EngineCase):
             request, timeout=RPC_TIMEOUT_S, metadata=[("authorization", f"Bearer {TOKEN}")]
         )
         self.assertTrue(reply.success, reply.error)
-        self.assertEqual(reply.content_hash, sha256_hex(normalize(self.INITIAL_FILES["notes/a.md"])))
+        self.assertEqual(
+            reply.content_hash, sha256_hex(normalize(self.INITIAL_FILES["notes/a.md"]))
+        )
         self.barrier()  # Sync with the token too
         tracked = self.ct.TrackChange(
             ct_pb2.TrackRequest(file_path=self.abs("notes/a.md"), change_type="modified"),
