@@ -416,6 +416,12 @@ impl Running {
             .unwrap_or(0)
     }
 
+    /// SIGKILL, then reap.
+    pub fn kill9(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("wait");
+    }
+
     /// SIGTERM, then wait; returns the exit status.
     pub fn stop(mut self) -> std::process::ExitStatus {
         let sent = Command::new("kill")

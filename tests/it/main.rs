@@ -8,5 +8,6 @@ mod diffs;
 mod fixture;
 mod inputs;
 mod pipeline;
+mod replay;
 mod traps;
 mod watch;
