@@ -317,12 +317,11 @@ impl Engine {
             let batch = if stopping || !claim_next {
                 Vec::new()
             } else {
-                self.with_busy_retry(stop, |conn| {
-                    let started = Instant::now();
-                    let rows = queue::claim(conn, self.config.batch_size, self.config.policy.lease);
-                    self.progress.record_write(started.elapsed());
-                    rows
-                })?
+                let (rows, held) = self.with_busy_retry(stop, |conn| {
+                    queue::claim(conn, self.config.batch_size, self.config.policy.lease)
+                })?;
+                self.progress.record_write(held);
+                rows
             };
             let claimed = !batch.is_empty();
             let next = claimed.then(|| self.spawn_compute(batch));
@@ -339,6 +338,7 @@ impl Engine {
             inflight = next;
             if stopping {
                 if inflight.is_none() {
+                    self.maintenance();
                     return Ok(());
                 }
                 continue;
@@ -462,6 +462,16 @@ impl Engine {
             Err(e) => tracing::warn!(error = %e, "could not prune the queue"),
         }
         db::checkpoint(self.store.conn());
+        // For people and tests outside the process: how long this engine has
+        // held the write lock at most, since it started.
+        let longest = self.progress.snapshot().longest_write_us as f64 / 1000.0;
+        if let Err(e) = db::meta_set(
+            self.store.conn(),
+            "longest_write_ms",
+            &format!("{longest:.3}"),
+        ) {
+            tracing::debug!(error = %e, "could not record the longest write");
+        }
     }
 
     fn spawn_compute(&self, batch: Vec<QueueRow>) -> mpsc::Receiver<Vec<Computed>> {

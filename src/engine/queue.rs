@@ -191,13 +191,19 @@ pub fn enqueue_in(conn: &Connection, events: &[NewEvent], source: &str) -> rusql
 }
 
 /// Claims up to `limit` pending rows that are due, at most one per path and
-/// none whose path is already claimed, in id order.
+/// none whose path is already claimed, in id order. Also returns how long the
+/// write lock was held (from the moment it was granted).
 ///
 /// # Errors
 /// Any SQLite error; nothing is claimed then.
-pub fn claim(conn: &Connection, limit: usize, lease: Duration) -> rusqlite::Result<Vec<QueueRow>> {
+pub fn claim(
+    conn: &Connection,
+    limit: usize,
+    lease: Duration,
+) -> rusqlite::Result<(Vec<QueueRow>, Duration)> {
     let now = now_ms();
     let tx = immediate(conn)?;
+    let locked = std::time::Instant::now();
     let mut busy: HashSet<String> = HashSet::new();
     {
         let mut stmt =
@@ -254,7 +260,7 @@ pub fn claim(conn: &Connection, limit: usize, lease: Duration) -> rusqlite::Resu
         }
     }
     tx.commit()?;
-    Ok(claimed)
+    Ok((claimed, locked.elapsed()))
 }
 
 /// Marks a claimed row done, inside the transaction that stored its outcome,

@@ -3,6 +3,7 @@
 
 mod api;
 mod cli_errors;
+mod contention;
 mod crash;
 mod diffs;
 mod fixture;
