@@ -265,6 +265,8 @@ pub struct Enqueuer {
     barriers: Vec<(PathBuf, Instant, std::sync::mpsc::Sender<()>)>,
     /// Counter for unique barrier cookie names.
     barrier_seq: u64,
+    /// True while the root folder itself is gone (deleted, unmounted).
+    root_gone: bool,
     /// Modification times of `.obbywatch` and `.obbyignore`, for polling.
     pattern_stamp: (Option<std::time::SystemTime>, Option<std::time::SystemTime>),
 }
@@ -345,6 +347,7 @@ impl Enqueuer {
             paused: false,
             barriers: Vec::new(),
             barrier_seq: 0,
+            root_gone: false,
         };
         enqueuer.pattern_stamp = enqueuer.pattern_files_stamp();
         enqueuer.record_backend(&reason);
@@ -412,7 +415,7 @@ impl Enqueuer {
             self.canary.as_ref().map(|c| c.deadline),
             self.barriers.iter().map(|(_, deadline, _)| *deadline).min(),
             matches!(self.watch.backend, Backend::Poll { .. }).then_some(self.next_poll),
-            (!self.vcs_locks.is_empty()).then(|| now + Duration::from_millis(50)),
+            (!self.vcs_locks.is_empty() || self.root_gone).then(|| now + Duration::from_millis(50)),
             (self.watch.backend == Backend::Native && self.canary.is_none())
                 .then_some(self.next_canary),
         ];
@@ -501,6 +504,7 @@ impl Enqueuer {
     }
 
     fn housekeeping(&mut self, now: Instant, stopping: bool) -> Result<(), EngineError> {
+        self.check_root();
         while let Ok(control) = self.control.try_recv() {
             self.on_control(control, now)?;
         }
@@ -773,6 +777,29 @@ impl Enqueuer {
             }
         }
         Ok(())
+    }
+
+    /// Notices the root disappearing (its files' deletions arrive as events)
+    /// and coming back: the old watch died with the folder, so a new one is
+    /// set up and the root rescanned.
+    fn check_root(&mut self) {
+        let present = self.root.is_dir();
+        if !present && !self.root_gone {
+            self.root_gone = true;
+            tracing::warn!(root = %self.root.display(), "the root folder is gone; waiting for it to come back");
+        } else if present && self.root_gone {
+            self.root_gone = false;
+            let backend = self.watch.backend;
+            match watcher::start(&self.root, backend, self.tx.clone(), self.rescans.clone()) {
+                Ok(guard) => {
+                    self.watch = guard;
+                    tracing::info!(root = %self.root.display(), "the root folder is back; watching and rescanning it");
+                }
+                Err(e) => tracing::error!(error = %e, "cannot watch the recreated root"),
+            }
+            self.reload_patterns();
+            self.rescans.mark(None);
+        }
     }
 
     /// When `path` is a barrier's cookie: every event before it has been

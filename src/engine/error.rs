@@ -40,6 +40,14 @@ pub enum EngineError {
         /// The database path as given.
         path: PathBuf,
     },
+    /// The disk holding the database is full.
+    #[error(
+        "the disk holding {path} is full: free some space, then start obby-sync again (queued changes are kept, none is lost)"
+    )]
+    DiskFull {
+        /// The database path as given.
+        path: PathBuf,
+    },
     /// The schema was written by a newer obby-sync.
     #[error(
         "{path} has schema version {found}, newer than this obby-sync knows ({known}); upgrade obby-sync"
@@ -120,6 +128,7 @@ impl EngineError {
         let path = path.to_path_buf();
         match source.sqlite_error_code() {
             Some(ErrorCode::NotADatabase) => EngineError::NotSqlite { path },
+            Some(ErrorCode::DiskFull) => EngineError::DiskFull { path },
             Some(ErrorCode::DatabaseCorrupt) => EngineError::Corrupt {
                 path,
                 detail: source.to_string(),

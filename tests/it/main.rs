@@ -6,6 +6,7 @@ mod cli_errors;
 mod contention;
 mod crash;
 mod diffs;
+mod faults;
 mod fixture;
 mod inputs;
 mod pipeline;
