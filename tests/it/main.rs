@@ -8,6 +8,7 @@ mod crash;
 mod diffs;
 mod faults;
 mod fixture;
+mod hostile;
 mod inputs;
 mod pipeline;
 mod replay;
