@@ -115,4 +115,126 @@ mod tests {
         assert_eq!((d.lines_added, d.lines_removed), (2, 1));
         insta::assert_snapshot!(d.text);
     }
+
+    mod fuzz {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// Applies a unified diff to `old` the way `patch` does (hunks in
+        /// order, context checked), for a round trip without a process.
+        fn apply(old: &str, diff: &str) -> Result<String, String> {
+            let old_lines: Vec<&str> = old.split_inclusive('\n').collect();
+            let mut out = String::new();
+            let mut at = 0usize;
+            let mut lines = diff.split_inclusive('\n').peekable();
+            // Skip the two header lines.
+            lines.next();
+            lines.next();
+            let mut last_pushed_new = false;
+            while let Some(line) = lines.next() {
+                if let Some(header) = line.strip_prefix("@@ -") {
+                    let start: usize = header
+                        .split(|c| c == ',' || c == ' ')
+                        .next()
+                        .and_then(|n| n.parse().ok())
+                        .ok_or("bad hunk header")?;
+                    let start = start.saturating_sub(1).max(at);
+                    let start = if header.starts_with("0,0") || header.starts_with("0 ") {
+                        0
+                    } else {
+                        start
+                    };
+                    while at < start {
+                        out.push_str(old_lines[at]);
+                        at += 1;
+                    }
+                    continue;
+                }
+                if line.starts_with("\\") {
+                    // The previous line had no final newline.
+                    if last_pushed_new {
+                        if out.ends_with('\n') {
+                            out.pop();
+                        }
+                    }
+                    continue;
+                }
+                let (tag, text) = line.split_at(1);
+                let no_newline_follows = lines.peek().is_some_and(|l| l.starts_with("\\"));
+                match tag {
+                    " " => {
+                        let want = old_lines.get(at).ok_or("context past the end")?;
+                        if want.trim_end_matches('\n') != text.trim_end_matches('\n') {
+                            return Err(format!("context mismatch at line {at}"));
+                        }
+                        out.push_str(want);
+                        at += 1;
+                        last_pushed_new = false;
+                        if no_newline_follows {
+                            lines.next();
+                        }
+                    }
+                    "-" => {
+                        at += 1;
+                        if no_newline_follows {
+                            lines.next();
+                        }
+                        last_pushed_new = false;
+                    }
+                    "+" => {
+                        out.push_str(text);
+                        last_pushed_new = true;
+                    }
+                    _ => return Err(format!("bad line {line:?}")),
+                }
+            }
+            while at < old_lines.len() {
+                out.push_str(old_lines[at]);
+                at += 1;
+            }
+            Ok(out)
+        }
+
+        fn text() -> impl Strategy<Value = String> {
+            (
+                proptest::collection::vec(
+                    prop_oneof![
+                        Just("a"),
+                        Just("b"),
+                        Just("---"),
+                        Just("+++ x"),
+                        Just(""),
+                        Just("é ✓")
+                    ],
+                    0..25,
+                ),
+                any::<bool>(),
+            )
+                .prop_map(|(lines, final_newline)| {
+                    let mut t = lines.join("\n");
+                    if final_newline && !t.is_empty() {
+                        t.push('\n');
+                    }
+                    t
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(crate::engine::fuzz_cases()))]
+
+            #[test]
+            fn diffs_round_trip_and_count_their_lines(old in text(), new in text()) {
+                let d = unified(&old, &new, "a", "b");
+                if old == new {
+                    prop_assert!(d.text.is_empty());
+                } else {
+                    prop_assert_eq!(apply(&old, &d.text), Ok(new.clone()), "diff:\n{}", d.text);
+                }
+                let body = d.text.lines().skip(2);
+                let added = body.clone().filter(|l| l.starts_with('+')).count() as i64;
+                let removed = body.filter(|l| l.starts_with('-')).count() as i64;
+                prop_assert_eq!((added, removed), (d.lines_added, d.lines_removed));
+            }
+        }
+    }
 }

@@ -314,4 +314,58 @@ mod tests {
         assert_eq!(d.line_count, Some(0));
         assert_eq!(stream(b"", 4).hash, d.hash);
     }
+
+    mod fuzz {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// The obvious, slow definition of the normalization.
+        fn reference(bytes: &[u8]) -> Vec<u8> {
+            let mut out = Vec::new();
+            let mut i = 0;
+            while i < bytes.len() {
+                if bytes[i] == b'\r' {
+                    out.push(b'\n');
+                    if bytes.get(i + 1) == Some(&b'\n') {
+                        i += 1;
+                    }
+                } else {
+                    out.push(bytes[i]);
+                }
+                i += 1;
+            }
+            out
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(crate::engine::fuzz_cases()))]
+
+            #[test]
+            fn normalization_matches_the_reference(bytes in proptest::collection::vec(
+                prop_oneof![Just(b'\r'), Just(b'\n'), Just(b'a'), any::<u8>()], 0..200)) {
+                prop_assert_eq!(normalize(bytes.clone()), reference(&bytes));
+            }
+
+            #[test]
+            fn any_chunking_digests_like_the_whole(
+                bytes in proptest::collection::vec(
+                    prop_oneof![Just(b'\r'), Just(b'\n'), Just(0xC3u8), Just(0xA9u8), any::<u8>()], 0..300),
+                cuts in proptest::collection::vec(1usize..40, 0..20),
+            ) {
+                let whole = digest_bytes(bytes.clone());
+                let mut d = StreamDigester::new();
+                let mut rest: &[u8] = &bytes;
+                for cut in cuts {
+                    let (head, tail) = rest.split_at(cut.min(rest.len()));
+                    d.update(head);
+                    rest = tail;
+                }
+                d.update(rest);
+                let streamed = d.finish();
+                prop_assert_eq!(&streamed.hash, &whole.hash);
+                prop_assert_eq!(streamed.is_text, whole.is_text);
+                prop_assert_eq!(streamed.line_count, whole.line_count);
+            }
+        }
+    }
 }

@@ -49,6 +49,16 @@ use store::{Computed, Store};
 use watcher::FsEvent;
 use worker::WorkerConfig;
 
+/// Cases per property test ("fuzz") run: 512 in CI, or `PROPTEST_CASES` for
+/// a longer run (`PROPTEST_CASES=200000 cargo test --lib fuzz`).
+#[cfg(test)]
+pub(crate) fn fuzz_cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(512)
+}
+
 /// How often an idle engine prunes done rows and checkpoints the WAL.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
 

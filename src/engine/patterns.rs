@@ -409,4 +409,51 @@ mod tests {
             "{msg}"
         );
     }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn component() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("notes".to_owned()),
+                Just(".git".to_owned()),
+                Just("a.md".to_owned()),
+                Just("b~".to_owned()),
+                "[a-z.~#$ ]{1,8}".prop_map(|s| s),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(crate::engine::fuzz_cases()))]
+
+            /// Any pattern text compiles or is refused with an error (never a
+            /// panic), and matching any path never panics.
+            #[test]
+            fn arbitrary_patterns_and_paths_never_panic(
+                watch in "[ -~\n]{0,60}",
+                ignore in "[ -~\n]{0,60}",
+                parts in proptest::collection::vec(component(), 1..6),
+            ) {
+                if let Ok(p) = Patterns::from_text(Path::new("/vault"), &watch, &ignore) {
+                    let path = Path::new("/vault").join(parts.join("/"));
+                    let _ = p.is_tracked(&path);
+                    let _ = p.is_ignored_dir(&path);
+                }
+            }
+
+            /// `*.md` tracks exactly the paths with a component ending in
+            /// `.md` (a matching folder selects everything in it, as in
+            /// gitignore), except what the built-in ignores remove.
+            #[test]
+            fn star_dot_md_means_what_it_says(parts in proptest::collection::vec(component(), 1..6)) {
+                let p = patterns("*.md\n", "");
+                let rel = parts.join("/");
+                let builtin = patterns("*\n", "");
+                let expected = parts.iter().any(|c| c.ends_with(".md"))
+                    && builtin.is_tracked(&Path::new("/vault").join(&rel));
+                prop_assert_eq!(p.is_tracked(&Path::new("/vault").join(&rel)), expected, "{}", rel);
+            }
+        }
+    }
 }
