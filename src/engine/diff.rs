@@ -134,7 +134,7 @@ mod tests {
             while let Some(line) = lines.next() {
                 if let Some(header) = line.strip_prefix("@@ -") {
                     let start: usize = header
-                        .split(|c| c == ',' || c == ' ')
+                        .split([',', ' '])
                         .next()
                         .and_then(|n| n.parse().ok())
                         .ok_or("bad hunk header")?;
@@ -152,10 +152,8 @@ mod tests {
                 }
                 if line.starts_with("\\") {
                     // The previous line had no final newline.
-                    if last_pushed_new {
-                        if out.ends_with('\n') {
-                            out.pop();
-                        }
+                    if last_pushed_new && out.ends_with('\n') {
+                        out.pop();
                     }
                     continue;
                 }
