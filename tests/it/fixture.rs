@@ -416,6 +416,18 @@ impl Running {
             .unwrap_or(0)
     }
 
+    /// Resident memory now, in KiB (from /proc).
+    pub fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
     /// SIGKILL, then reap.
     pub fn kill9(mut self) {
         self.child.kill().expect("SIGKILL");

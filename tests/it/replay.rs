@@ -328,3 +328,72 @@ fn verify(v: &Vault, truth: &Truth, alive: &[(Instant, Instant)], kills: u64) {
         diffs.len()
     );
 }
+
+/// The soak knob (not run by default): `OBBY_SOAK_MINUTES=10 cargo test
+/// --release --test it soak -- --ignored --nocapture`. One engine watches the
+/// generator's edits for N minutes; every 5 s the test samples the engine's
+/// RSS, the queue's backlog and the throughput, and at the end checks that
+/// RSS stayed flat and nothing was lost.
+#[test]
+#[ignore = "soak: minutes long; set OBBY_SOAK_MINUTES and pass --ignored"]
+fn soak() {
+    let minutes = env_or("OBBY_SOAK_MINUTES", 1);
+    let v = Vault::new();
+    v.write(".obbyignore", "*.tmp\n");
+    let mut truth = Truth::default();
+    let mut generator = Generator {
+        rng: StdRng::seed_from_u64(env_or("OBBY_REPLAY_SEED", 7)),
+        counter: 0,
+    };
+    let engine = v.start(&[
+        "--debounce-ms",
+        "100",
+        "--rescan-interval",
+        "60",
+        "--no-api",
+    ]);
+    let up = Instant::now();
+    let end = up + Duration::from_secs(minutes * 60);
+    let mut next_sample = up;
+    let mut samples: Vec<(f64, u64, i64, i64)> = Vec::new();
+    while Instant::now() < end {
+        generator.step(&v, &mut truth);
+        if Instant::now() >= next_sample {
+            next_sample += Duration::from_secs(5);
+            let backlog =
+                v.count("SELECT COUNT(*) FROM event_queue WHERE status IN ('pending', 'claimed')");
+            let versions = v.count("SELECT COUNT(*) FROM file_versions");
+            let sample = (
+                up.elapsed().as_secs_f64(),
+                engine.rss_kib(),
+                backlog,
+                versions,
+            );
+            eprintln!(
+                "soak: t={:.0}s rss={} KiB backlog={} versions={}",
+                sample.0, sample.1, sample.2, sample.3
+            );
+            samples.push(sample);
+        }
+    }
+    let settled = wait_for(Duration::from_secs(60), || {
+        v.count("SELECT COUNT(*) FROM event_queue WHERE status IN ('pending', 'claimed')") == 0
+    });
+    assert!(settled);
+    std::thread::sleep(SETTLED);
+    assert!(engine.stop().success());
+    let alive = [(up, Instant::now())];
+    verify(&v, &truth, &alive, 0);
+    let first = samples.get(1).or(samples.first()).map_or(0, |s| s.1);
+    let last = samples.last().map_or(0, |s| s.1);
+    let versions = samples.last().map_or(0, |s| s.3);
+    eprintln!(
+        "soak: {minutes} min, {versions} versions ({:.1}/s), RSS {first} KiB -> {last} KiB, max backlog {}",
+        versions as f64 / (minutes as f64 * 60.0),
+        samples.iter().map(|s| s.2).max().unwrap_or(0)
+    );
+    assert!(
+        last <= first * 3 / 2 + 10 * 1024,
+        "RSS grew from {first} KiB to {last} KiB"
+    );
+}
