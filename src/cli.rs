@@ -421,13 +421,17 @@ fn run_engine(
         .build()
         .context("starting the api runtime")?;
     let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = (!api.no_api).then(|| {
+    let handle = if api.no_api {
+        None
+    } else {
+        Some(engine.handle()?)
+    };
+    let server = handle.map(|handle| {
         let config = crate::api::ApiConfig {
             watcher: std::net::SocketAddr::new(api.listen, api.watcher_port),
             tracker: std::net::SocketAddr::new(api.listen, api.tracker_port),
             token: api.token.clone(),
         };
-        let handle = engine.handle();
         let engine_stop = stop.clone();
         runtime.spawn(async move {
             let result = crate::api::serve(handle, config, async {

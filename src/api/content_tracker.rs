@@ -121,7 +121,8 @@ fn enqueue_all(handle: &EngineHandle, paths: &[String]) -> Result<HashMap<String
         }
     }
     tx.commit().map_err(sql)?;
-    handle.enqueue(&[], "api").map_err(status_from)?; // rings the doorbell
+    drop(conn);
+    handle.wake();
     Ok(floors)
 }
 

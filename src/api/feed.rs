@@ -1,16 +1,21 @@
 //! The change feed: committed `file_changes` rows by cursor, and a signal
 //! that wakes waiters after each committed batch.
 //!
-//! The cursor is `file_changes.id`: it only grows and survives restarts. A
-//! stream reads the database from its cursor in pages, then waits for the next
-//! commit and reads again, so a client that reconnects with its last cursor
-//! misses nothing and sees nothing twice, and a slow client only delays its own
-//! task (its buffer is bounded; the engine never waits for it).
+//! The cursor is `file_changes.id`: it only grows and survives restarts. One
+//! [`Hub`] task reads each committed batch of changes once and broadcasts it
+//! to every live stream. A stream subscribes to the hub first, then catches up
+//! from the database from its cursor, then forwards broadcast rows past its
+//! cursor: a client that reconnects with its last cursor misses nothing and
+//! sees nothing twice. A slow client only delays its own task: its buffer is
+//! bounded, and when it falls behind the broadcast it catches up from the
+//! database again; the engine never waits for it.
 
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension as _, params};
-use tokio::sync::{mpsc, watch};
+use std::sync::Arc;
+
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
@@ -23,6 +28,9 @@ const PAGE: i64 = 500;
 
 /// Messages buffered per stream before its task waits for the client.
 pub const STREAM_BUFFER: usize = 256;
+
+/// Committed batches the hub keeps for streams that lag behind.
+const HUB_BATCHES: usize = 1_024;
 
 /// How often the engine's counters are looked at for new commits.
 const COMMIT_POLL: Duration = Duration::from_millis(5);
@@ -198,46 +206,171 @@ pub fn check_cursor(conn: &Connection, cursor: i64) -> Result<(), Status> {
     Ok(())
 }
 
+/// Reads each committed batch of changes once and broadcasts it.
+#[derive(Clone)]
+pub struct Hub {
+    tx: broadcast::Sender<Arc<Vec<ChangeRow>>>,
+}
+
+impl Hub {
+    /// Starts the hub task: after each commit it reads the new changes (only
+    /// while someone listens; otherwise it just moves its cursor).
+    pub fn start(handle: EngineHandle, mut commits: Commits) -> Hub {
+        let (tx, _) = broadcast::channel(HUB_BATCHES);
+        let hub = Hub { tx: tx.clone() };
+        tokio::spawn(async move {
+            let h = handle.clone();
+            let Ok(mut cursor) = blocking(move || {
+                let conn = h.conn().map_err(status_from)?;
+                newest_cursor(&conn).map_err(|e| Status::internal(e.to_string()))
+            })
+            .await
+            else {
+                return;
+            };
+            loop {
+                if commits.wait(Duration::from_secs(1)).await == Waited::Stopping {
+                    return;
+                }
+                loop {
+                    let h = handle.clone();
+                    if tx.receiver_count() == 0 {
+                        // Nobody listens: only move the cursor.
+                        if let Ok(c) = blocking(move || {
+                            let conn = h.conn().map_err(status_from)?;
+                            newest_cursor(&conn).map_err(|e| Status::internal(e.to_string()))
+                        })
+                        .await
+                        {
+                            cursor = c;
+                        }
+                        break;
+                    }
+                    let from = cursor;
+                    let page = blocking(move || {
+                        let conn = h.conn().map_err(status_from)?;
+                        read_changes(&conn, from, PAGE).map_err(|e| Status::internal(e.to_string()))
+                    })
+                    .await;
+                    let rows = match page {
+                        Ok(rows) => rows,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "change feed read failed");
+                            break;
+                        }
+                    };
+                    let full = rows.len() as i64 == PAGE;
+                    if let Some(last) = rows.last() {
+                        cursor = last.cursor;
+                        // Send errors only mean nobody listens right now.
+                        let _ = tx.send(Arc::new(rows));
+                    }
+                    if !full {
+                        break;
+                    }
+                }
+            }
+        });
+        hub
+    }
+}
+
+/// Sends `rows` past `cursor` to the client; false when it went away.
+async fn forward<T, F>(
+    tx: &mpsc::Sender<Result<T, Status>>,
+    rows: &[ChangeRow],
+    cursor: &mut i64,
+    map: &F,
+) -> bool
+where
+    F: Fn(ChangeRow) -> T,
+{
+    let start = *cursor;
+    for row in rows.iter().filter(|r| r.cursor > start) {
+        *cursor = row.cursor;
+        if tx.send(Ok(map(row.clone()))).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// Reads from the database from `cursor` until it is caught up; false when
+/// the client went away or the read failed (the error is sent).
+async fn catch_up<T, F>(
+    handle: &EngineHandle,
+    tx: &mpsc::Sender<Result<T, Status>>,
+    cursor: &mut i64,
+    map: &F,
+) -> bool
+where
+    F: Fn(ChangeRow) -> T,
+{
+    loop {
+        let h = handle.clone();
+        let from = *cursor;
+        let page = blocking(move || {
+            let conn = h.conn().map_err(status_from)?;
+            read_changes(&conn, from, PAGE).map_err(|e| Status::internal(e.to_string()))
+        })
+        .await;
+        let rows = match page {
+            Ok(rows) => rows,
+            Err(status) => {
+                let _ = tx.send(Err(status)).await;
+                return false;
+            }
+        };
+        let full = rows.len() as i64 == PAGE;
+        if !forward(tx, &rows, cursor, map).await {
+            return false;
+        }
+        if !full {
+            return true;
+        }
+    }
+}
+
 /// Streams every change after `after`, then live ones, mapped by `map`,
 /// until the client goes away or the api stops.
 pub fn stream_changes<T, F>(
     handle: EngineHandle,
-    mut commits: Commits,
+    hub: &Hub,
+    commits: Commits,
     after: i64,
     map: F,
 ) -> ReceiverStream<Result<T, Status>>
 where
     T: Send + 'static,
-    F: Fn(ChangeRow) -> T + Send + 'static,
+    F: Fn(ChangeRow) -> T + Send + Sync + 'static,
 {
     let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+    // Subscribe before catching up, so no batch falls between the two.
+    let mut live = hub.tx.subscribe();
     tokio::spawn(async move {
         let mut cursor = after;
+        if !catch_up(&handle, &tx, &mut cursor, &map).await {
+            return;
+        }
         loop {
-            let h = handle.clone();
-            let page = blocking(move || {
-                let conn = h.conn().map_err(status_from)?;
-                read_changes(&conn, cursor, PAGE).map_err(|e| Status::internal(e.to_string()))
-            })
-            .await;
-            let rows = match page {
-                Ok(rows) => rows,
-                Err(status) => {
-                    let _ = tx.send(Err(status)).await;
-                    return;
-                }
-            };
-            let full = rows.len() as i64 == PAGE;
-            for row in rows {
-                cursor = row.cursor;
-                if tx.send(Ok(map(row))).await.is_err() {
-                    return; // the client went away
-                }
+            tokio::select! {
+                batch = live.recv() => match batch {
+                    Ok(rows) => {
+                        if !forward(&tx, &rows, &mut cursor, &map).await {
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        // Fell behind the broadcast: the database has it all.
+                        if !catch_up(&handle, &tx, &mut cursor, &map).await {
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                _ = tx.closed() => return,
             }
-            if full {
-                continue;
-            }
-            if commits.wait(Duration::from_secs(1)).await == Waited::Stopping {
+            if commits.stopping() {
                 return;
             }
         }

@@ -14,7 +14,7 @@ use chrono::{Local, NaiveDateTime, TimeZone as _};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::feed::{Commits, newest_cursor, stream_changes};
+use super::feed::{Commits, Hub, newest_cursor, stream_changes};
 use super::paths::inside_root;
 use super::proto::filewatcher::file_watcher_server::FileWatcher;
 use super::proto::filewatcher::{
@@ -35,12 +35,17 @@ pub const MAX_DEBOUNCE_MS: i32 = 60_000;
 pub struct FileWatcherService {
     handle: EngineHandle,
     commits: Commits,
+    hub: Hub,
 }
 
 impl FileWatcherService {
     /// A service on `handle`.
-    pub fn new(handle: EngineHandle, commits: Commits) -> Self {
-        FileWatcherService { handle, commits }
+    pub fn new(handle: EngineHandle, commits: Commits, hub: Hub) -> Self {
+        FileWatcherService {
+            handle,
+            commits,
+            hub,
+        }
     }
 
     /// Validates, stores and applies new api patterns.
@@ -193,8 +198,12 @@ impl FileWatcher for FileWatcherService {
             newest_cursor(&conn).map_err(|e| Status::internal(e.to_string()))
         })
         .await?;
-        let stream = stream_changes(self.handle.clone(), self.commits.clone(), from, |row| {
-            FileEvent {
+        let stream = stream_changes(
+            self.handle.clone(),
+            &self.hub,
+            self.commits.clone(),
+            from,
+            |row| FileEvent {
                 path: row.path,
                 event_type: if row.change_type == "moved" {
                     "renamed".into()
@@ -203,8 +212,8 @@ impl FileWatcher for FileWatcherService {
                 },
                 timestamp: unix_seconds(&row.timestamp),
                 old_path: row.old_path.unwrap_or_default(),
-            }
-        });
+            },
+        );
         Ok(Response::new(Box::pin(stream)))
     }
 

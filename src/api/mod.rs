@@ -193,6 +193,7 @@ pub async fn serve(
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let commits = Commits::start(handle.clone(), stop_rx.clone());
+    let hub = feed::Hub::start(handle.clone(), commits.clone());
     let auth = Auth {
         token: config.token.map(Arc::from),
     };
@@ -202,7 +203,7 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(proto::DESCRIPTOR)
         .build_v1()?;
     let fw = proto::filewatcher::file_watcher_server::FileWatcherServer::new(
-        file_watcher::FileWatcherService::new(handle.clone(), commits.clone()),
+        file_watcher::FileWatcherService::new(handle.clone(), commits.clone(), hub.clone()),
     )
     .max_decoding_message_size(MAX_REQUEST_BYTES);
     let ct = proto::contenttracker::content_tracker_server::ContentTrackerServer::new(
@@ -212,6 +213,7 @@ pub async fn serve(
     let sy = proto::sync::sync_server::SyncServer::new(sync::SyncService::new(
         handle.clone(),
         commits.clone(),
+        hub,
     ))
     .max_decoding_message_size(MAX_REQUEST_BYTES);
     health_reporter.set_serving::<proto::filewatcher::file_watcher_server::FileWatcherServer<file_watcher::FileWatcherService>>().await;

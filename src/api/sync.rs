@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::feed::{ChangeRow, Commits, Waited, check_cursor, newest_cursor, stream_changes};
+use super::feed::{ChangeRow, Commits, Hub, Waited, check_cursor, newest_cursor, stream_changes};
 use super::paths::inside_root;
 use super::proto::sync::sync_server::Sync;
 use super::proto::sync::{
@@ -25,12 +25,17 @@ pub const DEFAULT_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct SyncService {
     handle: EngineHandle,
     commits: Commits,
+    hub: Hub,
 }
 
 impl SyncService {
     /// A service on `handle`.
-    pub fn new(handle: EngineHandle, commits: Commits) -> Self {
-        SyncService { handle, commits }
+    pub fn new(handle: EngineHandle, commits: Commits, hub: Hub) -> Self {
+        SyncService {
+            handle,
+            commits,
+            hub,
+        }
     }
 }
 
@@ -131,6 +136,7 @@ impl Sync for SyncService {
         .await?;
         let stream = stream_changes(
             self.handle.clone(),
+            &self.hub,
             self.commits.clone(),
             from,
             change_event,

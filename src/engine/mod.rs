@@ -59,6 +59,9 @@ pub(crate) fn fuzz_cases() -> u32 {
         .unwrap_or(512)
 }
 
+/// Connections the api may use at once (its own pool).
+const API_POOL_SIZE: u32 = 16;
+
 /// How often an idle engine prunes done rows and checkpoints the WAL.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -95,6 +98,7 @@ pub struct Engine {
 pub struct EngineHandle {
     root: PathBuf,
     db: PathBuf,
+    /// The api's own connections: api calls can never starve the workers.
     readers: ReaderPool,
     progress: Arc<Progress>,
     doorbell: Arc<Doorbell>,
@@ -144,6 +148,11 @@ impl EngineHandle {
         &self,
     ) -> Result<r2d2::PooledConnection<r2d2_sqlite::SqliteConnectionManager>, EngineError> {
         Ok(self.readers.get()?)
+    }
+
+    /// Wakes the processing loop (after queue rows were written).
+    pub fn wake(&self) {
+        self.doorbell.ring();
     }
 
     /// Enqueues events (one transaction) and wakes the processing loop.
@@ -230,12 +239,15 @@ impl Engine {
         })
     }
 
-    /// A handle for the api.
-    pub fn handle(&self) -> EngineHandle {
-        EngineHandle {
+    /// A handle for the api, with a connection pool of its own.
+    ///
+    /// # Errors
+    /// [`EngineError::Pool`] when the pool's first connection cannot be made.
+    pub fn handle(&self) -> Result<EngineHandle, EngineError> {
+        Ok(EngineHandle {
             root: self.config.root.clone(),
             db: self.config.db.clone(),
-            readers: self.readers.clone(),
+            readers: db::reader_pool(&self.config.db, API_POOL_SIZE)?,
             progress: self.progress.clone(),
             doorbell: self.doorbell.clone(),
             control: self.control.0.clone(),
@@ -243,7 +255,7 @@ impl Engine {
             patterns: self.worker_cfg.patterns.clone(),
             max_file_size: self.config.max_file_size,
             started: self.started,
-        }
+        })
     }
 
     /// The configuration the engine runs with.

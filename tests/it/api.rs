@@ -675,3 +675,43 @@ async fn a_subscribe_sequence_from_the_beginning() {
     insta::assert_debug_snapshot!(events);
     drop(engine);
 }
+
+/// Regression: concurrent TrackChange calls once held every pooled
+/// connection while waiting for a second one, starving the workers for 30 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_track_changes_do_not_starve_the_engine() {
+    let (v, engine) = started(&[]);
+    for i in 0..20 {
+        v.write(&format!("notes/c{i}.md"), format!("{i}\n"));
+    }
+    let url = engine.api_url(&v);
+    let mut sy = SyncClient::new(channel(url.clone()).await);
+    sy.sync(SyncRequest { timeout_ms: 10_000 })
+        .await
+        .expect("sync");
+    let started_at = std::time::Instant::now();
+    let mut calls = Vec::new();
+    for i in 0..20 {
+        let url = url.clone();
+        let path = v.abs(&format!("notes/c{i}.md"));
+        calls.push(tokio::spawn(async move {
+            let mut ct = ContentTrackerClient::new(channel(url).await);
+            let mut req = tonic::Request::new(TrackRequest {
+                file_path: path,
+                ..TrackRequest::default()
+            });
+            req.set_timeout(Duration::from_secs(10));
+            ct.track_change(req).await.map(|r| r.into_inner())
+        }));
+    }
+    for call in calls {
+        let answer = call.await.expect("task").expect("answered in time");
+        assert!(answer.success && answer.version_id > 0, "{answer:?}");
+    }
+    assert!(
+        started_at.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started_at.elapsed()
+    );
+    drop(engine);
+}
