@@ -32,9 +32,6 @@ pub const STREAM_BUFFER: usize = 256;
 /// Committed batches the hub keeps for streams that lag behind.
 const HUB_BATCHES: usize = 1_024;
 
-/// How often the engine's counters are looked at for new commits.
-const COMMIT_POLL: Duration = Duration::from_millis(5);
-
 /// Wakes api waiters after each committed batch; ends with the api.
 #[derive(Clone)]
 pub struct Commits {
@@ -54,31 +51,15 @@ pub enum Waited {
 }
 
 impl Commits {
-    /// Starts watching the engine's counters.
-    pub fn start(handle: EngineHandle, mut stop: watch::Receiver<bool>) -> Commits {
+    /// Starts watching the engine's counters: the engine calls back after
+    /// each commit, so nothing polls.
+    pub fn start(handle: EngineHandle, stop: watch::Receiver<bool>) -> Commits {
         let (tx, rx) = watch::channel(handle.progress());
-        let stop_rx = stop.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(COMMIT_POLL);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {
-                        let now = handle.progress();
-                        tx.send_if_modified(|p| {
-                            let changed = *p != now;
-                            *p = now;
-                            changed
-                        });
-                    }
-                    _ = stop.wait_for(|s| *s) => break,
-                }
-            }
-        });
-        Commits {
-            progress: rx,
-            stop: stop_rx,
-        }
+        handle.on_commit(Box::new(move |snapshot| {
+            // Fails only once every receiver is gone (the api stopped).
+            let _ = tx.send(*snapshot);
+        }));
+        Commits { progress: rx, stop }
     }
 
     /// True once the api is shutting down.

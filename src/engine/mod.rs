@@ -125,6 +125,11 @@ impl EngineHandle {
         self.progress.snapshot()
     }
 
+    /// Calls `hook` after every committed batch (see [`Progress::on_commit`]).
+    pub fn on_commit(&self, hook: progress::CommitHook) {
+        self.progress.on_commit(hook);
+    }
+
     /// Time since the engine opened.
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
@@ -484,6 +489,10 @@ impl Engine {
             Err(e) => tracing::warn!(error = %e, "could not prune the queue"),
         }
         db::checkpoint(self.store.conn());
+        // Give back the page cache an idle engine does not need.
+        if let Err(e) = self.store.conn().execute_batch("PRAGMA shrink_memory") {
+            tracing::debug!(error = %e, "shrink_memory skipped");
+        }
         // For people and tests outside the process: how long this engine has
         // held the write lock at most, since it started.
         let longest = self.progress.snapshot().longest_write_us as f64 / 1000.0;

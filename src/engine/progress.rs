@@ -11,8 +11,11 @@ use std::time::Duration;
 
 use super::store::BatchStats;
 
+/// A function called after every committed batch (the api's wake-up).
+pub type CommitHook = Box<dyn Fn(&ProgressSnapshot) + Send + Sync>;
+
 /// Committed-work counters since the engine started.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Progress {
     rows: AtomicU64,
     versions: AtomicU64,
@@ -24,6 +27,16 @@ pub struct Progress {
     last_change_id: AtomicI64,
     /// The longest this engine held the write lock in one transaction, µs.
     longest_write_us: AtomicU64,
+    /// Called after each committed batch, so waiters need not poll.
+    hooks: Mutex<Vec<CommitHook>>,
+}
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Progress")
+            .field("snapshot", &self.snapshot())
+            .finish()
+    }
 }
 
 /// A copy of the counters at one moment.
@@ -59,6 +72,24 @@ impl Progress {
         if let Some(id) = last_change_id {
             self.last_change_id.fetch_max(id, Ordering::Release);
         }
+        let snapshot = self.snapshot();
+        let hooks = match self.hooks.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        for hook in hooks.iter() {
+            hook(&snapshot);
+        }
+    }
+
+    /// Calls `hook` after every committed batch from now on. Hooks must be
+    /// quick and must not block: they run on the writer thread.
+    pub fn on_commit(&self, hook: CommitHook) {
+        let mut hooks = match self.hooks.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        hooks.push(hook);
     }
 
     /// Notes how long one write transaction held the lock.
