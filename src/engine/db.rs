@@ -33,7 +33,7 @@ pub const JOURNAL_SIZE_LIMIT: i64 = 16 * 1024 * 1024;
 pub const WRITER_CACHE_KIB: i64 = 16 * 1024;
 
 /// WAL size at which the [`Checkpointer`] copies it back into the database.
-pub const CHECKPOINT_WAL_BYTES: u64 = 32 * 1024 * 1024;
+pub const CHECKPOINT_WAL_BYTES: u64 = 8 * 1024 * 1024;
 
 /// How often the [`Checkpointer`] looks at the WAL size.
 const CHECKPOINT_POLL: Duration = Duration::from_millis(100);
