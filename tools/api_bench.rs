@@ -73,16 +73,14 @@
 //! `--quick` is a smoke run: 200 notes and 1 s per TrackChange phase, 1,000
 //! fan-out notes, one round. `tools/README.md` explains each figure.
 
-use std::error::Error;
-use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Local, NaiveDateTime, TimeDelta};
+use chrono::{DateTime, Local, TimeDelta};
 use clap::Parser;
 use obby_sync::api::proto::contenttracker::TrackRequest;
 use obby_sync::api::proto::contenttracker::content_tracker_client::ContentTrackerClient;
@@ -90,28 +88,25 @@ use obby_sync::api::proto::filewatcher::file_watcher_client::FileWatcherClient;
 use obby_sync::api::proto::filewatcher::{StopRequest, WatchRequest};
 use obby_sync::api::proto::sync::sync_client::SyncClient;
 use obby_sync::api::proto::sync::{ChangeEvent, SubscribeRequest};
-use rand::rngs::Xoshiro256PlusPlus;
-use rand::{RngExt as _, SeedableRng as _};
-use rusqlite::{Connection, OpenFlags, OptionalExtension as _};
+use rusqlite::{Connection, OptionalExtension as _};
 use tokio::runtime::Runtime;
 use tokio::sync::watch;
 use tonic::Streaming;
 use tonic::transport::Channel;
 
-/// Every fallible step returns this (`Send`, so tokio tasks can return it
-/// too); `main` prints the message.
-type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
+#[path = "common/mod.rs"]
+mod common;
 
-/// The text generator: a fixed, portable algorithm, so a seed gives the same
-/// bytes with every `rand` release.
-type Prng = Xoshiro256PlusPlus;
+use common::{
+    Bench, Engine, FILES_PER_FOLDER, POLL, Ready, Res, Row, Stop, Ticks, Vault, clock_ticks, cores,
+    count, dash, exit_code, failed_rows, find_binary, median, meta, note_path, outstanding,
+    own_cpu_ticks, parse_local, percentile, print_rows, progress, seconds_of, skeleton, stop_row,
+    texts, thousands, verdict, work_dir,
+};
 
-/// The watch file every generated root gets.
-const WATCH_TEXT: &str = "notes/\n";
-/// Notes per folder of a generated vault.
-const FILES_PER_FOLDER: usize = 100;
-/// Smallest and largest generated note.
-const NOTE_SIZES: std::ops::Range<usize> = 1024..4096;
+/// This bench's name, in progress lines (`[api-bench] ...`) and errors.
+const BENCH: &str = "api-bench";
+
 /// Calls each TrackChange phase makes before its clock starts.
 const WARMUP_CALLS: usize = 20;
 /// The debounce of the TrackChange engine (it sees no file events).
@@ -122,22 +117,14 @@ const FANOUT_DEBOUNCE_MS: u64 = 100;
 const WRITE_SETTLE: Duration = Duration::from_secs(1);
 /// Deadline of every TrackChange call.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often the database is polled.
-const POLL: Duration = Duration::from_millis(20);
-/// Longest wait for an engine to become ready (initial scan included).
-const READY_TIMEOUT: Duration = Duration::from_secs(300);
 /// Longest wait for the pause to be applied.
 const PAUSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait, after the resume, for every version.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
 /// Longest wait, after the last version, for every subscriber to have it all.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
-/// Longest wait for an engine to exit after SIGTERM.
-const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest wait for the queue to drain after a TrackChange phase.
 const QUEUE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Text form of `file_versions.timestamp` and `sync_meta.last_reconcile`.
-const TIMESTAMP_FORMAT: &str = "%Y-%m-%d %H:%M:%S%.f";
 
 /// Target: the fan-out run's throughput as a share of the run without
 /// subscribers.
@@ -214,19 +201,8 @@ impl Sizes {
     }
 }
 
-/// A progress line on stderr, so a long run is visibly alive.
-macro_rules! progress {
-    ($($arg:tt)*) => { eprintln!("[api-bench] {}", format_args!($($arg)*)) };
-}
-
 fn main() -> ExitCode {
-    match run(&Args::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("api-bench: error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    exit_code(run(&Args::parse()))
 }
 
 fn run(args: &Args) -> Res<()> {
@@ -245,33 +221,9 @@ fn run(args: &Args) -> Res<()> {
         .build()?;
 
     // Keep the TempDir alive until the end: dropping it deletes everything.
-    let (_temp, base) = match &args.keep {
-        Some(dir) => {
-            fs::create_dir_all(dir)?;
-            if fs::read_dir(dir)?.next().is_some() {
-                return Err(
-                    format!("--keep {} must be a new or empty folder", dir.display()).into(),
-                );
-            }
-            (None, fs::canonicalize(dir)?)
-        }
-        None => {
-            let temp = tempfile::Builder::new()
-                .prefix("obby-api-bench-")
-                .tempdir()?;
-            let base = fs::canonicalize(temp.path())?;
-            (Some(temp), base)
-        }
-    };
-    let bench = Bench {
-        bin,
-        db_dir: base.join("db"),
-        log_dir: base.join("logs"),
-        keep: args.keep.is_some(),
-        ticks,
-    };
-    fs::create_dir_all(&bench.db_dir)?;
-    fs::create_dir_all(&bench.log_dir)?;
+    let (_temp, base) = work_dir(args.keep.as_deref(), "obby-api-bench-")?;
+    let bench = Bench::new(bin, &base, ticks)?;
+    let keep = args.keep.is_some();
 
     let mut stops = Vec::new();
     let (track, stop) = track_stage(&bench, &runtime, &base.join("track"), &sizes, args.seed)?;
@@ -282,7 +234,8 @@ fn run(args: &Args) -> Res<()> {
     let mut crowded = Vec::new();
     for round in 0..sizes.repeat {
         for subscribers in [0, sizes.subscribers] {
-            let (result, stop) = fanout_run(&bench, &runtime, &base, round, subscribers, &corpus)?;
+            let (result, stop) =
+                fanout_run(&bench, &runtime, &base, round, subscribers, &corpus, keep)?;
             stops.push(stop);
             if subscribers == 0 {
                 alone.push(result);
@@ -303,388 +256,9 @@ fn run(args: &Args) -> Res<()> {
     Ok(())
 }
 
-// ------------------------------------------------------------ the binary
-
-/// The release `obby-sync` next to this example
-/// (`target/release/examples/api-bench` gives `target/release/obby-sync`).
-fn find_binary() -> Res<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or("cannot locate the target folder from the bench's own path")?;
-    let bin = profile_dir.join(format!("obby-sync{}", std::env::consts::EXE_SUFFIX));
-    if !bin.is_file() {
-        return Err(format!(
-            "{} not found: run `cargo build --release` first",
-            bin.display()
-        )
-        .into());
-    }
-    if let Some(newer) = newest_source_after(&bin) {
-        progress!(
-            "warning: {} is newer than the binary; run `cargo build --release` to measure the current code",
-            newer.display()
-        );
-    }
-    Ok(bin)
-}
-
-/// A source file of the crate modified after `bin` was built, if any.
-fn newest_source_after(bin: &Path) -> Option<PathBuf> {
-    let built = fs::metadata(bin).and_then(|m| m.modified()).ok()?;
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut stack = vec![
-        manifest.join("src"),
-        manifest.join("schema"),
-        manifest.join("proto"),
-        manifest.join("Cargo.toml"),
-    ];
-    let mut newest: Option<(SystemTime, PathBuf)> = None;
-    while let Some(path) = stack.pop() {
-        let Ok(meta) = fs::metadata(&path) else {
-            continue;
-        };
-        if meta.is_dir() {
-            if let Ok(entries) = fs::read_dir(&path) {
-                stack.extend(entries.filter_map(|e| e.ok().map(|e| e.path())));
-            }
-        } else if let Ok(modified) = meta.modified()
-            && modified > built
-            && newest.as_ref().is_none_or(|(t, _)| modified > *t)
-        {
-            newest = Some((modified, path));
-        }
-    }
-    newest.map(|(_, p)| p)
-}
-
-/// Clock ticks per second of `/proc/<pid>/stat`, and whether `getconf` said
-/// so (otherwise 100 is assumed).
-#[derive(Debug, Clone, Copy)]
-struct Ticks {
-    per_second: u64,
-    measured: bool,
-}
-
-fn clock_ticks() -> Ticks {
-    let reported = Command::new("getconf")
-        .arg("CLK_TCK")
-        .stderr(Stdio::null())
-        .output()
-        .ok()
-        .filter(|out| out.status.success())
-        .and_then(|out| {
-            String::from_utf8_lossy(&out.stdout)
-                .trim()
-                .parse::<u64>()
-                .ok()
-        })
-        .filter(|&t| t > 0);
-    match reported {
-        Some(per_second) => Ticks {
-            per_second,
-            measured: true,
-        },
-        None => {
-            progress!("warning: `getconf CLK_TCK` gave nothing; assuming 100 ticks per second");
-            Ticks {
-                per_second: 100,
-                measured: false,
-            }
-        }
-    }
-}
-
-/// `utime + stime` of a `/proc/.../stat` file, in clock ticks (all threads).
-fn cpu_ticks_of(stat_path: &str) -> Res<u64> {
-    let stat = fs::read_to_string(stat_path)?;
-    // The command name may hold spaces: fields are counted after its ')'.
-    let after = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest)
-        .ok_or("unexpected /proc/<pid>/stat")?;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // Fields 14 and 15 of stat(5); `after` starts at field 3.
-    let field = |i: usize| -> Res<u64> {
-        Ok(fields
-            .get(i - 3)
-            .ok_or("short /proc/<pid>/stat")?
-            .parse::<u64>()?)
-    };
-    Ok(field(14)? + field(15)?)
-}
-
-/// CPU time the bench itself has used so far, in clock ticks.
-fn own_cpu_ticks() -> Res<u64> {
-    cpu_ticks_of("/proc/self/stat")
-}
-
-/// Where the stages put their databases and the engines' logs.
-struct Bench {
-    bin: PathBuf,
-    db_dir: PathBuf,
-    log_dir: PathBuf,
-    /// `--keep`: leave the fan-out roots in place.
-    keep: bool,
-    ticks: Ticks,
-}
-
-impl Bench {
-    fn seconds(&self, ticks: u64) -> f64 {
-        ticks as f64 / self.ticks.per_second as f64
-    }
-}
-
-/// How one engine stopped.
-#[derive(Debug, Clone)]
-struct Stop {
-    /// Which stage ran it.
-    stage: String,
-    /// Its exit code (`None`: killed by a signal).
-    code: Option<i32>,
-    /// SIGTERM to exit.
-    seconds: f64,
-}
-
-/// A running `obby-sync run`; killed (SIGKILL) if dropped without [`Engine::stop`].
-struct Engine {
-    name: String,
-    child: Child,
-    pid: u32,
-    db: PathBuf,
-    log: PathBuf,
-    /// Local time just before it was spawned.
-    spawned_at: DateTime<Local>,
-    finished: bool,
-}
-
-/// What the engine looked like once ready.
-struct Ready {
-    /// A connection to its database, for polling.
-    conn: Connection,
-    /// `sync_meta.watch_backend`.
-    backend: String,
-    /// `http://` + `sync_meta.api_tracker_addr`.
-    url: String,
-    /// Spawn to ready.
-    seconds: f64,
-}
-
-impl Engine {
-    fn start(bench: &Bench, root: &Path, name: &str, debounce_ms: u64) -> Res<Engine> {
-        let db = bench.db_dir.join(format!("{name}.db"));
-        let log = bench.log_dir.join(format!("{name}.log"));
-        let log_file = fs::File::create(&log)?;
-        let spawned_at = Local::now();
-        let child = Command::new(&bench.bin)
-            .args(["--log-level", "info", "run", "--root"])
-            .arg(root)
-            .arg("--db")
-            .arg(&db)
-            .args(["--watcher-port", "0", "--tracker-port", "0"])
-            .args(["--debounce-ms", &debounce_ms.to_string()])
-            .args(["--rescan-interval", "0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log_file))
-            .spawn()?;
-        let pid = child.id();
-        progress!("{name}: started obby-sync run (pid {pid}, debounce {debounce_ms} ms)");
-        Ok(Engine {
-            name: name.to_owned(),
-            child,
-            pid,
-            db,
-            log,
-            spawned_at,
-            finished: false,
-        })
-    }
-
-    /// An error, with the end of the engine's log, when it has exited.
-    fn check_alive(&mut self) -> Res<()> {
-        if let Some(status) = self.child.try_wait()? {
-            self.finished = true;
-            return Err(format!(
-                "{}: obby-sync run exited early ({status}); its log ends:\n{}",
-                self.name,
-                self.log_tail()
-            )
-            .into());
-        }
-        Ok(())
-    }
-
-    fn log_tail(&self) -> String {
-        let text = fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
-    }
-
-    /// Waits until the api listens, the engine watches, has reconciled since
-    /// it started, has at least `versions` versions and an empty queue.
-    fn wait_ready(&mut self, versions: i64) -> Res<Ready> {
-        let started = Instant::now();
-        let mut conn = None;
-        loop {
-            self.check_alive()?;
-            if started.elapsed() > READY_TIMEOUT {
-                return Err(format!(
-                    "{}: obby-sync run was not ready after {} s; its log ends:\n{}",
-                    self.name,
-                    READY_TIMEOUT.as_secs(),
-                    self.log_tail()
-                )
-                .into());
-            }
-            if conn.is_none() && self.db.exists() {
-                conn = Some(open_db(&self.db)?);
-            }
-            // Before the schema exists the queries fail: not ready yet.
-            if let Some(c) = &conn
-                && let Ok(Some((backend, addr))) = self.ready_state(c, versions)
-            {
-                let seconds = started.elapsed().as_secs_f64();
-                let conn = conn.ok_or("no database connection")?;
-                return Ok(Ready {
-                    conn,
-                    backend,
-                    url: format!("http://{addr}"),
-                    seconds,
-                });
-            }
-            std::thread::sleep(POLL);
-        }
-    }
-
-    /// The watch backend and the api address once everything
-    /// [`Engine::wait_ready`] needs holds.
-    fn ready_state(
-        &self,
-        conn: &Connection,
-        versions: i64,
-    ) -> rusqlite::Result<Option<(String, String)>> {
-        let (Some(backend), Some(addr)) = (
-            meta(conn, "watch_backend")?,
-            meta(conn, "api_tracker_addr")?,
-        ) else {
-            return Ok(None);
-        };
-        let reconciled = meta(conn, "last_reconcile")?
-            .and_then(|t| parse_local(&t))
-            .is_some_and(|t| t > self.spawned_at);
-        if !reconciled || count(conn, "SELECT COUNT(*) FROM file_versions")? < versions {
-            return Ok(None);
-        }
-        Ok((outstanding(conn)? == 0).then_some((backend, addr)))
-    }
-
-    /// CPU time of the engine so far, in clock ticks (all threads).
-    fn cpu_ticks(&self) -> Res<u64> {
-        cpu_ticks_of(&format!("/proc/{}/stat", self.pid))
-    }
-
-    /// SIGTERM, then waits for the exit.
-    fn stop(mut self) -> Res<Stop> {
-        let stage = self.name.clone();
-        let sent = Instant::now();
-        let kill = Command::new("kill")
-            .args(["-TERM", &self.pid.to_string()])
-            .status()?;
-        if !kill.success() {
-            return Err(format!("kill -TERM {} failed ({kill})", self.pid).into());
-        }
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                self.finished = true;
-                let stop = Stop {
-                    stage: stage.clone(),
-                    code: status.code(),
-                    seconds: sent.elapsed().as_secs_f64(),
-                };
-                if stop.code == Some(0) {
-                    progress!(
-                        "{stage}: engine exited 0 {:.0} ms after SIGTERM",
-                        stop.seconds * 1e3
-                    );
-                } else {
-                    progress!(
-                        "warning: {stage}: engine ended with {status} after SIGTERM; its log ends:\n{}",
-                        self.log_tail()
-                    );
-                }
-                return Ok(stop);
-            }
-            if sent.elapsed() > STOP_TIMEOUT {
-                return Err(format!(
-                    "{stage}: obby-sync run did not exit within {} s of SIGTERM; its log ends:\n{}",
-                    STOP_TIMEOUT.as_secs(),
-                    self.log_tail()
-                )
-                .into());
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        if !self.finished {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 // ------------------------------------------------------------ the database
 
-/// Opens an existing database for reading (never creates one).
-fn open_db(db: &Path) -> Res<Connection> {
-    let conn = Connection::open_with_flags(
-        db,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    Ok(conn)
-}
-
-fn meta(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
-    conn.query_row("SELECT value FROM sync_meta WHERE key = ?1", [key], |r| {
-        r.get(0)
-    })
-    .optional()
-}
-
-fn count(conn: &Connection, sql: &str) -> rusqlite::Result<i64> {
-    conn.query_row(sql, [], |r| r.get(0))
-}
-
-/// Queue rows pending or claimed.
-fn outstanding(conn: &Connection) -> rusqlite::Result<i64> {
-    count(
-        conn,
-        "SELECT COUNT(*) FROM event_queue WHERE status IN ('pending', 'claimed')",
-    )
-}
-
-/// Queue rows that gave up.
-fn failed_rows(conn: &Connection) -> rusqlite::Result<i64> {
-    count(
-        conn,
-        "SELECT COUNT(*) FROM event_queue WHERE status = 'failed'",
-    )
-}
-
-/// A stored local-time stamp (`YYYY-MM-DD HH:MM:SS.ffffff`).
-fn parse_local(text: &str) -> Option<DateTime<Local>> {
-    NaiveDateTime::parse_from_str(text, TIMESTAMP_FORMAT)
-        .ok()?
-        .and_local_timezone(Local)
-        .earliest()
-}
-
+/// The local-time stamp a `SELECT MIN/MAX(timestamp) ...` query gives.
 fn stamp(conn: &Connection, sql: &str) -> Res<DateTime<Local>> {
     let text: Option<String> = conn.query_row(sql, [], |r| r.get(0))?;
     let text = text.ok_or_else(|| format!("no timestamp from {sql}"))?;
@@ -695,132 +269,6 @@ fn stamp(conn: &Connection, sql: &str) -> Res<DateTime<Local>> {
 
 async fn connect(url: &str) -> Res<Channel> {
     Ok(Channel::from_shared(url.to_owned())?.connect().await?)
-}
-
-// ------------------------------------------------------------ the vaults
-
-/// A root with `.obbywatch` and `folders` empty folders under `notes/`.
-fn skeleton(root: &Path, folders: usize) -> Res<PathBuf> {
-    fs::create_dir_all(root.join("notes"))?;
-    fs::write(root.join(".obbywatch"), WATCH_TEXT)?;
-    let root = fs::canonicalize(root)?;
-    for f in 0..folders {
-        fs::create_dir_all(folder(&root, f))?;
-    }
-    Ok(root)
-}
-
-fn folder(root: &Path, index: usize) -> PathBuf {
-    root.join(format!("notes/d{index:03}"))
-}
-
-fn note_path(root: &Path, index: usize) -> PathBuf {
-    folder(root, index / FILES_PER_FOLDER).join(format!("note-{index:05}.md"))
-}
-
-/// `count` seeded notes of 1–4 KiB.
-fn texts(count: usize, seed: u64, stream: u64, title: &str) -> Vec<String> {
-    (0..count)
-        .map(|i| {
-            let mut rng = Prng::seed_from_u64(sub_seed(seed, stream, i as u64));
-            let target = rng.random_range(NOTE_SIZES);
-            note(&mut rng, &format!("{title} {i}"), target)
-        })
-        .collect()
-}
-
-/// A well-mixed seed for item `index` of `stream` (SplitMix64 finaliser).
-fn sub_seed(seed: u64, stream: u64, index: u64) -> u64 {
-    let mut z = seed
-        ^ stream.wrapping_mul(0xA076_1D64_78BD_642F)
-        ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// Vocabulary of the generated prose.
-#[rustfmt::skip]
-const WORDS: &[&str] = &[
-    "note", "idea", "draft", "meeting", "garden", "river", "project", "review",
-    "sketch", "budget", "kernel", "query", "index", "window", "morning", "letter",
-    "summer", "travel", "recipe", "reading", "outline", "thread", "signal", "record",
-    "the", "a", "of", "and", "to", "in", "with", "for", "on", "about", "after",
-    "quickly", "later", "again", "maybe", "clearly", "small", "large", "open",
-    "closed", "new", "old", "first", "last", "shared", "private", "weekly",
-];
-
-fn sentence(rng: &mut Prng, words: usize) -> String {
-    let mut out = String::new();
-    for w in 0..words {
-        if w > 0 {
-            out.push(' ');
-        }
-        out.push_str(WORDS[rng.random_range(0..WORDS.len())]);
-    }
-    if let Some(first) = out.get_mut(..1) {
-        first.make_ascii_uppercase();
-    }
-    out.push('.');
-    out
-}
-
-/// A Markdown note of at least `target` bytes: a heading, then paragraphs,
-/// lists and task lists.
-fn note(rng: &mut Prng, title: &str, target: usize) -> String {
-    let mut out = format!("# {title}\n\n");
-    while out.len() < target {
-        match rng.random_range(0..4) {
-            0 => {
-                for _ in 0..rng.random_range(2..6) {
-                    let n = rng.random_range(3..10);
-                    writeln!(out, "- {}", sentence(rng, n)).expect("writing to a String");
-                }
-            }
-            1 => {
-                for _ in 0..rng.random_range(1..4) {
-                    let mark = if rng.random_bool(0.5) { 'x' } else { ' ' };
-                    let n = rng.random_range(3..8);
-                    writeln!(out, "- [{mark}] {}", sentence(rng, n)).expect("writing to a String");
-                }
-            }
-            _ => {
-                for s in 0..rng.random_range(2..6) {
-                    if s > 0 {
-                        out.push(' ');
-                    }
-                    let n = rng.random_range(6..18);
-                    out.push_str(&sentence(rng, n));
-                }
-                out.push('\n');
-            }
-        }
-        out.push('\n');
-    }
-    out
-}
-
-// ------------------------------------------------------------ statistics
-
-/// The `p`th percentile (nearest rank) of sorted values.
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    percentile(&sorted, 50.0)
-}
-
-fn seconds_of(delta: TimeDelta) -> f64 {
-    delta
-        .num_microseconds()
-        .map_or(f64::NAN, |us| us as f64 / 1e6)
 }
 
 // ------------------------------------------------------------ TrackChange
@@ -942,10 +390,11 @@ fn track_phase(
     let shares: Vec<Vec<Expected>> = (0..clients)
         .map(|k| files.iter().skip(k).step_by(clients).cloned().collect())
         .collect();
+    let url = ready.url()?;
     let channels = runtime.block_on(async {
         let mut channels = Vec::with_capacity(clients);
         for _ in 0..clients {
-            channels.push(connect(&ready.url).await?);
+            channels.push(connect(url).await?);
         }
         Res::Ok(channels)
     })?;
@@ -1027,8 +476,8 @@ fn track_phase(
         wrong,
         errors,
         drain_seconds,
-        engine_cpu: bench.seconds(engine1.saturating_sub(engine0)) / seconds * 100.0,
-        bench_cpu: bench.seconds(own1.saturating_sub(own0)) / seconds * 100.0,
+        engine_cpu: bench.ticks.seconds(engine1.saturating_sub(engine0)) / seconds * 100.0,
+        bench_cpu: bench.ticks.seconds(own1.saturating_sub(own0)) / seconds * 100.0,
     };
     progress!(
         "track: {clients} client(s): {} answers ({errors} errors) in {seconds:.2} s = {:.0} calls/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; engine CPU {:.0}%, bench CPU {:.0}%",
@@ -1052,17 +501,14 @@ fn track_stage(
 ) -> Res<(Track, Stop)> {
     let notes = sizes.track_notes;
     progress!("track: generating {notes} notes in {}", root.display());
-    let root = skeleton(root, notes.div_ceil(FILES_PER_FOLDER))?;
-    for (i, text) in texts(notes, seed, STREAM_TRACK, "Note").iter().enumerate() {
-        fs::write(note_path(&root, i), text)?;
-    }
-    let mut engine = Engine::start(bench, &root, "track", TRACK_DEBOUNCE_MS)?;
+    let vault = Vault::generate(root, notes, seed, STREAM_TRACK)?;
+    let mut engine = Engine::start_with_api(bench, &vault.root, "track", TRACK_DEBOUNCE_MS)?;
     let ready = engine.wait_ready(notes as i64)?;
     progress!(
         "track: initial scan done, ready after {:.2} s (backend {}, api {})",
         ready.seconds,
         ready.backend,
-        ready.url
+        ready.url()?
     );
     let conn = &ready.conn;
     let mut files = Vec::with_capacity(notes);
@@ -1070,11 +516,8 @@ fn track_stage(
         let mut stmt = conn.prepare(
             "SELECT version_id, content_hash FROM file_states WHERE file_path = ?1 AND is_deleted = 0",
         )?;
-        for i in 0..notes {
-            let path = note_path(&root, i)
-                .to_str()
-                .ok_or("a note path is not UTF-8")?
-                .to_owned();
+        for path in &vault.files {
+            let path = path.to_str().ok_or("a note path is not UTF-8")?.to_owned();
             let (version_id, hash): (i64, String) = stmt
                 .query_row([&path], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()?
@@ -1257,15 +700,17 @@ fn fanout_run(
     round: usize,
     subscribers: usize,
     corpus: &[String],
+    keep: bool,
 ) -> Res<(FanoutRun, Stop)> {
     let name = format!("fanout-{subscribers}-{}", round + 1);
     let files = corpus.len();
     let root = skeleton(&base.join(&name), files.div_ceil(FILES_PER_FOLDER))?;
-    let mut engine = Engine::start(bench, &root, &name, FANOUT_DEBOUNCE_MS)?;
+    let mut engine = Engine::start_with_api(bench, &root, &name, FANOUT_DEBOUNCE_MS)?;
     let ready = engine.wait_ready(0)?;
     let conn = &ready.conn;
+    let url = ready.url()?;
     let mut watcher =
-        runtime.block_on(async { Res::Ok(FileWatcherClient::new(connect(&ready.url).await?)) })?;
+        runtime.block_on(async { Res::Ok(FileWatcherClient::new(connect(url).await?)) })?;
 
     // Pause, and wait until the watcher has applied it.
     let paused = runtime
@@ -1299,7 +744,7 @@ fn fanout_run(
     }
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let feeds = open_subscribers(runtime, &ready.url, subscribers, &stop_rx)?;
+    let feeds = open_subscribers(runtime, url, subscribers, &stop_rx)?;
     progress!(
         "{name}: {files} notes written in {write_seconds:.2} s while paused; {subscribers} subscribers open; resuming ...",
     );
@@ -1418,8 +863,8 @@ fn fanout_run(
         resume_to_all,
         complete_subscribers,
         slowest_lag,
-        engine_cpu: bench.seconds(engine1.saturating_sub(engine0)),
-        bench_cpu: bench.seconds(own1.saturating_sub(own0)),
+        engine_cpu: bench.ticks.seconds(engine1.saturating_sub(engine0)),
+        bench_cpu: bench.ticks.seconds(own1.saturating_sub(own0)),
     };
     progress!(
         "{name}: {versions} versions, {changes} changes; first to last commit {span:.2} s = {:.0} files/s; resume → first commit {:.0} ms, → all {:.2} s; engine CPU {:.2} s, bench CPU {:.2} s; {complete_subscribers}/{subscribers} subscribers complete{}",
@@ -1440,33 +885,13 @@ fn fanout_run(
     drop(ready);
     drop(watcher);
     let stop = engine.stop()?;
-    if !bench.keep {
+    if !keep {
         fs::remove_dir_all(&root)?;
     }
     Ok((run, stop))
 }
 
 // ------------------------------------------------------------ the report
-
-/// `12345.6` as `12,346`.
-fn thousands(value: f64) -> String {
-    if !value.is_finite() {
-        return value.to_string();
-    }
-    let digits = format!("{:.0}", value.abs());
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    if value < 0.0 { format!("-{out}") } else { out }
-}
-
-fn verdict(target: &str, met: bool) -> String {
-    format!("{target} {}", if met { "✅" } else { "❌" })
-}
 
 /// `median (a, b, c)` of per-round values.
 fn rounds(values: &[f64], show: impl Fn(f64) -> String) -> String {
@@ -1487,8 +912,7 @@ fn print_table(
     stops: &[Stop],
     ticks: Ticks,
 ) {
-    let dash = || "–".to_owned();
-    let mut rows: Vec<(String, String, String)> = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
     for run in [&track.single, &track.multi] {
         let label = format!(
             "TrackChange, unchanged note, {} client{}",
@@ -1624,30 +1048,10 @@ fn print_table(
         if exact { "yes".into() } else { "no".into() },
         verdict("yes", exact),
     ));
-    let clean_stop = stops.iter().all(|s| s.code == Some(0));
-    let slowest = stops.iter().map(|s| s.seconds).fold(0.0, f64::max);
-    let bad: Vec<String> = stops
-        .iter()
-        .filter(|s| s.code != Some(0))
-        .map(|s| format!("{}: {:?}", s.stage, s.code))
-        .collect();
-    rows.push((
-        format!("SIGTERM → exit ({} engines)", stops.len()),
-        if clean_stop {
-            format!("all exit 0, slowest {:.0} ms", slowest * 1e3)
-        } else {
-            format!("not 0: {}", bad.join(", "))
-        },
-        verdict("exit 0", clean_stop),
-    ));
+    rows.push(stop_row(stops));
 
-    println!("| metric | value | target |");
-    println!("|---|---:|---|");
-    for (metric, value, target) in rows {
-        println!("| {metric} | {value} | {target} |");
-    }
-    println!();
-    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    print_rows(rows);
+    let cores = cores();
     println!(
         "machine: {cores} cores, shared by the engine (one worker per core, 2 api threads) and the bench's clients; watch backend: {}; {}; TrackChange vault of {} notes (initial scan {:.2} s); fan-out medians of {} round(s), subscribers from cursor 0, debounce {FANOUT_DEBOUNCE_MS} ms; CPU ticks: {} per second ({}); seed {}",
         track.backend,
@@ -1660,11 +1064,7 @@ fn print_table(
         track.scan_seconds,
         sizes.repeat,
         ticks.per_second,
-        if ticks.measured {
-            "getconf CLK_TCK"
-        } else {
-            "assumed, getconf failed"
-        },
+        ticks.source(),
         args.seed
     );
 }

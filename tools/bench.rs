@@ -27,25 +27,27 @@
 //!
 //! `tools/README.md` explains each figure.
 
-use std::error::Error;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use clap::Parser;
 use obby_sync::engine::diff;
-use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt as _, SeedableRng as _};
 use rusqlite::{Connection, params};
 
-/// Every fallible step returns this; `main` prints the message.
-type Res<T> = Result<T, Box<dyn Error>>;
+#[path = "common/mod.rs"]
+mod common;
 
-/// The corpus and edit generator: a fixed, portable algorithm, so a seed gives
-/// the same bytes with every `rand` release.
-type Prng = Xoshiro256PlusPlus;
+use common::{
+    Prng, Res, Row, cores, dash, exit_code, find_binary, median, mib, print_rows, progress,
+    skeleton, sub_seed, thousands, verdict, work_dir,
+};
+
+/// This bench's name, in progress lines (`[bench] ...`) and errors.
+const BENCH: &str = "bench";
 
 /// Median file size of the corpus, in bytes.
 const MEDIAN_SIZE: f64 = 4096.0;
@@ -65,8 +67,6 @@ const BIG_SIZE: usize = 5 * 1024 * 1024;
 const BIG_EDIT_FRACTION: f64 = 0.01;
 /// In-process runs of `diff::unified` on the big pair.
 const DIFF_RUNS: usize = 5;
-/// The watch file every generated root gets.
-const WATCH_TEXT: &str = "notes/\n";
 
 /// Target: files per second of the initial scan and of an edit round.
 const TARGET_FILES_PER_SECOND: f64 = 10_000.0;
@@ -104,19 +104,8 @@ struct Args {
     keep: Option<PathBuf>,
 }
 
-/// A progress line on stderr, so a long run is visibly alive.
-macro_rules! progress {
-    ($($arg:tt)*) => { eprintln!("[bench] {}", format_args!($($arg)*)) };
-}
-
 fn main() -> ExitCode {
-    match run(&Args::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("bench: error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    exit_code(run(&Args::parse()))
 }
 
 fn run(args: &Args) -> Res<()> {
@@ -132,22 +121,7 @@ fn run(args: &Args) -> Res<()> {
     progress!("obby-sync binary: {}", bin.display());
 
     // Keep the TempDir alive until the end: dropping it deletes everything.
-    let (_temp, base) = match &args.keep {
-        Some(dir) => {
-            fs::create_dir_all(dir)?;
-            if fs::read_dir(dir)?.next().is_some() {
-                return Err(
-                    format!("--keep {} must be a new or empty folder", dir.display()).into(),
-                );
-            }
-            (None, fs::canonicalize(dir)?)
-        }
-        None => {
-            let temp = tempfile::Builder::new().prefix("obby-bench-").tempdir()?;
-            let base = fs::canonicalize(temp.path())?;
-            (Some(temp), base)
-        }
-    };
+    let (_temp, base) = work_dir(args.keep.as_deref(), "obby-bench-")?;
     let db_dir = base.join("db");
     fs::create_dir_all(&db_dir)?;
 
@@ -168,59 +142,6 @@ fn run(args: &Args) -> Res<()> {
 }
 
 // ------------------------------------------------------------ the binary
-
-/// The release `obby-sync` next to this example (`target/release/examples/bench`
-/// gives `target/release/obby-sync`).
-fn find_binary() -> Res<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or("cannot locate the target folder from the bench's own path")?;
-    let bin = profile_dir.join(format!("obby-sync{}", std::env::consts::EXE_SUFFIX));
-    if !bin.is_file() {
-        return Err(format!(
-            "{} not found: run `cargo build --release` first",
-            bin.display()
-        )
-        .into());
-    }
-    if let Some(newer) = newest_source_after(&bin) {
-        progress!(
-            "warning: {} is newer than the binary; run `cargo build --release` to measure the current code",
-            newer.display()
-        );
-    }
-    Ok(bin)
-}
-
-/// A source file of the crate modified after `bin` was built, if any.
-fn newest_source_after(bin: &Path) -> Option<PathBuf> {
-    let built = fs::metadata(bin).and_then(|m| m.modified()).ok()?;
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut stack = vec![
-        manifest.join("src"),
-        manifest.join("schema"),
-        manifest.join("Cargo.toml"),
-    ];
-    let mut newest: Option<(SystemTime, PathBuf)> = None;
-    while let Some(path) = stack.pop() {
-        let Ok(meta) = fs::metadata(&path) else {
-            continue;
-        };
-        if meta.is_dir() {
-            if let Ok(entries) = fs::read_dir(&path) {
-                stack.extend(entries.filter_map(|e| e.ok().map(|e| e.path())));
-            }
-        } else if let Ok(modified) = meta.modified()
-            && modified > built
-            && newest.as_ref().is_none_or(|(t, _)| modified > *t)
-        {
-            newest = Some((modified, path));
-        }
-    }
-    newest.map(|(_, p)| p)
-}
 
 /// What one `obby-sync scan --json` reported.
 #[derive(Debug, Clone, Copy)]
@@ -323,9 +244,7 @@ impl Corpus {
             root.display()
         );
         let started = Instant::now();
-        fs::create_dir_all(root.join("notes"))?;
-        fs::write(root.join(".obbywatch"), WATCH_TEXT)?;
-        let root = fs::canonicalize(root)?;
+        let root = skeleton(root, 0)?;
         // Three levels with `fanout` folders each, about FILES_PER_LEAF notes per leaf.
         let leaves_wanted = count.div_ceil(FILES_PER_LEAF).max(1);
         let mut fanout = 1;
@@ -384,16 +303,6 @@ impl Corpus {
         }
         Ok(())
     }
-}
-
-/// A well-mixed seed for item `index` of `stream` (SplitMix64 finaliser).
-fn sub_seed(seed: u64, stream: u64, index: u64) -> u64 {
-    let mut z = seed
-        ^ stream.wrapping_mul(0xA076_1D64_78BD_642F)
-        ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// A note size drawn from a log-normal around [`MEDIAN_SIZE`] (Box–Muller).
@@ -649,16 +558,6 @@ fn edit(text: &str, fraction: f64, rng: &mut Prng) -> String {
 
 // ------------------------------------------------------------ the stages
 
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    match sorted.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => sorted[n / 2],
-        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
-    }
-}
-
 /// The initial scans' figures.
 struct Initial {
     /// Median seconds of a scan into a fresh database.
@@ -797,9 +696,7 @@ struct Big {
 
 fn big_file(bin: &Path, root: &Path, db: &Path, args: &Args) -> Res<Big> {
     progress!("big file: generating {} MiB ...", BIG_SIZE / (1024 * 1024));
-    fs::create_dir_all(root.join("notes"))?;
-    fs::write(root.join(".obbywatch"), WATCH_TEXT)?;
-    let root = fs::canonicalize(root)?;
+    let root = skeleton(root, 0)?;
     let path = root.join("notes/big.md");
     let label = path.to_str().ok_or("the big file's path is not UTF-8")?;
     let mut rng = Prng::seed_from_u64(sub_seed(args.seed, STREAM_BIG, 0));
@@ -866,30 +763,6 @@ fn big_file(bin: &Path, root: &Path, db: &Path, args: &Args) -> Res<Big> {
 
 // ------------------------------------------------------------ the report
 
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
-}
-
-/// `12345.6` as `12,346`.
-fn thousands(value: f64) -> String {
-    if !value.is_finite() {
-        return value.to_string();
-    }
-    let digits = format!("{:.0}", value.abs());
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    if value < 0.0 { format!("-{out}") } else { out }
-}
-
-fn verdict(target: &str, met: bool) -> String {
-    format!("{target} {}", if met { "✅" } else { "❌" })
-}
-
 fn print_table(
     args: &Args,
     corpus: &Corpus,
@@ -904,8 +777,7 @@ fn print_table(
     let edit_fps = n / edits.seconds;
     let target_fps = format!("≥ {}", thousands(TARGET_FILES_PER_SECOND));
     let target_rss = format!("< {:.0} MiB", mib(TARGET_PEAK_RSS));
-    let dash = "–".to_owned();
-    let rows: Vec<(String, String, String)> = vec![
+    let rows: Vec<Row> = vec![
         (
             "initial scan: files/s".into(),
             thousands(initial_fps),
@@ -914,17 +786,17 @@ fn print_table(
         (
             "initial scan: MB/s (corpus bytes / scan time)".into(),
             format!("{:.1}", corpus.bytes as f64 / 1e6 / initial.seconds),
-            dash.clone(),
+            dash(),
         ),
         (
             "initial scan: time".into(),
             format!("{:.3} s", initial.seconds),
-            dash.clone(),
+            dash(),
         ),
         (
             "floor: read + insert into one bare table, one transaction".into(),
             format!("{floor:.3} s ({} files/s)", thousands(n / floor)),
-            dash.clone(),
+            dash(),
         ),
         (
             "initial scan ÷ floor".into(),
@@ -957,12 +829,12 @@ fn print_table(
         (
             format!("… of which `diff::unified` alone (median of {DIFF_RUNS})"),
             format!("{:.1} ms", big.diff_seconds * 1e3),
-            dash.clone(),
+            dash(),
         ),
         (
             format!("{:.1} MiB file: first scan", mib(big.bytes as u64)),
             format!("{:.1} ms", big.first_scan * 1e3),
-            dash,
+            dash(),
         ),
         (
             "peak RSS: initial scan".into(),
@@ -980,13 +852,8 @@ fn print_table(
             verdict(&target_rss, big.peak_rss < TARGET_PEAK_RSS),
         ),
     ];
-    println!("| metric | value | target |");
-    println!("|---|---:|---|");
-    for (metric, value, target) in rows {
-        println!("| {metric} | {value} | {target} |");
-    }
-    println!();
-    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    print_rows(rows);
+    let cores = cores();
     println!(
         "machine: {cores} cores (obby-sync uses one worker per core); corpus: {} notes, {:.1} MB, median {} B, seed {}; big file: {} lines; medians of {} runs, warm page cache",
         corpus.files.len(),

@@ -37,32 +37,28 @@
 //! `--quick` is a smoke run: 200 edits, 2,000 flood files, 2,000 idle notes,
 //! 3 s of idle. `tools/README.md` explains each figure.
 
-use std::error::Error;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Local, NaiveDateTime};
+use chrono::{DateTime, Local};
 use clap::Parser;
-use rand::rngs::Xoshiro256PlusPlus;
-use rand::{RngExt as _, SeedableRng as _};
-use rusqlite::{Connection, OpenFlags, OptionalExtension as _};
+use rand::SeedableRng as _;
 
-/// Every fallible step returns this; `main` prints the message.
-type Res<T> = Result<T, Box<dyn Error>>;
+#[path = "common/mod.rs"]
+mod common;
 
-/// The text generator: a fixed, portable algorithm, so a seed gives the same
-/// bytes with every `rand` release.
-type Prng = Xoshiro256PlusPlus;
+use common::{
+    Bench, Engine, FILES_PER_FOLDER, POLL, Prng, Res, Row, Stop, Ticks, Vault, clock_ticks, cores,
+    count, dash, exit_code, failed_rows, find_binary, mib, millis, note, note_path, parse_local,
+    percentile, print_rows, progress, skeleton, stop_row, sub_seed, thousands, verdict, work_dir,
+};
 
-/// The watch file every generated root gets.
-const WATCH_TEXT: &str = "notes/\n";
-/// Notes per folder of a generated vault.
-const FILES_PER_FOLDER: usize = 100;
-/// Smallest and largest generated note of the latency and idle vaults.
-const NOTE_SIZES: std::ops::Range<usize> = 1024..4096;
+/// This bench's name, in progress lines (`[watch-bench] ...`) and errors.
+const BENCH: &str = "watch-bench";
+
 /// Size of every flood file, in bytes.
 const FLOOD_FILE_SIZE: usize = 4096;
 /// Debounces the latency stage runs with, in milliseconds.
@@ -73,18 +69,10 @@ const EDIT_SPACING: Duration = Duration::from_millis(10);
 const IDLE_DEBOUNCE_MS: u64 = 500;
 /// Quiet time after the initial scan before idle CPU is measured.
 const IDLE_SETTLE: Duration = Duration::from_secs(1);
-/// How often the database is polled.
-const POLL: Duration = Duration::from_millis(20);
-/// Longest wait for an engine to become ready (initial scan included).
-const READY_TIMEOUT: Duration = Duration::from_secs(300);
 /// Longest wait, after the last write, for the changes to be recorded.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
 /// Extra wait after everything arrived, to catch duplicate versions.
 const AFTERWATCH: Duration = Duration::from_millis(300);
-/// Longest wait for an engine to exit after SIGTERM.
-const STOP_TIMEOUT: Duration = Duration::from_secs(30);
-/// Text form of `file_versions.timestamp` and `sync_meta.last_reconcile`.
-const TIMESTAMP_FORMAT: &str = "%Y-%m-%d %H:%M:%S%.f";
 
 /// Target: p99 latency may exceed the debounce by this much.
 const TARGET_LATENCY_SLACK_MS: f64 = 25.0;
@@ -154,19 +142,8 @@ impl Sizes {
     }
 }
 
-/// A progress line on stderr, so a long run is visibly alive.
-macro_rules! progress {
-    ($($arg:tt)*) => { eprintln!("[watch-bench] {}", format_args!($($arg)*)) };
-}
-
 fn main() -> ExitCode {
-    match run(&Args::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("watch-bench: error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    exit_code(run(&Args::parse()))
 }
 
 fn run(args: &Args) -> Res<()> {
@@ -179,31 +156,8 @@ fn run(args: &Args) -> Res<()> {
     let ticks = clock_ticks();
 
     // Keep the TempDir alive until the end: dropping it deletes everything.
-    let (_temp, base) = match &args.keep {
-        Some(dir) => {
-            fs::create_dir_all(dir)?;
-            if fs::read_dir(dir)?.next().is_some() {
-                return Err(
-                    format!("--keep {} must be a new or empty folder", dir.display()).into(),
-                );
-            }
-            (None, fs::canonicalize(dir)?)
-        }
-        None => {
-            let temp = tempfile::Builder::new()
-                .prefix("obby-watch-bench-")
-                .tempdir()?;
-            let base = fs::canonicalize(temp.path())?;
-            (Some(temp), base)
-        }
-    };
-    let bench = Bench {
-        bin,
-        db_dir: base.join("db"),
-        log_dir: base.join("logs"),
-    };
-    fs::create_dir_all(&bench.db_dir)?;
-    fs::create_dir_all(&bench.log_dir)?;
+    let (_temp, base) = work_dir(args.keep.as_deref(), "obby-watch-bench-")?;
+    let bench = Bench::new(bin, &base, ticks)?;
 
     let mut stops = Vec::new();
     let mut latencies = Vec::new();
@@ -221,7 +175,7 @@ fn run(args: &Args) -> Res<()> {
         args.seed,
     )?;
     stops.push(stop);
-    let (idle, stop) = idle_stage(&bench, &base.join("idle"), &sizes, args.seed, ticks)?;
+    let (idle, stop) = idle_stage(&bench, &base.join("idle"), &sizes, args.seed)?;
     stops.push(stop);
 
     print_table(args, &latencies, &flood, &idle, &stops, ticks);
@@ -232,521 +186,6 @@ fn run(args: &Args) -> Res<()> {
         );
     }
     Ok(())
-}
-
-// ------------------------------------------------------------ the binary
-
-/// The release `obby-sync` next to this example
-/// (`target/release/examples/watch-bench` gives `target/release/obby-sync`).
-fn find_binary() -> Res<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or("cannot locate the target folder from the bench's own path")?;
-    let bin = profile_dir.join(format!("obby-sync{}", std::env::consts::EXE_SUFFIX));
-    if !bin.is_file() {
-        return Err(format!(
-            "{} not found: run `cargo build --release` first",
-            bin.display()
-        )
-        .into());
-    }
-    if let Some(newer) = newest_source_after(&bin) {
-        progress!(
-            "warning: {} is newer than the binary; run `cargo build --release` to measure the current code",
-            newer.display()
-        );
-    }
-    Ok(bin)
-}
-
-/// A source file of the crate modified after `bin` was built, if any.
-fn newest_source_after(bin: &Path) -> Option<PathBuf> {
-    let built = fs::metadata(bin).and_then(|m| m.modified()).ok()?;
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut stack = vec![
-        manifest.join("src"),
-        manifest.join("schema"),
-        manifest.join("Cargo.toml"),
-    ];
-    let mut newest: Option<(SystemTime, PathBuf)> = None;
-    while let Some(path) = stack.pop() {
-        let Ok(meta) = fs::metadata(&path) else {
-            continue;
-        };
-        if meta.is_dir() {
-            if let Ok(entries) = fs::read_dir(&path) {
-                stack.extend(entries.filter_map(|e| e.ok().map(|e| e.path())));
-            }
-        } else if let Ok(modified) = meta.modified()
-            && modified > built
-            && newest.as_ref().is_none_or(|(t, _)| modified > *t)
-        {
-            newest = Some((modified, path));
-        }
-    }
-    newest.map(|(_, p)| p)
-}
-
-/// Clock ticks per second of `/proc/<pid>/stat`, and whether `getconf` said
-/// so (otherwise 100 is assumed).
-#[derive(Debug, Clone, Copy)]
-struct Ticks {
-    per_second: u64,
-    measured: bool,
-}
-
-fn clock_ticks() -> Ticks {
-    let reported = Command::new("getconf")
-        .arg("CLK_TCK")
-        .stderr(Stdio::null())
-        .output()
-        .ok()
-        .filter(|out| out.status.success())
-        .and_then(|out| {
-            String::from_utf8_lossy(&out.stdout)
-                .trim()
-                .parse::<u64>()
-                .ok()
-        })
-        .filter(|&t| t > 0);
-    match reported {
-        Some(per_second) => Ticks {
-            per_second,
-            measured: true,
-        },
-        None => {
-            progress!("warning: `getconf CLK_TCK` gave nothing; assuming 100 ticks per second");
-            Ticks {
-                per_second: 100,
-                measured: false,
-            }
-        }
-    }
-}
-
-/// Where the stages put their databases and the engines' logs.
-struct Bench {
-    bin: PathBuf,
-    db_dir: PathBuf,
-    log_dir: PathBuf,
-}
-
-/// How one engine stopped.
-#[derive(Debug, Clone)]
-struct Stop {
-    /// Which stage ran it.
-    stage: String,
-    /// Its exit code (`None`: killed by a signal).
-    code: Option<i32>,
-    /// SIGTERM to exit.
-    seconds: f64,
-}
-
-/// A running `obby-sync run`; killed (SIGKILL) if dropped without [`Engine::stop`].
-struct Engine {
-    child: Child,
-    pid: u32,
-    db: PathBuf,
-    log: PathBuf,
-    /// Local time just before it was spawned.
-    spawned_at: DateTime<Local>,
-    finished: bool,
-}
-
-/// What the engine looked like once ready.
-struct Ready {
-    /// A connection to its database, for polling.
-    conn: Connection,
-    /// `sync_meta.watch_backend`.
-    backend: String,
-    /// Spawn to ready.
-    seconds: f64,
-}
-
-impl Engine {
-    fn start(bench: &Bench, root: &Path, name: &str, debounce_ms: u64) -> Res<Engine> {
-        let db = bench.db_dir.join(format!("{name}.db"));
-        let log = bench.log_dir.join(format!("{name}.log"));
-        let log_file = fs::File::create(&log)?;
-        let spawned_at = Local::now();
-        let child = Command::new(&bench.bin)
-            .args(["--log-level", "info", "run", "--root"])
-            .arg(root)
-            .arg("--db")
-            .arg(&db)
-            .args(["--debounce-ms", &debounce_ms.to_string()])
-            .args(["--rescan-interval", "0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log_file))
-            .spawn()?;
-        let pid = child.id();
-        progress!("{name}: started obby-sync run (pid {pid}, debounce {debounce_ms} ms)");
-        Ok(Engine {
-            child,
-            pid,
-            db,
-            log,
-            spawned_at,
-            finished: false,
-        })
-    }
-
-    /// An error, with the end of the engine's log, when it has exited.
-    fn check_alive(&mut self) -> Res<()> {
-        if let Some(status) = self.child.try_wait()? {
-            self.finished = true;
-            return Err(format!(
-                "obby-sync run exited early ({status}); its log ends:\n{}",
-                self.log_tail()
-            )
-            .into());
-        }
-        Ok(())
-    }
-
-    fn log_tail(&self) -> String {
-        let text = fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
-    }
-
-    /// Waits until the engine watches, has reconciled since it started, has
-    /// at least `versions` versions and an empty queue.
-    fn wait_ready(&mut self, versions: i64) -> Res<Ready> {
-        let started = Instant::now();
-        let mut conn = None;
-        loop {
-            self.check_alive()?;
-            if started.elapsed() > READY_TIMEOUT {
-                return Err(format!(
-                    "obby-sync run was not ready after {} s; its log ends:\n{}",
-                    READY_TIMEOUT.as_secs(),
-                    self.log_tail()
-                )
-                .into());
-            }
-            if conn.is_none() && self.db.exists() {
-                conn = Some(open_db(&self.db)?);
-            }
-            // Before the schema exists the queries fail: not ready yet.
-            if let Some(c) = &conn
-                && let Ok(Some(backend)) = self.ready_state(c, versions)
-            {
-                let seconds = started.elapsed().as_secs_f64();
-                let conn = conn.ok_or("no database connection")?;
-                return Ok(Ready {
-                    conn,
-                    backend,
-                    seconds,
-                });
-            }
-            std::thread::sleep(POLL);
-        }
-    }
-
-    /// The watch backend once everything [`Engine::wait_ready`] needs holds.
-    fn ready_state(&self, conn: &Connection, versions: i64) -> rusqlite::Result<Option<String>> {
-        let Some(backend) = meta(conn, "watch_backend")? else {
-            return Ok(None);
-        };
-        let reconciled = meta(conn, "last_reconcile")?
-            .and_then(|t| parse_local(&t))
-            .is_some_and(|t| t > self.spawned_at);
-        if !reconciled || count(conn, "SELECT COUNT(*) FROM file_versions")? < versions {
-            return Ok(None);
-        }
-        let outstanding = count(
-            conn,
-            "SELECT COUNT(*) FROM event_queue WHERE status IN ('pending', 'claimed')",
-        )?;
-        Ok((outstanding == 0).then_some(backend))
-    }
-
-    /// SIGTERM, then waits for the exit.
-    fn stop(mut self, stage: &str) -> Res<Stop> {
-        let sent = Instant::now();
-        let kill = Command::new("kill")
-            .args(["-TERM", &self.pid.to_string()])
-            .status()?;
-        if !kill.success() {
-            return Err(format!("kill -TERM {} failed ({kill})", self.pid).into());
-        }
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                self.finished = true;
-                let stop = Stop {
-                    stage: stage.to_owned(),
-                    code: status.code(),
-                    seconds: sent.elapsed().as_secs_f64(),
-                };
-                if stop.code == Some(0) {
-                    progress!(
-                        "{stage}: engine exited 0 {:.0} ms after SIGTERM",
-                        stop.seconds * 1e3
-                    );
-                } else {
-                    progress!(
-                        "warning: {stage}: engine ended with {status} after SIGTERM; its log ends:\n{}",
-                        self.log_tail()
-                    );
-                }
-                return Ok(stop);
-            }
-            if sent.elapsed() > STOP_TIMEOUT {
-                return Err(format!(
-                    "{stage}: obby-sync run did not exit within {} s of SIGTERM; its log ends:\n{}",
-                    STOP_TIMEOUT.as_secs(),
-                    self.log_tail()
-                )
-                .into());
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    /// A field of `/proc/<pid>/status`, in bytes (`VmRSS`, `VmHWM`).
-    fn status_bytes(&self, field: &str) -> Res<u64> {
-        let status = fs::read_to_string(format!("/proc/{}/status", self.pid))?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map(|kb| kb * 1024)
-            .ok_or_else(|| format!("/proc/{}/status has no {field}", self.pid).into())
-    }
-
-    /// `utime + stime` of `/proc/<pid>/stat`, in clock ticks (all threads).
-    fn cpu_ticks(&self) -> Res<u64> {
-        let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid))?;
-        // The command name may hold spaces: fields are counted after its ')'.
-        let after = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest)
-            .ok_or("unexpected /proc/<pid>/stat")?;
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        // Fields 14 and 15 of stat(5); `after` starts at field 3.
-        let field = |i: usize| -> Res<u64> {
-            Ok(fields
-                .get(i - 3)
-                .ok_or("short /proc/<pid>/stat")?
-                .parse::<u64>()?)
-        };
-        Ok(field(14)? + field(15)?)
-    }
-
-    /// Voluntary plus involuntary context switches over all threads: how
-    /// often the engine woke up.
-    fn context_switches(&self) -> Res<u64> {
-        let mut total = 0;
-        for task in fs::read_dir(format!("/proc/{}/task", self.pid))? {
-            let Ok(status) = fs::read_to_string(task?.path().join("status")) else {
-                continue; // a thread that just ended
-            };
-            for line in status.lines() {
-                if let Some(v) = line
-                    .strip_prefix("voluntary_ctxt_switches:")
-                    .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
-                {
-                    total += v.trim().parse::<u64>()?;
-                }
-            }
-        }
-        Ok(total)
-    }
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        if !self.finished {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-// ------------------------------------------------------------ the database
-
-/// Opens an existing database for reading (never creates one).
-fn open_db(db: &Path) -> Res<Connection> {
-    let conn = Connection::open_with_flags(
-        db,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    Ok(conn)
-}
-
-fn meta(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
-    conn.query_row("SELECT value FROM sync_meta WHERE key = ?1", [key], |r| {
-        r.get(0)
-    })
-    .optional()
-}
-
-fn count(conn: &Connection, sql: &str) -> rusqlite::Result<i64> {
-    conn.query_row(sql, [], |r| r.get(0))
-}
-
-/// A stored local-time stamp (`YYYY-MM-DD HH:MM:SS.ffffff`).
-fn parse_local(text: &str) -> Option<DateTime<Local>> {
-    NaiveDateTime::parse_from_str(text, TIMESTAMP_FORMAT)
-        .ok()?
-        .and_local_timezone(Local)
-        .earliest()
-}
-
-/// Queue rows that gave up.
-fn failed_rows(conn: &Connection) -> rusqlite::Result<i64> {
-    count(
-        conn,
-        "SELECT COUNT(*) FROM event_queue WHERE status = 'failed'",
-    )
-}
-
-// ------------------------------------------------------------ the vaults
-
-/// A generated vault.
-struct Vault {
-    /// The watched root (holds `.obbywatch` and `notes/`).
-    root: PathBuf,
-    /// Every note, absolute and canonical, as the engine stores paths.
-    files: Vec<PathBuf>,
-    /// Their texts, in the same order.
-    texts: Vec<String>,
-}
-
-impl Vault {
-    /// A root with `.obbywatch` and `folders` empty folders under `notes/`.
-    fn skeleton(root: &Path, folders: usize) -> Res<PathBuf> {
-        fs::create_dir_all(root.join("notes"))?;
-        fs::write(root.join(".obbywatch"), WATCH_TEXT)?;
-        let root = fs::canonicalize(root)?;
-        for f in 0..folders {
-            fs::create_dir_all(folder(&root, f))?;
-        }
-        Ok(root)
-    }
-
-    /// `count` seeded notes of 1–4 KiB, [`FILES_PER_FOLDER`] per folder.
-    fn generate(root: &Path, count: usize, seed: u64, stream: u64) -> Res<Vault> {
-        progress!("generating {count} notes in {}", root.display());
-        let root = Vault::skeleton(root, count.div_ceil(FILES_PER_FOLDER))?;
-        let mut files = Vec::with_capacity(count);
-        let mut texts = Vec::with_capacity(count);
-        for i in 0..count {
-            let mut rng = Prng::seed_from_u64(sub_seed(seed, stream, i as u64));
-            let target = rng.random_range(NOTE_SIZES);
-            let text = note(&mut rng, &format!("Note {i}"), target);
-            let path = note_path(&root, i);
-            fs::write(&path, &text)?;
-            files.push(path);
-            texts.push(text);
-        }
-        Ok(Vault { root, files, texts })
-    }
-}
-
-fn folder(root: &Path, index: usize) -> PathBuf {
-    root.join(format!("notes/d{index:03}"))
-}
-
-fn note_path(root: &Path, index: usize) -> PathBuf {
-    folder(root, index / FILES_PER_FOLDER).join(format!("note-{index:05}.md"))
-}
-
-/// A well-mixed seed for item `index` of `stream` (SplitMix64 finaliser).
-fn sub_seed(seed: u64, stream: u64, index: u64) -> u64 {
-    let mut z = seed
-        ^ stream.wrapping_mul(0xA076_1D64_78BD_642F)
-        ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// Vocabulary of the generated prose.
-#[rustfmt::skip]
-const WORDS: &[&str] = &[
-    "note", "idea", "draft", "meeting", "garden", "river", "project", "review",
-    "sketch", "budget", "kernel", "query", "index", "window", "morning", "letter",
-    "summer", "travel", "recipe", "reading", "outline", "thread", "signal", "record",
-    "the", "a", "of", "and", "to", "in", "with", "for", "on", "about", "after",
-    "quickly", "later", "again", "maybe", "clearly", "small", "large", "open",
-    "closed", "new", "old", "first", "last", "shared", "private", "weekly",
-];
-
-fn sentence(rng: &mut Prng, words: usize) -> String {
-    let mut out = String::new();
-    for w in 0..words {
-        if w > 0 {
-            out.push(' ');
-        }
-        out.push_str(WORDS[rng.random_range(0..WORDS.len())]);
-    }
-    if let Some(first) = out.get_mut(..1) {
-        first.make_ascii_uppercase();
-    }
-    out.push('.');
-    out
-}
-
-/// A Markdown note of at least `target` bytes: a heading, then paragraphs,
-/// lists and task lists.
-fn note(rng: &mut Prng, title: &str, target: usize) -> String {
-    let mut out = format!("# {title}\n\n");
-    while out.len() < target {
-        match rng.random_range(0..4) {
-            0 => {
-                for _ in 0..rng.random_range(2..6) {
-                    let n = rng.random_range(3..10);
-                    writeln!(out, "- {}", sentence(rng, n)).expect("writing to a String");
-                }
-            }
-            1 => {
-                for _ in 0..rng.random_range(1..4) {
-                    let mark = if rng.random_bool(0.5) { 'x' } else { ' ' };
-                    let n = rng.random_range(3..8);
-                    writeln!(out, "- [{mark}] {}", sentence(rng, n)).expect("writing to a String");
-                }
-            }
-            _ => {
-                for s in 0..rng.random_range(2..6) {
-                    if s > 0 {
-                        out.push(' ');
-                    }
-                    let n = rng.random_range(6..18);
-                    out.push_str(&sentence(rng, n));
-                }
-                out.push('\n');
-            }
-        }
-        out.push('\n');
-    }
-    out
-}
-
-// ------------------------------------------------------------ statistics
-
-/// The `p`th percentile (nearest rank) of sorted values.
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
-}
-
-fn millis(delta: chrono::TimeDelta) -> f64 {
-    delta
-        .num_microseconds()
-        .map_or(f64::NAN, |us| us as f64 / 1e3)
 }
 
 // ------------------------------------------------------------ latency
@@ -775,6 +214,7 @@ fn latency_stage(
     seed: u64,
 ) -> Res<(Latency, Stop)> {
     let name = format!("latency-{debounce_ms}");
+    progress!("generating {files} notes in {}", root.display());
     let vault = Vault::generate(root, files, seed, STREAM_LATENCY)?;
     // Every new text is made before the clock starts: the loop only writes.
     let edited: Vec<String> = vault
@@ -912,7 +352,7 @@ fn latency_stage(
     );
     let backend = ready.backend.clone();
     drop(ready);
-    let stop = engine.stop(&name)?;
+    let stop = engine.stop()?;
     Ok((
         Latency {
             debounce_ms,
@@ -955,7 +395,7 @@ fn flood_stage(
     seed: u64,
 ) -> Res<(Flood, Stop)> {
     let name = "flood";
-    let root = Vault::skeleton(root, files.div_ceil(FILES_PER_FOLDER))?;
+    let root = skeleton(root, files.div_ceil(FILES_PER_FOLDER))?;
     // A pool of bodies; each file is its own heading plus a body cut to 4 KiB.
     let bodies: Vec<String> = (0..16)
         .map(|i| {
@@ -1036,7 +476,7 @@ fn flood_stage(
     );
     let peak_rss = engine.status_bytes("VmHWM")?;
     drop(ready);
-    let stop = engine.stop(name)?;
+    let stop = engine.stop()?;
     Ok((
         Flood {
             debounce_ms,
@@ -1073,15 +513,10 @@ struct Idle {
     peak_rss: u64,
 }
 
-fn idle_stage(
-    bench: &Bench,
-    root: &Path,
-    sizes: &Sizes,
-    seed: u64,
-    ticks: Ticks,
-) -> Res<(Idle, Stop)> {
+fn idle_stage(bench: &Bench, root: &Path, sizes: &Sizes, seed: u64) -> Res<(Idle, Stop)> {
     let name = "idle";
     let files = sizes.idle_files;
+    progress!("generating {files} notes in {}", root.display());
     let vault = Vault::generate(root, files, seed, STREAM_IDLE)?;
     drop(vault.texts);
     let mut engine = Engine::start(bench, &vault.root, name, IDLE_DEBOUNCE_MS)?;
@@ -1113,14 +548,14 @@ fn idle_stage(
     let rss = engine.status_bytes("VmRSS")?;
     let peak_rss = engine.status_bytes("VmHWM")?;
     let used = cpu1.saturating_sub(cpu0);
-    let cpu_percent = used as f64 / ticks.per_second as f64 / seconds * 100.0;
+    let cpu_percent = bench.ticks.seconds(used) / seconds * 100.0;
     let wakeups_per_second = switches1.saturating_sub(switches0) as f64 / seconds;
     progress!(
         "{name}: {used} ticks in {seconds:.2} s = {cpu_percent:.2}% CPU, {wakeups_per_second:.0} context switches/s, RSS {:.1} MiB (peak {:.1} MiB)",
         mib(rss),
         mib(peak_rss)
     );
-    let stop = engine.stop(name)?;
+    let stop = engine.stop()?;
     Ok((
         Idle {
             files,
@@ -1138,26 +573,6 @@ fn idle_stage(
 
 // ------------------------------------------------------------ the report
 
-/// `12345.6` as `12,346`.
-fn thousands(value: f64) -> String {
-    if !value.is_finite() {
-        return value.to_string();
-    }
-    let digits = format!("{:.0}", value.abs());
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    if value < 0.0 { format!("-{out}") } else { out }
-}
-
-fn verdict(target: &str, met: bool) -> String {
-    format!("{target} {}", if met { "✅" } else { "❌" })
-}
-
 fn print_table(
     args: &Args,
     latencies: &[Latency],
@@ -1166,8 +581,7 @@ fn print_table(
     stops: &[Stop],
     ticks: Ticks,
 ) {
-    let dash = || "–".to_owned();
-    let mut rows: Vec<(String, String, String)> = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
     for l in latencies {
         let label = format!(
             "latency, debounce {} ms ({} edits, {} ms apart)",
@@ -1287,30 +701,10 @@ fn print_table(
         ),
         dash(),
     ));
-    let clean = stops.iter().all(|s| s.code == Some(0));
-    let slowest = stops.iter().map(|s| s.seconds).fold(0.0, f64::max);
-    let bad: Vec<String> = stops
-        .iter()
-        .filter(|s| s.code != Some(0))
-        .map(|s| format!("{}: {:?}", s.stage, s.code))
-        .collect();
-    rows.push((
-        format!("SIGTERM → exit ({} engines)", stops.len()),
-        if clean {
-            format!("all exit 0, slowest {:.0} ms", slowest * 1e3)
-        } else {
-            format!("not 0: {}", bad.join(", "))
-        },
-        verdict("exit 0", clean),
-    ));
+    rows.push(stop_row(stops));
 
-    println!("| metric | value | target |");
-    println!("|---|---:|---|");
-    for (metric, value, target) in rows {
-        println!("| {metric} | {value} | {target} |");
-    }
-    println!();
-    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    print_rows(rows);
+    let cores = cores();
     let backend = latencies
         .first()
         .map_or_else(|| "?".to_owned(), |l| l.backend.clone());
@@ -1326,11 +720,7 @@ fn print_table(
             "full sizes"
         },
         ticks.per_second,
-        if ticks.measured {
-            "getconf CLK_TCK"
-        } else {
-            "assumed, getconf failed"
-        },
+        ticks.source(),
         edit_seconds.join(" and "),
         args.seed
     );
