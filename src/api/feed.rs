@@ -62,6 +62,11 @@ impl Commits {
         Commits { progress: rx, stop }
     }
 
+    /// Completes once the api is shutting down.
+    pub async fn until_stopping(&mut self) {
+        let _ = self.stop.wait_for(|s| *s).await;
+    }
+
     /// True once the api is shutting down.
     pub fn stopping(&self) -> bool {
         *self.stop.borrow()
@@ -187,6 +192,15 @@ pub fn check_cursor(conn: &Connection, cursor: i64) -> Result<(), Status> {
     Ok(())
 }
 
+/// One page of changes after `cursor`, read off the runtime.
+async fn read_page(handle: EngineHandle, cursor: i64) -> Result<Vec<ChangeRow>, Status> {
+    blocking(move || {
+        let conn = handle.conn().map_err(status_from)?;
+        read_changes(&conn, cursor, PAGE).map_err(|e| Status::internal(e.to_string()))
+    })
+    .await
+}
+
 /// Reads each committed batch of changes once and broadcasts it.
 #[derive(Clone)]
 pub struct Hub {
@@ -227,13 +241,7 @@ impl Hub {
                         }
                         break;
                     }
-                    let from = cursor;
-                    let page = blocking(move || {
-                        let conn = h.conn().map_err(status_from)?;
-                        read_changes(&conn, from, PAGE).map_err(|e| Status::internal(e.to_string()))
-                    })
-                    .await;
-                    let rows = match page {
+                    let rows = match read_page(h, cursor).await {
                         Ok(rows) => rows,
                         Err(e) => {
                             tracing::warn!(error = %e, "change feed read failed");
@@ -288,14 +296,7 @@ where
     F: Fn(ChangeRow) -> T,
 {
     loop {
-        let h = handle.clone();
-        let from = *cursor;
-        let page = blocking(move || {
-            let conn = h.conn().map_err(status_from)?;
-            read_changes(&conn, from, PAGE).map_err(|e| Status::internal(e.to_string()))
-        })
-        .await;
-        let rows = match page {
+        let rows = match read_page(handle.clone(), *cursor).await {
             Ok(rows) => rows,
             Err(status) => {
                 let _ = tx.send(Err(status)).await;
@@ -317,7 +318,7 @@ where
 pub fn stream_changes<T, F>(
     handle: EngineHandle,
     hub: &Hub,
-    commits: Commits,
+    mut commits: Commits,
     after: i64,
     map: F,
 ) -> ReceiverStream<Result<T, Status>>
@@ -350,9 +351,8 @@ where
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
                 _ = tx.closed() => return,
-            }
-            if commits.stopping() {
-                return;
+                // Shutting down: end the stream cleanly (status OK).
+                _ = commits.until_stopping() => return,
             }
         }
     });

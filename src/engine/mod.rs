@@ -160,18 +160,6 @@ impl EngineHandle {
         self.doorbell.ring();
     }
 
-    /// Enqueues events (one transaction) and wakes the processing loop.
-    ///
-    /// # Errors
-    /// Database errors other than a busy database (retried).
-    pub fn enqueue(&self, events: &[queue::NewEvent], source: &str) -> Result<(), EngineError> {
-        let conn = self.conn()?;
-        let never = AtomicBool::new(false);
-        with_busy_retry(&self.db, &never, || queue::enqueue(&conn, events, source))?;
-        self.doorbell.ring();
-        Ok(())
-    }
-
     /// Sends a request to the watcher and wakes it. Returns false when the
     /// watcher is not running.
     pub fn send(&self, control: Control) -> bool {
