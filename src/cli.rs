@@ -71,6 +71,10 @@ struct Tuning {
     /// Milliseconds before the first retry; doubles after each failure.
     #[arg(long, default_value_t = config::DEFAULT_RETRY_BACKOFF.as_millis() as u64)]
     retry_backoff_ms: u64,
+    /// A file modified less than this many milliseconds ago is read a little
+    /// later (it may be half written).
+    #[arg(long, default_value_t = config::DEFAULT_SETTLE.as_millis() as u64)]
+    settle_ms: u64,
     /// Hours to keep finished queue rows before pruning them.
     #[arg(long, default_value_t = config::DEFAULT_RETENTION.as_secs() / 3600)]
     retention_hours: u64,
@@ -276,6 +280,7 @@ fn config(location: &Location, tuning: &Tuning) -> Result<Config> {
     cfg.policy.max_attempts = tuning.max_attempts;
     cfg.policy.backoff = Duration::from_millis(tuning.retry_backoff_ms);
     cfg.retention = Duration::from_secs(tuning.retention_hours.saturating_mul(3600));
+    cfg.settle = Duration::from_millis(tuning.settle_ms);
     Ok(cfg)
 }
 

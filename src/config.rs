@@ -23,6 +23,10 @@ pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_millis(1_000);
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// A claim not finished within this time may be taken back.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(300);
+/// A file modified less recently than this is read; a fresher one is looked
+/// at again shortly (it may be half written).
+pub const DEFAULT_SETTLE: Duration = Duration::from_millis(100);
+
 /// How often an idle engine looks for queue rows written by another process
 /// (`obby-sync enqueue`); producers inside the process wake it at once.
 pub const DEFAULT_IDLE_POLL: Duration = Duration::from_millis(200);
@@ -46,6 +50,8 @@ pub struct Config {
     pub retention: Duration,
     /// Idle poll interval for new queue rows.
     pub idle_poll: Duration,
+    /// Quiet time a file needs before it is read.
+    pub settle: Duration,
 }
 
 impl Config {
@@ -81,6 +87,7 @@ impl Config {
             },
             retention: DEFAULT_RETENTION,
             idle_poll: DEFAULT_IDLE_POLL,
+            settle: DEFAULT_SETTLE,
         })
     }
 

@@ -161,6 +161,15 @@ pub enum ItemError {
         #[source]
         source: io::Error,
     },
+    /// The file changed moments ago (or while it was read): it is looked at
+    /// again once it has been quiet, so a half-written state is never a version.
+    #[error("{path} is still being written")]
+    Unsettled {
+        /// The file.
+        path: String,
+        /// How long to wait before looking again.
+        wait: std::time::Duration,
+    },
     /// A database error while computing this row (reading the previous version).
     #[error("database error while processing {path}: {source}")]
     Db {
@@ -190,7 +199,7 @@ impl ItemError {
                 source.kind(),
                 io::ErrorKind::InvalidFilename | io::ErrorKind::IsADirectory
             ),
-            ItemError::Db { .. } | ItemError::Pool { .. } => false,
+            ItemError::Db { .. } | ItemError::Pool { .. } | ItemError::Unsettled { .. } => false,
         }
     }
 }

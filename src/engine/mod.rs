@@ -215,6 +215,7 @@ impl Engine {
         let worker_cfg = Arc::new(WorkerConfig {
             max_file_size: config.max_file_size,
             patterns: SharedPatterns::new(patterns),
+            settle: config.settle,
         });
         Ok(Engine {
             config,

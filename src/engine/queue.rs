@@ -98,6 +98,8 @@ pub struct QueueRow {
     pub old_path: Option<String>,
     /// Attempts so far, this one included.
     pub attempts: i64,
+    /// When the row was first enqueued (unix ms).
+    pub enqueued_ms: i64,
 }
 
 /// Retry rules for failed rows.
@@ -219,7 +221,7 @@ pub fn claim(
     let mut claimed = Vec::new();
     {
         let mut stmt = tx.prepare_cached(
-            "SELECT id, path, kind, old_path, attempts FROM event_queue
+            "SELECT id, path, kind, old_path, attempts, enqueued_ms FROM event_queue
              WHERE status = 'pending' AND available_ms <= ?1
              ORDER BY id LIMIT ?2",
         )?;
@@ -235,6 +237,7 @@ pub fn claim(
                 kind: ChangeKind::parse(&r.get::<_, String>(2)?),
                 old_path: r.get(3)?,
                 attempts: r.get::<_, i64>(4)? + 1,
+                enqueued_ms: r.get(5)?,
             };
             let clash =
                 busy.contains(&row.path) || row.old_path.as_ref().is_some_and(|o| busy.contains(o));
@@ -319,6 +322,17 @@ pub fn mark_attempt_failed(
     let available = now_ms().saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX));
     release(conn, row.id, available, Some(&message))?;
     Ok(false)
+}
+
+/// Puts a claimed row back to pending without counting the attempt: its file
+/// was still being written, so it is looked at again at `available_ms`.
+///
+/// # Errors
+/// Any SQLite error.
+pub fn defer(conn: &Connection, row: &QueueRow, available_ms: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE event_queue SET attempts = MAX(attempts - 1, 0) WHERE id = ?1")?
+        .execute([row.id.0])?;
+    release(conn, row.id, available_ms, None)
 }
 
 /// Puts a claimed row back to pending, due at `available_ms`. When a newer

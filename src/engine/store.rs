@@ -96,6 +96,11 @@ impl Store {
         let mut last_change = None;
         for item in batch {
             match &item.result {
+                Err(ItemError::Unsettled { wait, .. }) => {
+                    let wait_ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+                    queue::defer(&tx, &item.row, now_ms().saturating_add(wait_ms.max(1)))?;
+                    stats.retried += 1;
+                }
                 Err(error) => {
                     if queue::mark_attempt_failed(&tx, &item.row, error, &self.policy)? {
                         tracing::warn!(path = %item.row.path, %error, "giving up on this change");

@@ -33,6 +33,8 @@ pub struct WorkerConfig {
     pub max_file_size: u64,
     /// Which files are tracked; a row for an untracked path does nothing.
     pub patterns: SharedPatterns,
+    /// A file modified less than this long ago is looked at again later.
+    pub settle: std::time::Duration,
 }
 
 /// A path's `file_states` row, as far as the engine needs it.
@@ -209,7 +211,17 @@ pub fn process(
             Outcome::Write(records)
         });
     };
+    settled(row, &meta, cfg.settle)?;
     let snap = read_snapshot(&row.path, &meta, cfg.max_file_size)?;
+    // Changed while it was read: the text may mix two states.
+    if let Ok(after) = std::fs::symlink_metadata(&row.path)
+        && (after.len() != meta.len() || after.modified().ok() != meta.modified().ok())
+    {
+        return Err(ItemError::Unsettled {
+            path: row.path.clone(),
+            wait: cfg.settle,
+        });
+    }
 
     if let (Some(old), Some(prev)) = (&row.old_path, old_live) {
         if let Some(target_prev) = live {
@@ -238,6 +250,31 @@ pub fn process(
             change(conn, &row.path, None, prev, snap).map_err(db)?,
         ])),
     }
+}
+
+/// Longest a row is deferred for a file that keeps changing; after that the
+/// file is read as it is (a log written forever still gets versions).
+pub const MAX_DEFER: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Errs with [`ItemError::Unsettled`] when the file was modified less than
+/// `settle` ago (a writer may be between truncating and writing it), unless
+/// the row has waited [`MAX_DEFER`] already.
+fn settled(row: &QueueRow, meta: &Metadata, settle: std::time::Duration) -> Result<(), ItemError> {
+    let Ok(modified) = meta.modified() else {
+        return Ok(());
+    };
+    let age = std::time::SystemTime::now()
+        .duration_since(modified)
+        .unwrap_or_default();
+    let waited = super::clock::now_ms().saturating_sub(row.enqueued_ms);
+    let max_defer = i64::try_from(MAX_DEFER.as_millis()).unwrap_or(i64::MAX);
+    if age < settle && waited < max_defer {
+        return Err(ItemError::Unsettled {
+            path: row.path.clone(),
+            wait: settle - age,
+        });
+    }
+    Ok(())
 }
 
 fn deletion(path: &str, prev: FileState) -> Record {

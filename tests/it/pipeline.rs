@@ -8,7 +8,15 @@ use crate::fixture::Vault;
 fn history(workers: &str) -> Vec<String> {
     let v = Vault::new();
     let scan = |v: &Vault| {
-        v.scan(&["--workers", workers, "--batch-size", "3"]);
+        // No settle delay: the order of rows must not depend on timing.
+        v.scan(&[
+            "--workers",
+            workers,
+            "--batch-size",
+            "3",
+            "--settle-ms",
+            "0",
+        ]);
         v.dump()
     };
     let mut dumps = Vec::new();
