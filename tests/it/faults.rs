@@ -106,14 +106,7 @@ fn a_full_disk_stops_the_scan_with_a_clear_error_and_a_later_scan_recovers() {
             std::fs::copy(&from, format!("{}{suffix}", roomy.display())).expect("copy");
         }
     }
-    let out = Command::new(bin())
-        .args(["scan", "--json", "--root"])
-        .arg(&v.root)
-        .arg("--db")
-        .arg(&roomy)
-        .env("LOG_LEVEL", "error")
-        .output()
-        .expect("scan");
+    let out = crate::fixture::scan_into(&v.root, &roomy);
     assert!(
         out.status.success(),
         "{}",
@@ -158,14 +151,7 @@ fn a_root_with_spaces_and_unicode_in_its_path_works() {
     std::fs::write(root.join(".obbywatch"), "notes/\n").expect("write");
     std::fs::write(root.join("notes/sous dossier/naïve café.md"), "bonjour\n").expect("write");
     let db = dir.path().join("base de données.db");
-    let out = Command::new(bin())
-        .args(["scan", "--json", "--root"])
-        .arg(&root)
-        .arg("--db")
-        .arg(&db)
-        .env("LOG_LEVEL", "error")
-        .output()
-        .expect("scan");
+    let out = crate::fixture::scan_into(&root, &db);
     assert!(
         out.status.success(),
         "{}",

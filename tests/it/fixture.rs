@@ -11,6 +11,19 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_obby-sync")
 }
 
+/// Runs `obby-sync scan --json` on any root and database (tests that do
+/// not use a [`Vault`]'s own database).
+pub fn scan_into(root: &Path, db: &Path) -> Output {
+    Command::new(bin())
+        .args(["scan", "--json", "--root"])
+        .arg(root)
+        .arg("--db")
+        .arg(db)
+        .env("LOG_LEVEL", "error")
+        .output()
+        .expect("run obby-sync scan")
+}
+
 /// A temp folder holding a vault (`root`, with `.obbywatch` = `notes/`) and,
 /// beside it, the database.
 pub struct Vault {

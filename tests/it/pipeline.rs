@@ -134,28 +134,14 @@ fn the_engines_own_database_is_never_tracked() {
     v.write("notes/a.md", "a\n");
     // A database inside the root, caught by the `*` pattern.
     let db = v.path("obby.db");
-    let out = std::process::Command::new(crate::fixture::bin())
-        .args(["scan", "--json", "--root"])
-        .arg(&v.root)
-        .arg("--db")
-        .arg(&db)
-        .env("LOG_LEVEL", "warn")
-        .output()
-        .expect("scan");
+    let out = crate::fixture::scan_into(&v.root, &db);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     // Twice: the second run sees the db, its WAL and SHM and lock on disk.
-    let out = std::process::Command::new(crate::fixture::bin())
-        .args(["scan", "--json", "--root"])
-        .arg(&v.root)
-        .arg("--db")
-        .arg(&db)
-        .env("LOG_LEVEL", "warn")
-        .output()
-        .expect("scan");
+    let out = crate::fixture::scan_into(&v.root, &db);
     assert!(out.status.success());
     let conn = rusqlite::Connection::open(&db).expect("db");
     let paths: Vec<String> =
