@@ -7,7 +7,7 @@
 //! `LOG_LEVEL`), then to defaults.
 
 use std::io::IsTerminal as _;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -534,32 +534,11 @@ impl Drop for LiveStatus {
     }
 }
 
-/// Makes `path` absolute against the current folder and resolves symlinks
-/// where the file (or, failing that, its folder) exists; `..` is resolved
-/// lexically otherwise.
+/// Makes `path` absolute against the current folder, symlinks of its
+/// existing part resolved (the form `file_path` is stored in).
 fn absolute(path: &Path) -> Result<PathBuf> {
-    if let Ok(canon) = std::fs::canonicalize(path) {
-        return Ok(canon);
-    }
-    let joined = std::env::current_dir()
-        .context("reading the current folder")?
-        .join(path);
-    let mut clean = PathBuf::new();
-    for part in joined.components() {
-        match part {
-            Component::ParentDir => {
-                clean.pop();
-            }
-            Component::CurDir => {}
-            other => clean.push(other),
-        }
-    }
-    if let (Some(parent), Some(name)) = (clean.parent(), clean.file_name())
-        && let Ok(parent) = std::fs::canonicalize(parent)
-    {
-        return Ok(parent.join(name));
-    }
-    Ok(clean)
+    let cwd = std::env::current_dir().context("reading the current folder")?;
+    Ok(crate::api::paths::resolve(&cwd.join(path)))
 }
 
 fn utf8(path: &Path) -> Result<String> {

@@ -14,7 +14,7 @@
 mod content_tracker;
 mod feed;
 mod file_watcher;
-mod paths;
+pub mod paths;
 mod sync;
 
 use std::future::Future;

@@ -54,15 +54,13 @@ pub fn inside_root(
     }
 }
 
-/// Canonicalizes the deepest existing ancestor and appends the rest, with
-/// `.` and `..` applied lexically.
-fn resolve(path: &Path) -> PathBuf {
-    if let Ok(canon) = std::fs::canonicalize(path) {
-        return canon;
-    }
+/// Canonicalizes the deepest existing ancestor of `path` (resolving its
+/// symlinks) and appends the rest with `.` and `..` applied lexically. Also
+/// what the CLI uses to turn a user's path into a stored `file_path`.
+pub fn resolve(path: &Path) -> PathBuf {
     let mut existing = path.to_path_buf();
     let mut rest = Vec::new();
-    while !existing.exists() {
+    while std::fs::symlink_metadata(&existing).is_err() {
         match (
             existing.file_name().map(|n| n.to_os_string()),
             existing.parent(),
@@ -75,21 +73,12 @@ fn resolve(path: &Path) -> PathBuf {
             _ => break,
         }
     }
-    let mut out = std::fs::canonicalize(&existing).unwrap_or(existing);
-    for part in rest.iter().rev() {
-        for c in Path::new(part).components() {
-            match c {
-                Component::ParentDir => {
-                    out.pop();
-                }
-                Component::CurDir => {}
-                other => out.push(other),
-            }
-        }
-    }
-    // Lexical pass over anything left (a trailing `..`).
+    let start = std::fs::canonicalize(&existing).unwrap_or(existing);
     let mut clean = PathBuf::new();
-    for c in out.components() {
+    for c in start
+        .components()
+        .chain(rest.iter().rev().map(|n| Component::Normal(n)))
+    {
         match c {
             Component::ParentDir => {
                 clean.pop();
