@@ -49,9 +49,31 @@ struct Location {
 
 #[derive(Debug, Args)]
 struct DbArg {
-    /// The database file.
-    #[arg(long, env = "DB_PATH", default_value = "obby.db")]
-    db: PathBuf,
+    /// The database file (default: <root>/.db/obby.db, the Obby backend's own).
+    #[arg(long, env = "DB_PATH")]
+    db: Option<PathBuf>,
+}
+
+impl Location {
+    /// The database file: `--db` / `DB_PATH`, else the backend's
+    /// `<root>/.db/obby.db`.
+    fn db(&self) -> PathBuf {
+        match &self.db.db {
+            Some(db) => db.clone(),
+            None => {
+                let db = self.root.join(config::DEFAULT_DB);
+                let legacy = self.root.join("obby.db");
+                if legacy.is_file() && !db.exists() {
+                    tracing::warn!(
+                        found = %legacy.display(),
+                        using = %db.display(),
+                        "a database from an older obby-sync default is in the root; this run uses the backend's file (pass --db to keep the old one)"
+                    );
+                }
+                db
+            }
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -183,7 +205,7 @@ enum Command {
     /// Queue depth, failures and history counts.
     Status {
         #[command(flatten)]
-        db: DbArg,
+        location: Location,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -193,7 +215,7 @@ enum Command {
         /// The file (relative to the current folder, or absolute).
         path: PathBuf,
         #[command(flatten)]
-        db: DbArg,
+        location: Location,
         /// Versions to show.
         #[arg(long, default_value_t = 20)]
         limit: usize,
@@ -204,7 +226,7 @@ enum Command {
         /// The file (relative to the current folder, or absolute).
         path: PathBuf,
         #[command(flatten)]
-        db: DbArg,
+        location: Location,
         /// Old version id.
         #[arg(long)]
         from: Option<i64>,
@@ -222,10 +244,28 @@ pub fn main() -> ExitCode {
     match run(cli.command) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("obby-sync: error: {e:#}");
+            eprintln!("obby-sync: error: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line, each said once: a typed error's
+/// message often already ends with its source's words, which `{:#}` would
+/// repeat (`database x: no such column: y: no such column: y`).
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 fn init_tracing(level: &str) {
@@ -255,14 +295,23 @@ fn run(command: Command) -> Result<ExitCode> {
             api,
         } => run_engine(&location, &tuning, &watch, &api),
         Command::Enqueue { location, paths } => enqueue(&location, &paths),
-        Command::Status { db, json } => status(&db.db, json),
-        Command::Log { path, db, limit } => log(&path, &db.db, limit),
-        Command::Diff { path, db, from, to } => show_diff(&path, &db.db, from, to),
+        Command::Status { location, json } => status(&location.db(), json),
+        Command::Log {
+            path,
+            location,
+            limit,
+        } => log(&path, &location.db(), limit),
+        Command::Diff {
+            path,
+            location,
+            from,
+            to,
+        } => show_diff(&path, &location.db(), from, to),
     }
 }
 
 fn config(location: &Location, tuning: &Tuning) -> Result<Config> {
-    let mut cfg = Config::new(&location.root, &location.db.db)?;
+    let mut cfg = Config::new(&location.root, &location.db())?;
     if let Some(workers) = tuning.workers {
         if workers == 0 {
             bail!("--workers must be at least 1");
@@ -567,7 +616,7 @@ fn enqueue(location: &Location, paths: &[PathBuf]) -> Result<ExitCode> {
             old_path: None,
         });
     }
-    let conn = db::open_writer(&config::absolute_db(&location.db.db)?)?;
+    let conn = db::open_writer(&config::prepare_db(&location.db())?)?;
     queue::enqueue(&conn, &events, "cli")?;
     println!("enqueued {} file(s)", events.len());
     Ok(ExitCode::SUCCESS)
@@ -621,14 +670,8 @@ fn status(db_path: &Path, json: bool) -> Result<ExitCode> {
         schema_version: conn.pragma_query_value(None, "user_version", |r| r.get(0))?,
         queue: queue::counts(&conn)?,
         failures: queue::failures(&conn, 20)?,
-        files_tracked: count(
-            &conn,
-            "SELECT COUNT(*) FROM file_states WHERE is_deleted = 0",
-        )?,
-        files_deleted: count(
-            &conn,
-            "SELECT COUNT(*) FROM file_states WHERE is_deleted <> 0",
-        )?,
+        files_tracked: count(&conn, "SELECT COUNT(*) FROM sync_files WHERE deleted = 0")?,
+        files_deleted: count(&conn, "SELECT COUNT(*) FROM sync_files WHERE deleted <> 0")?,
         versions: count(&conn, "SELECT COUNT(*) FROM file_versions")?,
         diffs: count(&conn, "SELECT COUNT(*) FROM content_diffs")?,
         changes: count(&conn, "SELECT COUNT(*) FROM file_changes")?,

@@ -11,6 +11,10 @@ use std::time::Duration;
 use crate::engine::EngineError;
 use crate::engine::queue::QueuePolicy;
 
+/// Where the database lives unless `--db` or `DB_PATH` says otherwise,
+/// relative to the root: the file Obby's Python backend opens.
+pub const DEFAULT_DB: &str = ".db/obby.db";
+
 /// Queue rows claimed and committed together.
 pub const DEFAULT_BATCH_SIZE: usize = 256;
 /// Files larger than this are hashed only (32 MiB).
@@ -59,7 +63,7 @@ impl Config {
     ///
     /// # Errors
     /// [`EngineError::Io`] when the root does not exist or is not a folder, or
-    /// the database's folder does not exist.
+    /// the database's folder cannot be created.
     pub fn new(root: &Path, db: &Path) -> Result<Config, EngineError> {
         let root_canon = std::fs::canonicalize(root).map_err(|source| EngineError::Io {
             path: root.to_path_buf(),
@@ -76,7 +80,7 @@ impl Config {
         }
         Ok(Config {
             root: root_canon,
-            db: absolute_db(db)?,
+            db: prepare_db(db)?,
             workers: std::thread::available_parallelism().map_or(2, usize::from),
             batch_size: DEFAULT_BATCH_SIZE,
             max_file_size: DEFAULT_MAX_FILE_SIZE,
@@ -101,6 +105,21 @@ impl Config {
         }
         files
     }
+}
+
+/// Creates the database's folder (and its parents) where missing, as the
+/// backend does for `.db/`, then makes `db` absolute ([`absolute_db`]).
+///
+/// # Errors
+/// [`EngineError::Io`] when the folder cannot be created.
+pub fn prepare_db(db: &Path) -> Result<PathBuf, EngineError> {
+    if let Some(parent) = db.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|source| EngineError::Io {
+            path: parent.to_path_buf(),
+            source,
+        })?;
+    }
+    absolute_db(db)
 }
 
 /// Makes `db` absolute with a canonical folder.

@@ -514,7 +514,7 @@ fn track_stage(
     let mut files = Vec::with_capacity(notes);
     {
         let mut stmt = conn.prepare(
-            "SELECT version_id, content_hash FROM file_states WHERE file_path = ?1 AND is_deleted = 0",
+            "SELECT version_id, content_hash FROM sync_files WHERE path = ?1 AND deleted = 0",
         )?;
         for path in &vault.files {
             let path = path.to_str().ok_or("a note path is not UTF-8")?.to_owned();

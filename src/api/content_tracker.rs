@@ -44,7 +44,7 @@ impl ContentTrackerService {
     }
 }
 
-/// `file_states` columns read back: hash, size, version, deleted.
+/// `sync_files` columns read back: hash, size, version, deleted.
 type StateRow = (Option<String>, Option<i64>, Option<i64>, Option<i64>);
 
 /// What one tracked file ended as.
@@ -148,7 +148,7 @@ fn finished(
         .map_err(sql)?;
     let mut state = conn
         .prepare_cached(
-            "SELECT content_hash, file_size, version_id, is_deleted FROM file_states WHERE file_path = ?1",
+            "SELECT content_hash, size, version_id, deleted FROM sync_files WHERE path = ?1",
         )
         .map_err(sql)?;
     for (path, floor) in floors {

@@ -80,8 +80,8 @@ fn status(handle: &EngineHandle) -> Result<StatusResponse, Status> {
         versions: count("SELECT COUNT(*) FROM file_versions")?,
         diffs: count("SELECT COUNT(*) FROM content_diffs")?,
         changes: count("SELECT COUNT(*) FROM file_changes")?,
-        files_tracked: count("SELECT COUNT(*) FROM file_states WHERE is_deleted = 0")?,
-        files_deleted: count("SELECT COUNT(*) FROM file_states WHERE is_deleted <> 0")?,
+        files_tracked: count("SELECT COUNT(*) FROM sync_files WHERE deleted = 0")?,
+        files_deleted: count("SELECT COUNT(*) FROM sync_files WHERE deleted <> 0")?,
         roots: vec![WatchRoot {
             path: handle.root().display().to_string(),
             backend: name,

@@ -3,9 +3,8 @@
 //! Every connection gets WAL, `synchronous=NORMAL`, `foreign_keys=ON` and a
 //! busy timeout, because the Python backend and `sqlite3` share the file.
 //! [`open_writer`] also checks that the file is ours (or an Obby database the
-//! Python backend made, which is adopted in place), applies the numbered
-//! migrations from `schema/` inside one `BEGIN IMMEDIATE` transaction and
-//! records the schema version in `PRAGMA user_version`. [`reader_pool`] hands
+//! Python backend made, which is adopted in place) and brings its schema up
+//! to date ([`super::schema::migrate`]). [`reader_pool`] hands
 //! out read connections for workers and queries. [`EngineLock`] makes sure only
 //! one engine works on a database at a time.
 
@@ -15,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use r2d2_sqlite::SqliteConnectionManager;
-use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags};
 
 use super::error::EngineError;
 
@@ -44,23 +43,9 @@ pub const PAGE_SIZE: i64 = 16384;
 /// A pool of read connections.
 pub type ReaderPool = r2d2::Pool<SqliteConnectionManager>;
 
-/// The migrations compiled into the binary: (version, SQL). Append only.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../schema/0001_init.sql"))];
-
-/// Columns the engine adds to the Obby tables. An adopted database made by the
-/// Python backend lacks them; they are added before the migrations run.
-const ENGINE_COLUMNS: &[(&str, &str, &str)] = &[
-    ("file_changes", "old_path", "TEXT"),
-    ("file_changes", "version_id", "INTEGER"),
-    ("file_changes", "diff_id", "INTEGER"),
-    ("file_states", "mtime_ns", "INTEGER"),
-    ("file_states", "version_id", "INTEGER"),
-    ("events", "old_path", "TEXT"),
-];
-
 /// The newest schema version this binary knows.
 pub fn latest_version() -> i64 {
-    MIGRATIONS.last().map_or(0, |(v, _)| *v)
+    super::schema::latest_version()
 }
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
@@ -112,7 +97,7 @@ pub fn open_writer(path: &Path) -> Result<Connection, EngineError> {
     conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)
         .map_err(err)?;
     let adopt = check_identity(&conn, path)?;
-    migrate(&conn, path, adopt)?;
+    super::schema::migrate(&conn, path, adopt)?;
     Ok(conn)
 }
 
@@ -198,58 +183,6 @@ fn check_identity(conn: &Connection, path: &Path) -> Result<bool, EngineError> {
         path: path.to_path_buf(),
         reason: format!("it holds other tables ({listed}) and no file_versions"),
     })
-}
-
-fn migrate(conn: &Connection, path: &Path, adopt: bool) -> Result<(), EngineError> {
-    let err = |e| EngineError::from_sqlite(path, e);
-    let found: i64 = conn
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(err)?;
-    let known = latest_version();
-    if found > known {
-        return Err(EngineError::SchemaTooNew {
-            path: path.to_path_buf(),
-            found,
-            known,
-        });
-    }
-    if found == known {
-        return Ok(());
-    }
-
-    let tx =
-        rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate).map_err(err)?;
-    if adopt {
-        add_engine_columns(&tx).map_err(err)?;
-    }
-    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > found) {
-        tx.execute_batch(sql).map_err(|e| EngineError::Db {
-            path: path.to_path_buf(),
-            source: e,
-        })?;
-        tx.pragma_update(None, "user_version", version)
-            .map_err(err)?;
-    }
-    tx.pragma_update(None, "application_id", APPLICATION_ID)
-        .map_err(err)?;
-    tx.commit().map_err(err)?;
-    if adopt {
-        tracing::info!(db = %path.display(), "adopted an existing Obby database");
-    }
-    Ok(())
-}
-
-fn add_engine_columns(conn: &Connection) -> rusqlite::Result<()> {
-    for (table, column, decl) in ENGINE_COLUMNS {
-        let mut stmt = conn.prepare("SELECT name FROM pragma_table_info(?1)")?;
-        let names: Vec<String> = stmt
-            .query_map([table], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
-        if !names.is_empty() && !names.iter().any(|n| n == column) {
-            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
-        }
-    }
-    Ok(())
 }
 
 /// The longest wait between retries of a write that found the database busy.

@@ -179,6 +179,15 @@ pub enum ItemError {
         #[source]
         source: rusqlite::Error,
     },
+    /// The database refused this row's writes (a constraint or trigger of a
+    /// table another program made): retrying would fail the same way.
+    #[error("the database refused the change of {path}: {message}")]
+    Rejected {
+        /// The file.
+        path: String,
+        /// SQLite's words.
+        message: String,
+    },
     /// No pooled reader connection was available.
     #[error("no database connection for {path}: {message}")]
     Pool {
@@ -199,6 +208,7 @@ impl ItemError {
                 source.kind(),
                 io::ErrorKind::InvalidFilename | io::ErrorKind::IsADirectory
             ),
+            ItemError::Rejected { .. } => true,
             ItemError::Db { .. } | ItemError::Pool { .. } | ItemError::Unsettled { .. } => false,
         }
     }

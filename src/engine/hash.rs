@@ -90,6 +90,27 @@ fn push_normalized(chunk: &[u8], pending_cr: &mut bool, emit: &mut dyn FnMut(&[u
     emit(&chunk[start..]);
 }
 
+/// A stable id unique to one change, for `file_changes.content_hash` (UNIQUE
+/// in the backend's schema): the lowercase hex SHA-256 of the path, the change
+/// kind, the old and new content hashes and `stamp`. The backend itself
+/// hashes the first four only; `stamp` (the change's own timestamp, strictly
+/// increasing per write) makes a repeated change (a revert and its redo)
+/// distinct, and keeps these ids apart from the backend's.
+pub fn change_id(
+    path: &str,
+    kind: &str,
+    old: Option<&str>,
+    new: Option<&str>,
+    stamp: &str,
+) -> String {
+    let mut h = Sha256::new();
+    for part in [path, kind, old.unwrap_or(""), new.unwrap_or(""), stamp] {
+        h.update(part.as_bytes());
+        h.update([0u8]);
+    }
+    hex::encode(h.finalize())
+}
+
 /// Digests a file read whole.
 pub fn digest_bytes(raw: Vec<u8>) -> Digest {
     let size = raw.len() as u64;

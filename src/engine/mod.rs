@@ -25,6 +25,7 @@ pub mod patterns;
 pub mod progress;
 pub mod queue;
 pub mod reconcile;
+pub mod schema;
 pub mod store;
 pub mod watcher;
 pub mod worker;
@@ -183,6 +184,7 @@ impl Engine {
         }
         let lock = EngineLock::acquire(&config.db)?;
         let conn = db::open_writer(&config.db)?;
+        tracing::info!(db = %config.db.display(), root = %config.root.display(), "using database");
         let sql = |source| EngineError::Db {
             path: config.db.clone(),
             source,
@@ -274,7 +276,7 @@ impl Engine {
         EngineError::from_sqlite(&self.config.db, source)
     }
 
-    /// Walks the root and enqueues every difference from `file_states`.
+    /// Walks the root and enqueues every difference from `sync_files`.
     ///
     /// # Errors
     /// Database errors.

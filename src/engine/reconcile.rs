@@ -2,10 +2,11 @@
 //!
 //! Walks the root (or a subtree) with the `ignore` crate's walker, symlinks not
 //! followed, ignored folders pruned, and compares every tracked regular file
-//! with its `file_states` row by size and mtime. New files, changed files and
+//! with the engine's own `sync_files` row by size and mtime. New files, changed files and
 //! tracked files that are gone become pending queue rows. A vanished tracked
 //! file whose content (same size, then same hash) reappears at a new path is
-//! enqueued as one move. Reads `file_states`; writes only `event_queue`, in
+//! enqueued as one move. Reads `sync_files` (never the backend's `file_states`,
+//! which other programs rewrite); writes only `event_queue`, in
 //! transactions of [`ENQUEUE_CHUNK`] rows, in file-name order so a tree is
 //! always processed the same way. Never hashes a file it need not.
 
@@ -65,7 +66,7 @@ struct OnDisk {
 /// differences.
 ///
 /// # Errors
-/// [`EngineError::Db`] when `file_states` cannot be read or the queue written.
+/// [`EngineError::Db`] when `sync_files` cannot be read or the queue written.
 pub fn reconcile(
     conn: &Connection,
     patterns: &Patterns,
@@ -79,7 +80,7 @@ pub fn reconcile(
 /// move.
 ///
 /// # Errors
-/// [`EngineError::Db`] when `file_states` cannot be read or the queue written.
+/// [`EngineError::Db`] when `sync_files` cannot be read or the queue written.
 pub fn reconcile_scopes(
     conn: &Connection,
     patterns: &Patterns,
@@ -96,7 +97,7 @@ pub fn reconcile_scopes(
     Ok(report)
 }
 
-/// One difference between the disk and `file_states`.
+/// One difference between the disk and `sync_files`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Difference {
     /// The queue row it calls for.
@@ -105,19 +106,19 @@ pub struct Difference {
     pub mtime_ns: Option<i64>,
 }
 
-/// Compares `scopes` with `file_states` without enqueuing anything: what
+/// Compares `scopes` with `sync_files` without enqueuing anything: what
 /// [`reconcile_scopes`] would enqueue, with each file's mtime (the poller
 /// debounces by it).
 ///
 /// # Errors
-/// [`EngineError::Db`] when `file_states` cannot be read.
+/// [`EngineError::Db`] when `sync_files` cannot be read.
 pub fn differences(
     conn: &Connection,
     patterns: &Patterns,
     scopes: &[PathBuf],
 ) -> Result<(Vec<Difference>, ReconcileReport), EngineError> {
     let db = |source| EngineError::Db {
-        path: "file_states".into(),
+        path: "sync_files".into(),
         source,
     };
     let mut report = ReconcileReport::default();
@@ -208,8 +209,8 @@ fn load_known(
     let scope_text = scope.to_string_lossy();
     let (low, high) = (format!("{scope_text}/"), format!("{scope_text}0"));
     let mut stmt = conn.prepare_cached(
-        "SELECT file_path, file_size, mtime_ns, content_hash, is_deleted FROM file_states
-         WHERE file_path = ?1 OR (file_path >= ?2 AND file_path < ?3)",
+        "SELECT path, size, mtime_ns, content_hash, deleted FROM sync_files
+         WHERE path = ?1 OR (path >= ?2 AND path < ?3)",
     )?;
     let mut rows = stmt.query(rusqlite::params![scope_text, low, high])?;
     let mut known = HashMap::new();
@@ -226,7 +227,7 @@ fn load_known(
                 size: r.get(1)?,
                 mtime_ns: r.get(2)?,
                 hash: r.get(3)?,
-                deleted: r.get::<_, Option<i64>>(4)?.unwrap_or(0) != 0,
+                deleted: r.get::<_, i64>(4)? != 0,
             },
         );
     }

@@ -2,15 +2,23 @@
 //! acknowledgements out, in one `BEGIN IMMEDIATE` transaction.
 //!
 //! For each claimed row, in claim order, the store first checks that every
-//! `file_states` row the worker based its outcome on is unchanged (a
-//! compare-and-set; on a mismatch the row goes back to pending and is computed
-//! again), then writes `file_versions`, `content_diffs`, `file_changes`,
-//! `file_states` and `events`, and marks the queue row done, all in the same
-//! transaction as the rest of the batch. So a crash leaves either all of a
-//! row's effects or none, and the row pending or claimed: processing it again
-//! finds the same state and writes the same rows once. Failed attempts are
+//! path the worker based its outcome on still has the same `sync_files` row
+//! and the same newest version (a compare-and-set; on a mismatch the row goes
+//! back to pending and is computed again), then, in a savepoint of the row's
+//! own, writes `file_versions`, `content_diffs`, `file_changes`, `events`, the
+//! engine's `sync_files` and the backend's `file_states`, and marks the queue
+//! row done, all in the same transaction as the rest of the batch. So a crash
+//! leaves either all of a row's effects or none, and the row pending or
+//! claimed: processing it again finds the same state and writes the same rows
+//! once. A row the database refuses (the backend's constraints and triggers)
+//! is rolled back to its savepoint and `failed`, alone. Failed attempts are
 //! recorded here too ([`super::queue::mark_attempt_failed`]). The store owns
-//! the write connection; nothing else writes the Obby tables.
+//! the write connection; nothing else in obby-sync writes these tables.
+//!
+//! Written in the backend's conventions: every DATETIME as local text, a gone
+//! file's `file_states` row with a NULL hash and 0 lines and bytes (and
+//! `is_deleted = 1`), 0 lines for a binary file's state, and a unique change
+//! id in `file_changes.content_hash` ([`super::hash::change_id`]).
 
 use std::sync::Arc;
 
@@ -18,9 +26,10 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 
 use super::clock::{StoreClock, format_mtime_ns, now_ms};
 use super::error::ItemError;
+use super::hash::change_id;
 use super::progress::Progress;
 use super::queue::{self, ChangeKind, QueuePolicy, QueueRow};
-use super::worker::{FileState, Outcome, Record, load_state};
+use super::worker::{Action, Outcome, Record, Snapshot, load_state, newest_version};
 
 /// One processed row: the claimed row and what its worker decided.
 #[derive(Debug)]
@@ -84,11 +93,15 @@ impl Store {
         &self.conn
     }
 
-    /// Commits one batch.
+    /// Commits one batch. Each row's writes run in a savepoint of their own:
+    /// a row the database refuses (a constraint of a table the backend made,
+    /// say) is rolled back alone and its queue row `failed` with the error,
+    /// while the rest of the batch commits.
     ///
     /// # Errors
-    /// Any SQLite error; the whole batch is rolled back and its rows stay
-    /// claimed (they return to pending at the next start or lease expiry).
+    /// Any SQLite error that is not about one row (busy, disk full, I/O); the
+    /// whole batch is rolled back and its rows stay claimed (they return to
+    /// pending at the next start).
     pub fn commit(&mut self, batch: &[Computed]) -> rusqlite::Result<BatchStats> {
         let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
         let locked = std::time::Instant::now();
@@ -101,16 +114,7 @@ impl Store {
                     queue::defer(&tx, &item.row, now_ms().saturating_add(wait_ms.max(1)))?;
                     stats.retried += 1;
                 }
-                Err(error) => {
-                    if queue::mark_attempt_failed(&tx, &item.row, error, &self.policy)? {
-                        tracing::warn!(path = %item.row.path, %error, "giving up on this change");
-                        stats.failed += 1;
-                        stats.rows += 1;
-                    } else {
-                        tracing::debug!(path = %item.row.path, %error, "will retry");
-                        stats.retried += 1;
-                    }
-                }
+                Err(error) => self.fail(&tx, &item.row, error, &mut stats)?,
                 Ok(outcome) => {
                     if !still_current(&tx, outcome)? {
                         tracing::debug!(path = %item.row.path, "state moved underneath, recomputing");
@@ -118,12 +122,28 @@ impl Store {
                         stats.retried += 1;
                         continue;
                     }
-                    let change_id = apply(&tx, &mut self.clock, outcome, &mut stats)?;
-                    if change_id.is_some() {
-                        last_change = change_id;
+                    tx.execute_batch("SAVEPOINT obby_row")?;
+                    let mut row_stats = BatchStats::default();
+                    match apply(&tx, &mut self.clock, &outcome.action, &mut row_stats) {
+                        Ok(change_id) => {
+                            tx.execute_batch("RELEASE obby_row")?;
+                            stats.add(&row_stats);
+                            if change_id.is_some() {
+                                last_change = change_id;
+                            }
+                            queue::mark_done(&tx, &item.row, change_id)?;
+                            stats.rows += 1;
+                        }
+                        Err(e) if is_row_error(&e) => {
+                            tx.execute_batch("ROLLBACK TO obby_row; RELEASE obby_row")?;
+                            let error = ItemError::Rejected {
+                                path: item.row.path.clone(),
+                                message: e.to_string(),
+                            };
+                            self.fail(&tx, &item.row, &error, &mut stats)?;
+                        }
+                        Err(e) => return Err(e),
                     }
-                    queue::mark_done(&tx, &item.row, change_id)?;
-                    stats.rows += 1;
                 }
             }
         }
@@ -132,52 +152,83 @@ impl Store {
         self.progress.record(&stats, last_change);
         Ok(stats)
     }
+
+    fn fail(
+        &self,
+        tx: &Connection,
+        row: &QueueRow,
+        error: &ItemError,
+        stats: &mut BatchStats,
+    ) -> rusqlite::Result<()> {
+        if queue::mark_attempt_failed(tx, row, error, &self.policy)? {
+            tracing::warn!(path = %row.path, %error, "giving up on this change");
+            stats.failed += 1;
+            stats.rows += 1;
+        } else {
+            tracing::debug!(path = %row.path, %error, "will retry");
+            stats.retried += 1;
+        }
+        Ok(())
+    }
 }
 
-/// True when every state the outcome was computed from is still in place.
+impl BatchStats {
+    fn add(&mut self, other: &BatchStats) {
+        self.rows += other.rows;
+        self.versions += other.versions;
+        self.diffs += other.diffs;
+        self.changes += other.changes;
+        self.failed += other.failed;
+        self.retried += other.retried;
+    }
+}
+
+/// True when an error belongs to the row being written (the database refused
+/// it: a constraint, a trigger's `RAISE`, a value it cannot hold) rather than
+/// to the database as a whole (busy, full, I/O), which fails the batch.
+fn is_row_error(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode;
+    match e.sqlite_error_code() {
+        Some(ErrorCode::ConstraintViolation | ErrorCode::TooBig | ErrorCode::TypeMismatch) => true,
+        Some(_) => false,
+        // Conversions rusqlite makes itself: a value of this row.
+        None => !matches!(e, rusqlite::Error::SqliteFailure(..)),
+    }
+}
+
+/// True when every path the outcome was computed from still has the same
+/// `sync_files` row and the same newest version.
 fn still_current(conn: &Connection, outcome: &Outcome) -> rusqlite::Result<bool> {
-    for (path, expected) in outcome.expectations() {
-        let now = load_state(conn, path)?;
-        let same = match (expected, &now) {
-            (None, None) => true,
-            (None, Some(s)) => s.is_deleted,
-            (Some(e), Some(s)) => same_state(e, s),
-            (Some(_), None) => false,
-        };
-        if !same {
+    for seen in &outcome.seen {
+        if load_state(conn, &seen.path)? != seen.state {
+            return Ok(false);
+        }
+        if newest_version(conn, &seen.path)?.map(|n| n.id) != seen.newest {
             return Ok(false);
         }
     }
     Ok(true)
 }
 
-fn same_state(a: &FileState, b: &FileState) -> bool {
-    a.version_id == b.version_id && a.content_hash == b.content_hash && a.is_deleted == b.is_deleted
-}
-
-/// Writes an outcome's rows; returns the id of the last `file_changes` row.
+/// Writes an action's rows; returns the id of the last `file_changes` row.
 fn apply(
     tx: &Connection,
     clock: &mut StoreClock,
-    outcome: &Outcome,
+    action: &Action,
     stats: &mut BatchStats,
 ) -> rusqlite::Result<Option<i64>> {
-    match outcome {
-        Outcome::Nothing => Ok(None),
-        Outcome::Touch {
+    match action {
+        Action::Nothing => Ok(None),
+        Action::Touch {
             path,
-            size,
-            mtime_ns,
-            ..
+            version_id,
+            snap,
         } => {
-            tx.prepare_cached(
-                "UPDATE file_states SET file_size = ?2, mtime_ns = ?3, last_modified = ?4
-                 WHERE file_path = ?1",
-            )?
-            .execute(params![path, size, mtime_ns, format_mtime_ns(*mtime_ns)])?;
+            let now = clock.stamp();
+            write_state(tx, path, Some(snap), *version_id, &now)?;
             Ok(None)
         }
-        Outcome::Write(records) => {
+        Action::Write(records) => {
             let mut last = None;
             for record in records {
                 last = Some(write_record(tx, clock, record, stats)?);
@@ -187,6 +238,68 @@ fn apply(
     }
 }
 
+/// Records a path's state: in `sync_files` (the engine's truth) and in
+/// `file_states` (the backend's view, in its conventions: a gone file has a
+/// NULL hash, no lines and no bytes; a binary file 0 lines). `snap` is `None`
+/// for a file that is gone; the engine keeps its last hash and version.
+fn write_state(
+    tx: &Connection,
+    path: &str,
+    snap: Option<&Snapshot>,
+    version_id: Option<i64>,
+    now: &str,
+) -> rusqlite::Result<()> {
+    match snap {
+        Some(snap) => {
+            let digest = &snap.digest;
+            let size = i64::try_from(digest.size).unwrap_or(i64::MAX);
+            tx.prepare_cached(
+                "INSERT INTO sync_files (path, size, mtime_ns, content_hash, version_id, deleted)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 0)
+                 ON CONFLICT (path) DO UPDATE SET
+                     size = excluded.size, mtime_ns = excluded.mtime_ns,
+                     content_hash = excluded.content_hash, version_id = excluded.version_id,
+                     deleted = 0",
+            )?
+            .execute(params![path, size, snap.mtime_ns, digest.hash, version_id])?;
+            tx.prepare_cached(
+                "INSERT INTO file_states
+                     (file_path, content_hash, last_modified, line_count, file_size, updated_at,
+                      is_deleted)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0)
+                 ON CONFLICT (file_path) DO UPDATE SET
+                     content_hash = excluded.content_hash, last_modified = excluded.last_modified,
+                     line_count = excluded.line_count, file_size = excluded.file_size,
+                     updated_at = excluded.updated_at, is_deleted = 0",
+            )?
+            .execute(params![
+                path,
+                digest.hash,
+                format_mtime_ns(snap.mtime_ns),
+                digest.line_count.unwrap_or(0),
+                size,
+                now
+            ])?;
+        }
+        None => {
+            tx.prepare_cached(
+                "UPDATE sync_files SET deleted = 1, size = NULL, mtime_ns = NULL WHERE path = ?1",
+            )?
+            .execute([path])?;
+            tx.prepare_cached(
+                "INSERT INTO file_states
+                     (file_path, content_hash, last_modified, line_count, file_size, updated_at,
+                      is_deleted)
+                 VALUES (?1, NULL, ?2, 0, 0, ?2, 1)
+                 ON CONFLICT (file_path) DO UPDATE SET
+                     content_hash = NULL, last_modified = excluded.last_modified, line_count = 0,
+                     file_size = 0, updated_at = excluded.updated_at, is_deleted = 1",
+            )?
+            .execute(params![path, now])?;
+        }
+    }
+    Ok(())
+}
 fn description(record: &Record) -> String {
     let base = match (record.kind, &record.old_path) {
         (ChangeKind::Moved, Some(old)) => {
@@ -194,7 +307,7 @@ fn description(record: &Record) -> String {
                 .new
                 .as_ref()
                 .zip(record.prev.as_ref())
-                .is_some_and(|(n, p)| n.digest.hash != p.content_hash);
+                .is_some_and(|(n, p)| p.content_hash.as_deref() != Some(n.digest.hash.as_str()));
             if changed {
                 format!("Moved from {old} and modified")
             } else {
@@ -220,13 +333,10 @@ fn write_record(
 ) -> rusqlite::Result<i64> {
     let now = clock.stamp();
     let prev = record.prev.as_ref();
+    let prev_hash = prev.and_then(|p| p.content_hash.as_deref());
     let Some(snap) = &record.new else {
-        // A deletion: no version, no diff; the state keeps its last hash.
-        let prev_hash = prev.map(|p| p.content_hash.as_str());
-        tx.prepare_cached(
-            "UPDATE file_states SET is_deleted = 1, updated_at = ?2 WHERE file_path = ?1",
-        )?
-        .execute(params![record.path, now])?;
+        // A deletion: no version, no diff.
+        write_state(tx, &record.path, None, None, &now)?;
         let change_id = insert_change(tx, record, prev_hash, None, None, None, &now)?;
         insert_event(tx, record, prev.map_or(0, |p| p.size), &now)?;
         stats.changes += 1;
@@ -236,8 +346,9 @@ fn write_record(
     let size = i64::try_from(digest.size).unwrap_or(i64::MAX);
     tx.prepare_cached(
         "INSERT INTO file_versions
-             (file_path, content_hash, content, line_count, size, timestamp, change_description)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+             (file_path, content_hash, content, line_count, size, timestamp, change_description,
+              created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?6)",
     )?
     .execute(params![
         record.path,
@@ -255,8 +366,8 @@ fn write_record(
             tx.prepare_cached(
                 "INSERT INTO content_diffs
                      (file_path, old_version_id, new_version_id, change_type, diff_content,
-                      lines_added, lines_removed, timestamp)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                      lines_added, lines_removed, timestamp, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
             )?
             .execute(params![
                 record.path,
@@ -273,38 +384,14 @@ fn write_record(
         }
         None => None,
     };
-    tx.prepare_cached(
-        "INSERT INTO file_states
-             (file_path, content_hash, last_modified, line_count, file_size, updated_at,
-              is_deleted, mtime_ns, version_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8)
-         ON CONFLICT (file_path) DO UPDATE SET
-             content_hash = excluded.content_hash, last_modified = excluded.last_modified,
-             line_count = excluded.line_count, file_size = excluded.file_size,
-             updated_at = excluded.updated_at, is_deleted = 0,
-             mtime_ns = excluded.mtime_ns, version_id = excluded.version_id",
-    )?
-    .execute(params![
-        record.path,
-        digest.hash,
-        format_mtime_ns(snap.mtime_ns),
-        digest.line_count,
-        size,
-        now,
-        snap.mtime_ns,
-        version_id
-    ])?;
+    write_state(tx, &record.path, Some(snap), Some(version_id), &now)?;
     if let (ChangeKind::Moved, Some(old)) = (record.kind, &record.old_path) {
-        tx.prepare_cached(
-            "UPDATE file_states SET is_deleted = 1, updated_at = ?2 WHERE file_path = ?1",
-        )?
-        .execute(params![old, now])?;
+        write_state(tx, old, None, None, &now)?;
     }
-    let old_hash = prev.map(|p| p.content_hash.as_str());
     let change_id = insert_change(
         tx,
         record,
-        old_hash,
+        prev_hash,
         Some(&digest.hash),
         Some(version_id),
         diff_id,
@@ -327,15 +414,15 @@ fn insert_change(
     tx.prepare_cached(
         "INSERT INTO file_changes
              (file_path, change_type, old_content_hash, new_content_hash, content_hash,
-              timestamp, old_path, version_id, diff_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+              timestamp, old_path, version_id, diff_id, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?6)",
     )?
     .execute(params![
         record.path,
         record.kind.as_str(),
         old_hash,
         new_hash,
-        new_hash.or(old_hash),
+        change_id(&record.path, record.kind.as_str(), old_hash, new_hash, now),
         now,
         record.old_path,
         version_id,

@@ -1,12 +1,17 @@
 //! Workers: one claimed queue row in, one [`Outcome`] out.
 //!
 //! A worker stats the file, reads and digests it ([`super::hash`]), compares
-//! the hash with the path's `file_states` row and, when the content changed,
-//! diffs it against the previous version ([`super::diff`]). The event kind is
-//! only a hint: what is on disk decides. Workers read the database through
-//! their own pooled connection (`file_states`, `file_versions.content`) and
-//! never write: the [`super::store`] commits outcomes, after checking that each
-//! path's state is still the one the worker saw. Runs on the rayon pool, so a
+//! the hash with the version the change would follow and, when the content
+//! changed, diffs it against that version's text ([`super::diff`]). The
+//! version a change follows is the newest `file_versions` row of the path,
+//! whoever wrote it (the backend's monitor writes versions too); the engine's
+//! own `sync_files` row says whether the file exists and when it was last
+//! looked at. `file_states` is never read: other programs rewrite it. A
+//! content that already is the newest version records no change. The event
+//! kind is only a hint: what is on disk decides. Workers read the database
+//! through their own pooled connection and never write: the [`super::store`]
+//! commits outcomes, after checking that each path's `sync_files` row and
+//! newest version are still the ones the worker saw. Runs on the rayon pool, so a
 //! batch's CPU work (read, hash, diff) is parallel.
 
 use std::fs::{File, Metadata, OpenOptions};
@@ -37,21 +42,56 @@ pub struct WorkerConfig {
     pub settle: std::time::Duration,
 }
 
-/// A path's `file_states` row, as far as the engine needs it.
+/// A path's row in `sync_files`: the engine's own record of it, written only
+/// by the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileState {
-    /// The current version (NULL in a database adopted from the old backend).
+    /// The version the engine last wrote or saw for the path.
     pub version_id: Option<i64>,
-    /// The last content hash; kept after deletion.
-    pub content_hash: String,
-    /// Bytes on disk at the last version.
-    pub size: i64,
-    /// Lines at the last version.
-    pub line_count: Option<i64>,
+    /// The last content hash; kept after deletion (moves are found by it).
+    pub content_hash: Option<String>,
+    /// Bytes on disk at the last look; `None` means "look again".
+    pub size: Option<i64>,
     /// File mtime in ns at the last look, for reconciliation.
     pub mtime_ns: Option<i64>,
     /// True once the file is gone.
-    pub is_deleted: bool,
+    pub deleted: bool,
+}
+
+/// The newest `file_versions` row of a path, whoever wrote it: the base of
+/// the next diff.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Newest {
+    /// Its id.
+    pub id: i64,
+    /// Its content hash.
+    pub content_hash: String,
+    /// Bytes on disk then (NULL in rows the backend wrote).
+    pub size: Option<i64>,
+}
+
+/// The version a change follows: what `old_version_id`, `old_content_hash`
+/// and a deletion's event size come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prev {
+    /// The previous version (none for a file the engine knew without one).
+    pub version_id: Option<i64>,
+    /// Its content hash.
+    pub content_hash: Option<String>,
+    /// Its size in bytes.
+    pub size: i64,
+}
+
+/// What the worker read of one path, for the store's compare-and-set: the
+/// outcome is written only if both are unchanged at commit time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    /// The path.
+    pub path: String,
+    /// Its `sync_files` row.
+    pub state: Option<FileState>,
+    /// The id of its newest version.
+    pub newest: Option<i64>,
 }
 
 /// The file as the worker read it.
@@ -74,8 +114,8 @@ pub struct Record {
     pub path: String,
     /// A move's source.
     pub old_path: Option<String>,
-    /// The previous state: of `path`, or of `old_path` for a move.
-    pub prev: Option<FileState>,
+    /// The version this change follows: of `path`, or of `old_path` for a move.
+    pub prev: Option<Prev>,
     /// The new content; `None` for a deletion.
     pub new: Option<Snapshot>,
     /// The diff from the previous to the new text; `None` when either side is
@@ -85,87 +125,127 @@ pub struct Record {
 
 /// What processing one row decided.
 #[derive(Debug, Clone)]
-pub enum Outcome {
+pub enum Action {
     /// Nothing to record: an untracked path, a file gone before it was ever
     /// tracked, or a spurious event with nothing changed.
     Nothing,
-    /// Same content as before, new stat data: refresh `file_states` only.
+    /// The content is already the newest version (the same content with a
+    /// new mtime, or a version another program wrote): refresh the engine's
+    /// state and `file_states`, record no change.
     Touch {
         /// The file.
         path: String,
-        /// The state this is based on.
-        prev: FileState,
-        /// Size now.
-        size: i64,
-        /// Mtime now.
-        mtime_ns: i64,
+        /// The version that holds this content.
+        version_id: Option<i64>,
+        /// The file as read.
+        snap: Snapshot,
     },
     /// Changes to record, in order.
     Write(Vec<Record>),
 }
 
-impl Outcome {
-    /// Every path whose state this outcome was computed from, with that state,
-    /// for the store's check that nothing moved underneath.
-    pub fn expectations(&self) -> Vec<(&str, Option<&FileState>)> {
-        match self {
-            Outcome::Nothing => Vec::new(),
-            Outcome::Touch { path, prev, .. } => vec![(path.as_str(), Some(prev))],
-            Outcome::Write(records) => records
-                .iter()
-                .flat_map(|r| match (&r.kind, &r.old_path) {
-                    (ChangeKind::Moved, Some(old)) => {
-                        vec![(old.as_str(), r.prev.as_ref()), (r.path.as_str(), None)]
-                    }
-                    _ => vec![(r.path.as_str(), r.prev.as_ref())],
-                })
-                .collect(),
-        }
-    }
+/// A worker's decision and what it was based on.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// What to write.
+    pub action: Action,
+    /// Every path whose state the action was computed from.
+    pub seen: Vec<Seen>,
 }
 
-/// Loads a path's state.
+/// Loads a path's `sync_files` row.
 ///
 /// # Errors
 /// Any SQLite error.
 pub fn load_state(conn: &Connection, path: &str) -> rusqlite::Result<Option<FileState>> {
     conn.prepare_cached(
-        "SELECT version_id, content_hash, file_size, line_count, mtime_ns, is_deleted
-         FROM file_states WHERE file_path = ?1",
+        "SELECT version_id, content_hash, size, mtime_ns, deleted FROM sync_files WHERE path = ?1",
     )?
     .query_row([path], |r| {
         Ok(FileState {
             version_id: r.get(0)?,
-            content_hash: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
-            size: r.get::<_, Option<i64>>(2)?.unwrap_or(0),
-            line_count: r.get(3)?,
-            mtime_ns: r.get(4)?,
-            is_deleted: r.get::<_, Option<i64>>(5)?.unwrap_or(0) != 0,
+            content_hash: r.get(1)?,
+            size: r.get(2)?,
+            mtime_ns: r.get(3)?,
+            deleted: r.get::<_, i64>(4)? != 0,
         })
     })
     .optional()
 }
 
-/// The stored text of the version a state points at (the newest version of
-/// the path when the state does not name one). `None` when that version has
-/// no text (binary, oversized).
-fn previous_text(
-    conn: &Connection,
-    path: &str,
-    state: &FileState,
-) -> rusqlite::Result<Option<String>> {
-    let text: Option<Option<String>> = match state.version_id {
-        Some(id) => conn
-            .prepare_cached("SELECT content FROM file_versions WHERE id = ?1")?
-            .query_row([id], |r| r.get(0))
-            .optional()?,
-        None => conn
-            .prepare_cached(
-                "SELECT content FROM file_versions WHERE file_path = ?1 ORDER BY id DESC LIMIT 1",
-            )?
-            .query_row([path], |r| r.get(0))
-            .optional()?,
+/// The newest `file_versions` row of a path.
+///
+/// # Errors
+/// Any SQLite error.
+pub fn newest_version(conn: &Connection, path: &str) -> rusqlite::Result<Option<Newest>> {
+    conn.prepare_cached(
+        "SELECT id, content_hash, size FROM file_versions WHERE file_path = ?1
+         ORDER BY id DESC LIMIT 1",
+    )?
+    .query_row([path], |r| {
+        Ok(Newest {
+            id: r.get(0)?,
+            content_hash: r.get(1)?,
+            size: r.get(2)?,
+        })
+    })
+    .optional()
+}
+
+/// A path as the worker found it in the database.
+struct Known {
+    seen: Seen,
+    /// The version a change of this path follows, when the file is live:
+    /// the newest version if another program wrote it after the engine's
+    /// own record (a version is never based on a stale one), else the
+    /// engine's record while it says the file exists.
+    live: Option<Prev>,
+    /// True when `live` is a version the engine did not write or see.
+    foreign: bool,
+}
+
+fn known(conn: &Connection, path: &str) -> rusqlite::Result<Known> {
+    let state = load_state(conn, path)?;
+    let newest = newest_version(conn, path)?;
+    let foreign = match (&newest, &state) {
+        (Some(n), Some(s)) => s.version_id != Some(n.id),
+        (Some(_), None) => true,
+        (None, _) => false,
     };
+    let live = match (&newest, &state) {
+        (Some(n), _) if foreign => Some(Prev {
+            version_id: Some(n.id),
+            content_hash: Some(n.content_hash.clone()),
+            size: n.size.unwrap_or(0),
+        }),
+        (_, Some(s)) if !s.deleted => Some(Prev {
+            version_id: s.version_id,
+            content_hash: s.content_hash.clone(),
+            size: s.size.unwrap_or(0),
+        }),
+        _ => None,
+    };
+    Ok(Known {
+        seen: Seen {
+            path: path.to_owned(),
+            state,
+            newest: newest.map(|n| n.id),
+        },
+        live,
+        foreign,
+    })
+}
+
+/// The stored text of a version; `None` when it has no text (binary,
+/// oversized) or there is no version.
+fn version_text(conn: &Connection, version_id: Option<i64>) -> rusqlite::Result<Option<String>> {
+    let Some(id) = version_id else {
+        return Ok(None);
+    };
+    let text: Option<Option<String>> = conn
+        .prepare_cached("SELECT content FROM file_versions WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
     Ok(text.flatten())
 }
 
@@ -183,33 +263,52 @@ pub fn process(
         path: row.path.clone(),
         source,
     };
+    let nothing = || Outcome {
+        action: Action::Nothing,
+        seen: Vec::new(),
+    };
     if !cfg.patterns.get().is_tracked(Path::new(&row.path)) {
-        return Ok(Outcome::Nothing);
+        return Ok(nothing());
     }
-    let live = load_state(conn, &row.path)
-        .map_err(db)?
-        .filter(|s| !s.is_deleted);
-    let old_live = match &row.old_path {
-        Some(old) if old != &row.path => load_state(conn, old)
-            .map_err(db)?
-            .filter(|s| !s.is_deleted && !exists(old)),
+    let target = known(conn, &row.path).map_err(db)?;
+    let source = match &row.old_path {
+        Some(old) if old != &row.path => {
+            let k = known(conn, old).map_err(db)?;
+            // A source that still exists was copied, not moved.
+            let gone = !exists(old);
+            Some((old.clone(), k, gone))
+        }
         _ => None,
+    };
+    let mut seen = vec![target.seen.clone()];
+    if let Some((_, k, _)) = &source {
+        seen.push(k.seen.clone());
+    }
+    let moved_from = source
+        .as_ref()
+        .and_then(|(old, k, gone)| match (&k.live, gone) {
+            (Some(prev), true) => Some((old.clone(), prev.clone())),
+            _ => None,
+        });
+    let write = |records: Vec<Record>| Outcome {
+        action: if records.is_empty() {
+            Action::Nothing
+        } else {
+            Action::Write(records)
+        },
+        seen: seen.clone(),
     };
     let Some(meta) = regular_file(&row.path)? else {
         // Gone (or not a regular file any more): a deletion of whatever was
         // tracked, the move's source included.
         let mut records = Vec::new();
-        if let (Some(old), Some(prev)) = (&row.old_path, old_live) {
-            records.push(deletion(old, prev));
+        if let Some((old, prev)) = moved_from {
+            records.push(deletion(&old, prev));
         }
-        if let Some(prev) = live {
+        if let Some(prev) = target.live {
             records.push(deletion(&row.path, prev));
         }
-        return Ok(if records.is_empty() {
-            Outcome::Nothing
-        } else {
-            Outcome::Write(records)
-        });
+        return Ok(write(records));
     };
     settled(row, &meta, cfg.settle)?;
     let snap = read_snapshot(&row.path, &meta, cfg.max_file_size)?;
@@ -223,30 +322,37 @@ pub fn process(
         });
     }
 
-    if let (Some(old), Some(prev)) = (&row.old_path, old_live) {
-        if let Some(target_prev) = live {
+    if let Some((old, prev)) = moved_from {
+        if let Some(target_prev) = target.live {
             // Moved onto a tracked file: the target was overwritten (modified),
             // the source is gone.
             let over = change(conn, &row.path, None, Some(target_prev), snap).map_err(db)?;
-            return Ok(Outcome::Write(vec![deletion(old, prev), over]));
+            return Ok(write(vec![deletion(&old, prev), over]));
         }
-        let moved = change(conn, &row.path, Some(old), Some(prev), snap).map_err(db)?;
-        return Ok(Outcome::Write(vec![moved]));
+        let moved = change(conn, &row.path, Some(&old), Some(prev), snap).map_err(db)?;
+        return Ok(write(vec![moved]));
     }
-    match live {
-        Some(prev) if prev.content_hash == snap.digest.hash => {
-            if prev.size == snap.digest.size as i64 && prev.mtime_ns == Some(snap.mtime_ns) {
-                Ok(Outcome::Nothing)
-            } else {
-                Ok(Outcome::Touch {
-                    path: row.path.clone(),
-                    prev,
-                    size: snap.digest.size as i64,
-                    mtime_ns: snap.mtime_ns,
-                })
-            }
+    match target.live {
+        Some(prev) if prev.content_hash.as_deref() == Some(snap.digest.hash.as_str()) => {
+            let state = target.seen.state.as_ref();
+            let unchanged = !target.foreign
+                && state.is_some_and(|s| {
+                    s.size == Some(snap.digest.size as i64) && s.mtime_ns == Some(snap.mtime_ns)
+                });
+            Ok(Outcome {
+                action: if unchanged {
+                    Action::Nothing
+                } else {
+                    Action::Touch {
+                        path: row.path.clone(),
+                        version_id: prev.version_id,
+                        snap,
+                    }
+                },
+                seen,
+            })
         }
-        prev => Ok(Outcome::Write(vec![
+        prev => Ok(write(vec![
             change(conn, &row.path, None, prev, snap).map_err(db)?,
         ])),
     }
@@ -277,7 +383,7 @@ fn settled(row: &QueueRow, meta: &Metadata, settle: std::time::Duration) -> Resu
     Ok(())
 }
 
-fn deletion(path: &str, prev: FileState) -> Record {
+fn deletion(path: &str, prev: Prev) -> Record {
     Record {
         kind: ChangeKind::Deleted,
         path: path.to_owned(),
@@ -293,7 +399,7 @@ fn change(
     conn: &Connection,
     path: &str,
     moved_from: Option<&str>,
-    prev: Option<FileState>,
+    prev: Option<Prev>,
     snap: Snapshot,
 ) -> rusqlite::Result<Record> {
     let kind = match (&prev, moved_from) {
@@ -306,7 +412,7 @@ fn change(
         (Some(new), None) => Some(diff::unified("", new, path, path)),
         (Some(new), Some(p)) => {
             let old_path = moved_from.unwrap_or(path);
-            let old_text = previous_text(conn, old_path, p)?.unwrap_or_default();
+            let old_text = version_text(conn, p.version_id)?.unwrap_or_default();
             Some(diff::unified(&old_text, new, old_path, path))
         }
     };

@@ -202,15 +202,22 @@ impl Vault {
         section("content_diffs (in id order)", diffs, false);
         let changes = query(
             &conn,
-            "SELECT file_path, change_type, old_content_hash, new_content_hash, content_hash, old_path FROM file_changes ORDER BY id",
+            // content_hash is a change id (UNIQUE in the backend's schema):
+            // shown as whether it is a SHA-256 no other change has.
+            "SELECT file_path, change_type, old_content_hash, new_content_hash,
+                    CASE WHEN length(content_hash) = 64 AND content_hash GLOB '[0-9a-f]*'
+                          AND (SELECT COUNT(*) FROM file_changes o WHERE o.content_hash = fc.content_hash) = 1
+                         THEN 'unique' ELSE content_hash END,
+                    old_path
+             FROM file_changes fc ORDER BY id",
             |r| {
                 Ok(format!(
-                    "{} {} old={:?} new={:?} id={:?} from={:?}",
+                    "{} {} old={:?} new={:?} id={} from={:?}",
                     rel(r.get(0)?).unwrap_or_default(),
                     r.get::<_, String>(1)?,
                     short(r.get(2)?),
                     short(r.get(3)?),
-                    short(r.get(4)?),
+                    r.get::<_, Option<String>>(4)?.unwrap_or_else(|| "NULL".into()),
                     rel(r.get(5)?),
                 ))
             },
@@ -231,6 +238,20 @@ impl Vault {
             },
         );
         section("file_states (sorted)", states, true);
+        let own = query(
+            &conn,
+            "SELECT path, content_hash, version_id, deleted FROM sync_files",
+            |r| {
+                Ok(format!(
+                    "{} {:?} version={} deleted={}",
+                    rel(r.get(0)?).unwrap_or_default(),
+                    short(r.get(1)?),
+                    vref(r.get(2)?),
+                    r.get::<_, i64>(3)?,
+                ))
+            },
+        );
+        section("sync_files (sorted)", own, true);
         let events = query(
             &conn,
             "SELECT type, path, size, processed, old_path FROM events ORDER BY id",

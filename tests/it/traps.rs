@@ -5,7 +5,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::fixture::{Vault, query};
 
-fn sha256_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
@@ -106,13 +106,21 @@ fn deletion_writes_change_and_event_and_keeps_last_hash() {
     v.remove("notes/gone.md");
     v.scan(&[]);
     let conn = v.conn();
-    let (hash, deleted): (Option<String>, i64) = conn
+    // The backend's convention in file_states: a NULL hash, no lines, no bytes.
+    let state: (Option<String>, i64, i64, i64) = conn
         .query_row(
-            "SELECT content_hash, is_deleted FROM file_states",
+            "SELECT content_hash, line_count, file_size, is_deleted FROM file_states",
             [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
         .expect("state");
+    assert_eq!(state, (None, 0, 0, 1));
+    // The engine keeps the last hash in its own table.
+    let (hash, deleted): (Option<String>, i64) = conn
+        .query_row("SELECT content_hash, deleted FROM sync_files", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .expect("engine state");
     assert_eq!(hash.as_deref(), Some(sha256_hex(b"soon gone\n").as_str()));
     assert_eq!(deleted, 1);
     let change: (Option<String>, Option<String>) = conn

@@ -111,6 +111,17 @@ Q_HOURLY = (
     "FROM {table} GROUP BY hour ORDER BY hour"
 )
 
+# A database as the backend's schema.sql makes it (CONTRACT.md section 5).
+BACKEND_SCHEMA = REPO_ROOT / "tests" / "fixtures" / "backend_schema.sql"
+
+# Every table the backend's routes and start-up migrations use (section 5).
+BACKEND_TABLES = (
+    "file_versions", "content_diffs", "file_changes", "events", "file_states",
+    "semantic_entries", "semantic_topics", "semantic_keywords", "config_values",
+    "living_note_sessions", "living_note_entries", "watch_patterns", "migration_log",
+    "semantic_search",
+)
+
 # The tables of CONTRACT.md section 1.
 OBBY_TABLES = ("file_versions", "content_diffs", "file_changes", "file_states", "events")
 
@@ -156,7 +167,18 @@ def find_binary() -> Path:
 
 
 class BackendCompatTest(unittest.TestCase):
-    """One scenario (two scans) in setUpClass; each test checks one query or fact."""
+    """One scenario (two scans) in setUpClass; each test checks one query or fact.
+
+    obby-sync creates the database (engine first), at an explicit `--db`.
+    """
+
+    # True: the backend made the database first (BackendFirstCompatTest).
+    BACKEND_FIRST = False
+
+    @classmethod
+    def db_args(cls) -> list[str]:
+        """Engine first names the file; backend first uses the default."""
+        return [] if cls.BACKEND_FIRST else ["--db", str(cls.db_path)]
 
     # ------------------------------------------------------------ scenario
 
@@ -182,7 +204,14 @@ class BackendCompatTest(unittest.TestCase):
         cls.addClassCleanup(tmp.cleanup)
         # Canonical, as obby-sync stores file paths (e.g. /tmp may be a symlink).
         cls.root = Path(os.path.realpath(tmp.name))
-        cls.db_path = cls.root / "obby.db"
+        cls.db_path = cls.root / ".db" / "obby.db"
+        if cls.BACKEND_FIRST:
+            # The backend ran first and owns <root>/.db/obby.db, made by its
+            # schema.sql (the fixture obby-sync's own tests use).
+            cls.db_path.parent.mkdir()
+            backend = sqlite3.connect(cls.db_path)
+            backend.executescript(BACKEND_SCHEMA.read_text())
+            backend.close()
         cls._last_mtime_ns = 0
         cls.mtime_ns: dict[str, int] = {}  # last mtime written, per relative path
 
@@ -191,7 +220,7 @@ class BackendCompatTest(unittest.TestCase):
             cls._write(rel, data)
 
         cls.t_start = dt.datetime.now()
-        cls.scan1 = cls._run("scan", "--root", str(cls.root), "--db", str(cls.db_path), "--json")
+        cls.scan1 = cls._run("scan", "--root", str(cls.root), *cls.db_args(), "--json")
 
         # t_mid separates the two scans' rows: every stamp of scan 1 is
         # before it, every stamp of scan 2 after it.
@@ -202,10 +231,10 @@ class BackendCompatTest(unittest.TestCase):
         for rel, data in SCAN2_MODIFIED.items():
             cls._write(rel, data)
         (cls.root / SCAN2_DELETED).unlink()
-        cls.scan2 = cls._run("scan", "--root", str(cls.root), "--db", str(cls.db_path), "--json")
+        cls.scan2 = cls._run("scan", "--root", str(cls.root), *cls.db_args(), "--json")
         cls.t_end = dt.datetime.now()
 
-        cls.status = cls._run("status", "--db", str(cls.db_path), "--json")
+        cls.status = cls._run("status", "--root", str(cls.root), *cls.db_args(), "--json")
 
         # The backend's connection: default adapters, rows by column name.
         cls.conn = sqlite3.connect(cls.db_path, timeout=30)
@@ -361,8 +390,10 @@ class BackendCompatTest(unittest.TestCase):
         versions = len(SCAN1_FILES) + len(SCAN2_MODIFIED)
         changes = versions + 1  # and the deletion
         states = len(SCAN1_FILES)
-        # versions, diffs (one per version), changes, states and events (2 columns each)
-        self.assertEqual(checked, versions * 2 + changes + states * 2 + changes * 2)
+        # Two DATETIME columns in each table (its own time and created_at; for
+        # file_states last_modified and updated_at): versions, diffs (one per
+        # version), changes, states and events (one per change).
+        self.assertEqual(checked, versions * 2 * 2 + changes * 2 + states * 2 + changes * 2)
 
     def test_stamps_fall_in_their_scan_window(self) -> None:
         """Scan 1's stamps are in (t_start, t_mid), scan 2's in (t_mid, t_end)."""
@@ -410,15 +441,19 @@ class BackendCompatTest(unittest.TestCase):
             rel, kind = self.rel_of(r["file_path"]), r["change_type"]
             hashes = [sha256_hex(t) for t in self.versions_of(rel)]
             expected = {
-                "created": (None, hashes[0], hashes[0]),
-                "modified": (hashes[0], hashes[-1], hashes[-1]),
-                "deleted": (hashes[-1], None, hashes[-1]),
+                "created": (None, hashes[0]),
+                "modified": (hashes[0], hashes[-1]),
+                "deleted": (hashes[-1], None),
             }[kind]
             self.assertEqual(
-                (r["old_content_hash"], r["new_content_hash"], r["content_hash"]),
-                expected,
-                f"{rel} {kind}",
+                (r["old_content_hash"], r["new_content_hash"]), expected, f"{rel} {kind}"
             )
+        # content_hash is UNIQUE in the backend's schema: an id of the change,
+        # a SHA-256 no other change has.
+        ids = [r["content_hash"] for r in rows]
+        for change_id in ids:
+            self.assertRegex(change_id, r"^[0-9a-f]{64}$")
+        self.assertEqual(len(set(ids)), len(ids))
 
     # ------------------------------------------------------------ content_diffs queries
 
@@ -560,21 +595,36 @@ class BackendCompatTest(unittest.TestCase):
 
     def test_file_states_query(self) -> None:
         rows = self.query(Q_FILE_STATES)
-        # Order: the mtimes this test gave the files, newest first.
-        want_order = sorted(SCAN1_FILES, key=lambda rel: self.mtime_ns[rel], reverse=True)
+        # Order: the deleted file first (its last_modified is when its
+        # deletion was recorded, during scan 2), then the mtimes this test
+        # gave the files, newest first.
+        live = [rel for rel in SCAN1_FILES if rel != SCAN2_DELETED]
+        want_order = [SCAN2_DELETED] + sorted(
+            live, key=lambda rel: self.mtime_ns[rel], reverse=True
+        )
         self.assertEqual([self.rel_of(r["file_path"]) for r in rows], want_order)
         self.assertEqual(
-            {self.rel_of(r["file_path"]) for r in rows[:2]}, set(SCAN2_MODIFIED)
+            {self.rel_of(r["file_path"]) for r in rows[1:3]}, set(SCAN2_MODIFIED)
         )
         for r in rows:
             rel = self.rel_of(r["file_path"])
+            if rel == SCAN2_DELETED:
+                # The backend's convention for a gone file, and obby-sync's flag.
+                self.assertEqual(
+                    (r["content_hash"], r["line_count"], r["file_size"], r["is_deleted"]),
+                    (None, 0, 0, 1),
+                )
+                stamp = r["last_modified"]
+                self.assertTrue(
+                    self.t_mid.isoformat(" ") < stamp < self.t_end.isoformat(" "), stamp
+                )
+                continue
             text = self.versions_of(rel)[-1]
             self.assertEqual(r["last_modified"], local_text(self.mtime_ns[rel]), rel)
             self.assertEqual(r["content_hash"], sha256_hex(text), rel)
             self.assertEqual(r["line_count"], line_count(text), rel)
             self.assertEqual(r["file_size"], len(self.last_raw(rel)), rel)
-            # The deleted file is flagged and keeps its last content_hash.
-            self.assertEqual(r["is_deleted"], 1 if rel == SCAN2_DELETED else 0, rel)
+            self.assertEqual(r["is_deleted"], 0, rel)
 
     # ------------------------------------------------------------ events
 
@@ -647,6 +697,80 @@ class BackendCompatTest(unittest.TestCase):
                 # The current local hour, or the previous one if the run crossed it.
                 bucket = dt.datetime.fromisoformat(r["hour"])
                 self.assertIn(bucket, (this_hour, this_hour - dt.timedelta(hours=1)), table)
+
+
+    # ------------------------------------------------------------ the backend's own tables
+
+    def test_backend_tables_and_config_rows_exist(self) -> None:
+        names = {r["name"] for r in self.query("SELECT name FROM sqlite_master")}
+        for table in BACKEND_TABLES:
+            self.assertIn(table, names)
+        config = {
+            r["key"]: (r["value"], r["type"])
+            for r in self.query("SELECT key, value, type FROM config_values")
+        }
+        self.assertEqual(config["dbVersion"], ("3.0.0-file-based", "str"))
+        self.assertEqual(len(config), 6)
+        self.assertEqual(self.query("PRAGMA integrity_check")[0][0], "ok")
+        self.assertEqual(self.query("PRAGMA foreign_key_check"), [])
+
+    def test_backend_writes_beside_ours(self) -> None:
+        """The backend's own writes work on this file: its start-up migration,
+        a semantic entry found through its FTS5 search, a version it inserts,
+        its INSERT OR REPLACE of file_states. Rolled back afterwards."""
+        conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
+        self.addCleanup(conn.close)
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("BEGIN")
+        try:
+            conn.execute("ALTER TABLE semantic_entries ADD COLUMN extra_migrated TEXT")
+            conn.execute("CREATE TABLE IF NOT EXISTS backend_later (id INTEGER PRIMARY KEY)")
+            (version_id,) = conn.execute(
+                "SELECT id FROM file_versions WHERE file_path = ? ORDER BY id DESC LIMIT 1",
+                (self.abs_path("notes/plain.md"),),
+            ).fetchone()
+            now = dt.datetime.now()
+            conn.execute(
+                "INSERT INTO semantic_entries (version_id, timestamp, date, time, type, summary,"
+                " impact, file_path, searchable_text) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (version_id, now, now.date().isoformat(), now.strftime("%H:%M"), "edit",
+                 "Plain note about coffee", "minor", self.abs_path("notes/plain.md"),
+                 "café coffee beans"),
+            )
+            hits = conn.execute(
+                "SELECT se.file_path FROM semantic_search JOIN semantic_entries se"
+                " ON se.id = semantic_search.rowid WHERE semantic_search MATCH ?",
+                ("coffee",),
+            ).fetchall()
+            self.assertEqual(hits, [(self.abs_path("notes/plain.md"),)])
+            text = "backend wrote this\n"
+            conn.execute(
+                "INSERT INTO file_versions (file_path, content_hash, content, line_count,"
+                " timestamp, change_description) VALUES (?, ?, ?, ?, ?, ?)",
+                (self.abs_path("notes/plain.md"), sha256_hex(text), text, 1, now,
+                 "File modified"),
+            )
+            conn.execute(
+                "INSERT OR REPLACE INTO file_states (file_path, content_hash, last_modified,"
+                " line_count, file_size, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (self.abs_path("notes/plain.md"), sha256_hex(text), now, 1, len(text), now),
+            )
+            # Its own guard still holds: no version from the future.
+            with self.assertRaises(sqlite3.IntegrityError):
+                conn.execute(
+                    "INSERT INTO file_versions (file_path, content_hash, timestamp)"
+                    " VALUES (?, ?, ?)",
+                    ("x", sha256_hex("x"), now + dt.timedelta(days=2)),
+                )
+        finally:
+            conn.execute("ROLLBACK")
+
+
+class BackendFirstCompatTest(BackendCompatTest):
+    """The same scenario and checks on a database the backend made first, at
+    its default place `<root>/.db/obby.db`, which obby-sync finds by itself."""
+
+    BACKEND_FIRST = True
 
 
 if __name__ == "__main__":
