@@ -250,20 +250,23 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// An error and its causes on one line, each said once: a typed error's
-/// message often already ends with its source's words, which `{:#}` would
-/// repeat (`database x: no such column: y: no such column: y`).
+/// An error and its causes on one line, each said once. The chain ends at
+/// the first typed error: an [`crate::engine::EngineError`] already says its
+/// source's words (`{:#}` would repeat them: `database x: no such column: y:
+/// no such column: y`), and so does a SQLite error.
 fn one_line(error: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in error.chain() {
         let text = cause.to_string();
-        if line.contains(&text) {
-            continue;
+        if !line.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
         }
-        if !line.is_empty() {
-            line.push_str(": ");
+        if cause.is::<crate::engine::EngineError>() || cause.is::<rusqlite::Error>() {
+            break;
         }
-        line.push_str(&text);
     }
     line
 }

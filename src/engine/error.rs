@@ -40,6 +40,14 @@ pub enum EngineError {
         /// The database path as given.
         path: PathBuf,
     },
+    /// SQLite cannot open the file at all.
+    #[error(
+        "cannot open {path} as a database: is it a folder, or is its folder missing or not writable?"
+    )]
+    CannotOpen {
+        /// The database path as given.
+        path: PathBuf,
+    },
     /// The disk holding the database is full.
     #[error(
         "the disk holding {path} is full: free some space, then start obby-sync again (queued changes are kept, none is lost)"
@@ -137,6 +145,7 @@ impl EngineError {
                 EngineError::ReadOnly { path }
             }
             Some(ErrorCode::ReadOnly) => EngineError::ReadOnly { path },
+            Some(ErrorCode::CannotOpen) => EngineError::CannotOpen { path },
             _ => EngineError::Db { path, source },
         }
     }

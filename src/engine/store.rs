@@ -29,7 +29,7 @@ use super::error::ItemError;
 use super::hash::change_id;
 use super::progress::Progress;
 use super::queue::{self, ChangeKind, QueuePolicy, QueueRow};
-use super::worker::{Action, Outcome, Record, Snapshot, load_state, newest_version};
+use super::worker::{Outcome, Record, Snapshot, load_state, newest_version};
 
 /// One processed row: the claimed row and what its worker decided.
 #[derive(Debug)]
@@ -124,7 +124,7 @@ impl Store {
                     }
                     tx.execute_batch("SAVEPOINT obby_row")?;
                     let mut row_stats = BatchStats::default();
-                    match apply(&tx, &mut self.clock, &outcome.action, &mut row_stats) {
+                    match apply(&tx, &mut self.clock, outcome, &mut row_stats) {
                         Ok(change_id) => {
                             tx.execute_batch("RELEASE obby_row")?;
                             stats.add(&row_stats);
@@ -210,32 +210,22 @@ fn still_current(conn: &Connection, outcome: &Outcome) -> rusqlite::Result<bool>
     Ok(true)
 }
 
-/// Writes an action's rows; returns the id of the last `file_changes` row.
+/// Writes an outcome's rows; returns the id of the last `file_changes` row.
 fn apply(
     tx: &Connection,
     clock: &mut StoreClock,
-    action: &Action,
+    outcome: &Outcome,
     stats: &mut BatchStats,
 ) -> rusqlite::Result<Option<i64>> {
-    match action {
-        Action::Nothing => Ok(None),
-        Action::Touch {
-            path,
-            version_id,
-            snap,
-        } => {
-            let now = clock.stamp();
-            write_state(tx, path, Some(snap), *version_id, &now)?;
-            Ok(None)
-        }
-        Action::Write(records) => {
-            let mut last = None;
-            for record in records {
-                last = Some(write_record(tx, clock, record, stats)?);
-            }
-            Ok(last)
-        }
+    let mut last = None;
+    for record in &outcome.records {
+        last = Some(write_record(tx, clock, record, stats)?);
     }
+    if let Some(touch) = &outcome.touch {
+        let now = clock.stamp();
+        write_state(tx, &touch.path, Some(&touch.snap), touch.version_id, &now)?;
+    }
+    Ok(last)
 }
 
 /// Records a path's state: in `sync_files` (the engine's truth) and in

@@ -123,33 +123,29 @@ pub struct Record {
     pub diff: Option<UnifiedDiff>,
 }
 
-/// What processing one row decided.
+/// The content of a file is already the newest version of its path (the
+/// same content with a new mtime, or a version another program wrote):
+/// refresh the engine's state and `file_states`, record no change.
 #[derive(Debug, Clone)]
-pub enum Action {
-    /// Nothing to record: an untracked path, a file gone before it was ever
-    /// tracked, or a spurious event with nothing changed.
-    Nothing,
-    /// The content is already the newest version (the same content with a
-    /// new mtime, or a version another program wrote): refresh the engine's
-    /// state and `file_states`, record no change.
-    Touch {
-        /// The file.
-        path: String,
-        /// The version that holds this content.
-        version_id: Option<i64>,
-        /// The file as read.
-        snap: Snapshot,
-    },
-    /// Changes to record, in order.
-    Write(Vec<Record>),
+pub struct Touch {
+    /// The file.
+    pub path: String,
+    /// The version that holds this content.
+    pub version_id: Option<i64>,
+    /// The file as read.
+    pub snap: Snapshot,
 }
 
-/// A worker's decision and what it was based on.
-#[derive(Debug, Clone)]
+/// A worker's decision and what it was based on. Nothing to record (an
+/// untracked path, a file gone before it was ever tracked, a spurious event)
+/// is no records and no touch.
+#[derive(Debug, Clone, Default)]
 pub struct Outcome {
-    /// What to write.
-    pub action: Action,
-    /// Every path whose state the action was computed from.
+    /// Changes to record, in order.
+    pub records: Vec<Record>,
+    /// A state to refresh without a change, after the records.
+    pub touch: Option<Touch>,
+    /// Every path whose state the outcome was computed from.
     pub seen: Vec<Seen>,
 }
 
@@ -263,52 +259,37 @@ pub fn process(
         path: row.path.clone(),
         source,
     };
-    let nothing = || Outcome {
-        action: Action::Nothing,
-        seen: Vec::new(),
-    };
     if !cfg.patterns.get().is_tracked(Path::new(&row.path)) {
-        return Ok(nothing());
+        return Ok(Outcome::default());
     }
     let target = known(conn, &row.path).map_err(db)?;
     let source = match &row.old_path {
-        Some(old) if old != &row.path => {
-            let k = known(conn, old).map_err(db)?;
-            // A source that still exists was copied, not moved.
-            let gone = !exists(old);
-            Some((old.clone(), k, gone))
-        }
+        Some(old) if old != &row.path => Some((old.clone(), known(conn, old).map_err(db)?)),
         _ => None,
     };
-    let mut seen = vec![target.seen.clone()];
-    if let Some((_, k, _)) = &source {
-        seen.push(k.seen.clone());
-    }
-    let moved_from = source
-        .as_ref()
-        .and_then(|(old, k, gone)| match (&k.live, gone) {
-            (Some(prev), true) => Some((old.clone(), prev.clone())),
-            _ => None,
-        });
-    let write = |records: Vec<Record>| Outcome {
-        action: if records.is_empty() {
-            Action::Nothing
-        } else {
-            Action::Write(records)
-        },
-        seen: seen.clone(),
+    let mut out = Outcome {
+        seen: vec![target.seen.clone()],
+        ..Outcome::default()
     };
+    // The move's source, when it was live and is gone (a source that still
+    // exists was copied, not moved).
+    let mut moved_from = None;
+    if let Some((old, k)) = source {
+        out.seen.push(k.seen);
+        if let Some(prev) = k.live.filter(|_| !exists(&old)) {
+            moved_from = Some((old, prev));
+        }
+    }
     let Some(meta) = regular_file(&row.path)? else {
         // Gone (or not a regular file any more): a deletion of whatever was
         // tracked, the move's source included.
-        let mut records = Vec::new();
         if let Some((old, prev)) = moved_from {
-            records.push(deletion(&old, prev));
+            out.records.push(deletion(&old, prev));
         }
         if let Some(prev) = target.live {
-            records.push(deletion(&row.path, prev));
+            out.records.push(deletion(&row.path, prev));
         }
-        return Ok(write(records));
+        return Ok(out);
     };
     settled(row, &meta, cfg.settle)?;
     let snap = read_snapshot(&row.path, &meta, cfg.max_file_size)?;
@@ -322,40 +303,36 @@ pub fn process(
         });
     }
 
+    let moved_onto_nothing = moved_from.is_some() && target.live.is_none();
     if let Some((old, prev)) = moved_from {
-        if let Some(target_prev) = target.live {
-            // Moved onto a tracked file: the target was overwritten (modified),
-            // the source is gone.
-            let over = change(conn, &row.path, None, Some(target_prev), snap).map_err(db)?;
-            return Ok(write(vec![deletion(&old, prev), over]));
+        if moved_onto_nothing {
+            out.records
+                .push(change(conn, &row.path, Some(&old), Some(prev), snap).map_err(db)?);
+            return Ok(out);
         }
-        let moved = change(conn, &row.path, Some(&old), Some(prev), snap).map_err(db)?;
-        return Ok(write(vec![moved]));
+        // Moved onto a tracked file: the source is gone, and the target is
+        // modified (or already holds this content).
+        out.records.push(deletion(&old, prev));
     }
     match target.live {
         Some(prev) if prev.content_hash.as_deref() == Some(snap.digest.hash.as_str()) => {
-            let state = target.seen.state.as_ref();
             let unchanged = !target.foreign
-                && state.is_some_and(|s| {
+                && target.seen.state.as_ref().is_some_and(|s| {
                     s.size == Some(snap.digest.size as i64) && s.mtime_ns == Some(snap.mtime_ns)
                 });
-            Ok(Outcome {
-                action: if unchanged {
-                    Action::Nothing
-                } else {
-                    Action::Touch {
-                        path: row.path.clone(),
-                        version_id: prev.version_id,
-                        snap,
-                    }
-                },
-                seen,
-            })
+            if !unchanged {
+                out.touch = Some(Touch {
+                    path: row.path.clone(),
+                    version_id: prev.version_id,
+                    snap,
+                });
+            }
         }
-        prev => Ok(write(vec![
-            change(conn, &row.path, None, prev, snap).map_err(db)?,
-        ])),
+        prev => out
+            .records
+            .push(change(conn, &row.path, None, prev, snap).map_err(db)?),
     }
+    Ok(out)
 }
 
 /// Longest a row is deferred for a file that keeps changing; after that the

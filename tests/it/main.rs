@@ -2,6 +2,7 @@
 //! real SQLite file, the real `obby-sync` executable.
 
 mod api;
+mod backend;
 mod cli_errors;
 mod contention;
 mod crash;
