@@ -96,6 +96,11 @@ pub fn open_writer(path: &Path) -> Result<Connection, EngineError> {
         .map_err(err)?;
     conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)
         .map_err(err)?;
+    // Statement journals (an insert into a table with triggers or UNIQUE
+    // constraints keeps one, so a failed statement can be undone) in memory,
+    // not in a temporary file: each holds only the pages one statement touched.
+    conn.pragma_update(None, "temp_store", "MEMORY")
+        .map_err(err)?;
     let adopt = check_identity(&conn, path)?;
     super::schema::migrate(&conn, path, adopt)?;
     Ok(conn)

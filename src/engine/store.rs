@@ -4,14 +4,13 @@
 //! For each claimed row, in claim order, the store first checks that every
 //! path the worker based its outcome on still has the same `sync_files` row
 //! and the same newest version (a compare-and-set; on a mismatch the row goes
-//! back to pending and is computed again), then, in a savepoint of the row's
-//! own, writes `file_versions`, `content_diffs`, `file_changes`, `events`, the
+//! back to pending and is computed again), then writes `file_versions`, `content_diffs`, `file_changes`, `events`, the
 //! engine's `sync_files` and the backend's `file_states`, and marks the queue
 //! row done, all in the same transaction as the rest of the batch. So a crash
 //! leaves either all of a row's effects or none, and the row pending or
 //! claimed: processing it again finds the same state and writes the same rows
 //! once. A row the database refuses (the backend's constraints and triggers)
-//! is rolled back to its savepoint and `failed`, alone. Failed attempts are
+//! fails alone: the batch is written again with that row `failed`. Failed attempts are
 //! recorded here too ([`super::queue::mark_attempt_failed`]). The store owns
 //! the write connection; nothing else in obby-sync writes these tables.
 //!
@@ -28,7 +27,7 @@ use super::clock::{StoreClock, format_mtime_ns, now_ms};
 use super::error::ItemError;
 use super::hash::change_id;
 use super::progress::Progress;
-use super::queue::{self, ChangeKind, QueuePolicy, QueueRow};
+use super::queue::{self, ChangeKind, QueueId, QueuePolicy, QueueRow};
 use super::worker::{Outcome, Record, Snapshot, load_state, newest_version};
 
 /// One processed row: the claimed row and what its worker decided.
@@ -93,21 +92,49 @@ impl Store {
         &self.conn
     }
 
-    /// Commits one batch. Each row's writes run in a savepoint of their own:
-    /// a row the database refuses (a constraint of a table the backend made,
-    /// say) is rolled back alone and its queue row `failed` with the error,
-    /// while the rest of the batch commits.
+    /// Commits one batch. A row the database refuses (a constraint or trigger
+    /// of a table the backend made, say) fails alone: the transaction is
+    /// rolled back and the batch written again with that row `failed` with
+    /// SQLite's words, so the rest of the batch commits. (Optimistic: a
+    /// savepoint per row would cost a copy of every page each row touches.)
     ///
     /// # Errors
     /// Any SQLite error that is not about one row (busy, disk full, I/O); the
     /// whole batch is rolled back and its rows stay claimed (they return to
     /// pending at the next start).
     pub fn commit(&mut self, batch: &[Computed]) -> rusqlite::Result<BatchStats> {
+        let mut rejected = std::collections::HashMap::new();
+        loop {
+            match self.try_commit(batch, &rejected)? {
+                Ok(stats) => return Ok(stats),
+                Err((id, error)) => {
+                    tracing::debug!(row = id.0, %error, "the database refused a row; writing the batch again without it");
+                    rejected.insert(id, error);
+                }
+            }
+        }
+    }
+
+    /// One attempt at [`Store::commit`]: `Ok(Err((row, error)))` when the
+    /// database refused a row not yet in `rejected` (nothing is written then).
+    fn try_commit(
+        &mut self,
+        batch: &[Computed],
+        rejected: &std::collections::HashMap<QueueId, String>,
+    ) -> rusqlite::Result<Result<BatchStats, (QueueId, String)>> {
         let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
         let locked = std::time::Instant::now();
         let mut stats = BatchStats::default();
         let mut last_change = None;
         for item in batch {
+            if let Some(message) = rejected.get(&item.row.id) {
+                let error = ItemError::Rejected {
+                    path: item.row.path.clone(),
+                    message: message.clone(),
+                };
+                self.fail(&tx, &item.row, &error, &mut stats)?;
+                continue;
+            }
             match &item.result {
                 Err(ItemError::Unsettled { wait, .. }) => {
                     let wait_ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
@@ -122,26 +149,16 @@ impl Store {
                         stats.retried += 1;
                         continue;
                     }
-                    tx.execute_batch("SAVEPOINT obby_row")?;
-                    let mut row_stats = BatchStats::default();
-                    match apply(&tx, &mut self.clock, outcome, &mut row_stats) {
+                    match apply(&tx, &mut self.clock, outcome, &mut stats) {
                         Ok(change_id) => {
-                            tx.execute_batch("RELEASE obby_row")?;
-                            stats.add(&row_stats);
                             if change_id.is_some() {
                                 last_change = change_id;
                             }
                             queue::mark_done(&tx, &item.row, change_id)?;
                             stats.rows += 1;
                         }
-                        Err(e) if is_row_error(&e) => {
-                            tx.execute_batch("ROLLBACK TO obby_row; RELEASE obby_row")?;
-                            let error = ItemError::Rejected {
-                                path: item.row.path.clone(),
-                                message: e.to_string(),
-                            };
-                            self.fail(&tx, &item.row, &error, &mut stats)?;
-                        }
+                        // Dropping `tx` rolls the attempt back.
+                        Err(e) if is_row_error(&e) => return Ok(Err((item.row.id, e.to_string()))),
                         Err(e) => return Err(e),
                     }
                 }
@@ -150,7 +167,7 @@ impl Store {
         tx.commit()?;
         self.progress.record_write(locked.elapsed());
         self.progress.record(&stats, last_change);
-        Ok(stats)
+        Ok(Ok(stats))
     }
 
     fn fail(
@@ -169,17 +186,6 @@ impl Store {
             stats.retried += 1;
         }
         Ok(())
-    }
-}
-
-impl BatchStats {
-    fn add(&mut self, other: &BatchStats) {
-        self.rows += other.rows;
-        self.versions += other.versions;
-        self.diffs += other.diffs;
-        self.changes += other.changes;
-        self.failed += other.failed;
-        self.retried += other.retried;
     }
 }
 
