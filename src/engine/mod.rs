@@ -418,6 +418,15 @@ impl Engine {
         stop: Arc<AtomicBool>,
         on_batch: &mut dyn FnMut(&ProgressSnapshot),
     ) -> Result<(), EngineError> {
+        // One settle rule whatever found a change: a file is read once it
+        // has been quiet for the debounce, so a change found by a rescan or
+        // the start-up reconciliation waits as long as one the watcher saw
+        // (whose last event is already a debounce old by then).
+        let settle = self.config.settle.max(watch.debounce);
+        self.worker_cfg = Arc::new(WorkerConfig {
+            settle,
+            ..(*self.worker_cfg).clone()
+        });
         let conn = db::open_writer(&self.config.db)?;
         self.checkpointer.adopt(&conn).map_err(|e| self.sql(e))?;
         let (Some(event_rx), Some(control_rx)) = (self.events.1.take(), self.control.1.take())
