@@ -229,7 +229,14 @@ fn apply(
     }
     if let Some(touch) = &outcome.touch {
         let now = clock.stamp();
-        write_state(tx, &touch.path, Some(&touch.snap), touch.version_id, &now)?;
+        write_state(
+            tx,
+            &touch.path,
+            Some(&touch.snap),
+            touch.version_id,
+            None,
+            &now,
+        )?;
     }
     Ok(last)
 }
@@ -237,12 +244,14 @@ fn apply(
 /// Records a path's state: in `sync_files` (the engine's truth) and in
 /// `file_states` (the backend's view, in its conventions: a gone file has a
 /// NULL hash, no lines and no bytes; a binary file 0 lines). `snap` is `None`
-/// for a file that is gone; the engine keeps its last hash and version.
+/// for a file that is gone; the engine keeps its last hash (`gone_hash`) and
+/// version.
 fn write_state(
     tx: &Connection,
     path: &str,
     snap: Option<&Snapshot>,
     version_id: Option<i64>,
+    gone_hash: Option<&str>,
     now: &str,
 ) -> rusqlite::Result<()> {
     match snap {
@@ -278,10 +287,18 @@ fn write_state(
             ])?;
         }
         None => {
+            // An upsert: the path may have no row yet (its only version was
+            // another program's), and must have one after, or the same
+            // deletion would be found again.
             tx.prepare_cached(
-                "UPDATE sync_files SET deleted = 1, size = NULL, mtime_ns = NULL WHERE path = ?1",
+                "INSERT INTO sync_files (path, size, mtime_ns, content_hash, version_id, deleted)
+                 VALUES (?1, NULL, NULL, ?2, ?3, 1)
+                 ON CONFLICT (path) DO UPDATE SET
+                     size = NULL, mtime_ns = NULL, deleted = 1,
+                     content_hash = COALESCE(excluded.content_hash, sync_files.content_hash),
+                     version_id = COALESCE(excluded.version_id, sync_files.version_id)",
             )?
-            .execute([path])?;
+            .execute(params![path, gone_hash, version_id])?;
             tx.prepare_cached(
                 "INSERT INTO file_states
                      (file_path, content_hash, last_modified, line_count, file_size, updated_at,
@@ -332,7 +349,14 @@ fn write_record(
     let prev_hash = prev.and_then(|p| p.content_hash.as_deref());
     let Some(snap) = &record.new else {
         // A deletion: no version, no diff.
-        write_state(tx, &record.path, None, None, &now)?;
+        write_state(
+            tx,
+            &record.path,
+            None,
+            prev.and_then(|p| p.version_id),
+            prev_hash,
+            &now,
+        )?;
         let change_id = insert_change(tx, record, prev_hash, None, None, None, &now)?;
         insert_event(tx, record, prev.map_or(0, |p| p.size), &now)?;
         stats.changes += 1;
@@ -380,9 +404,16 @@ fn write_record(
         }
         None => None,
     };
-    write_state(tx, &record.path, Some(snap), Some(version_id), &now)?;
+    write_state(tx, &record.path, Some(snap), Some(version_id), None, &now)?;
     if let (ChangeKind::Moved, Some(old)) = (record.kind, &record.old_path) {
-        write_state(tx, old, None, None, &now)?;
+        write_state(
+            tx,
+            old,
+            None,
+            prev.and_then(|p| p.version_id),
+            prev_hash,
+            &now,
+        )?;
     }
     let change_id = insert_change(
         tx,

@@ -445,3 +445,34 @@ fn errors_say_their_cause_once() {
         assert!(seen.insert(*w), "{line}: says {w:?} twice");
     }
 }
+
+#[test]
+fn a_deletion_of_a_file_only_the_backend_versioned_is_recorded_once() {
+    let v = Vault::new();
+    drop(backend_database(&v.db));
+    v.scan(&[]);
+    // After obby-sync adopted the file, the backend versions a note the
+    // engine never saw, and the note is gone by the time the engine looks.
+    let gone = v.abs("notes/only-backend.md");
+    v.conn()
+        .execute(
+            "INSERT INTO file_versions (file_path, content_hash, content, line_count, timestamp)
+             VALUES (?1, ?2, 'x', 1, '2026-11-30 09:00:00.000000')",
+            rusqlite::params![gone, crate::traps::sha256_hex(b"x")],
+        )
+        .expect("backend version");
+    for _ in 0..2 {
+        let out = v.command(&["enqueue", &gone]).output().expect("enqueue");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        v.scan(&["--settle-ms", "0"]);
+    }
+    assert_eq!(
+        v.count("SELECT COUNT(*) FROM file_changes WHERE change_type = 'deleted'"),
+        1
+    );
+    assert_sound(&v);
+}
