@@ -91,11 +91,15 @@ fn push_normalized(chunk: &[u8], pending_cr: &mut bool, emit: &mut dyn FnMut(&[u
 }
 
 /// A stable id unique to one change, for `file_changes.content_hash` (UNIQUE
-/// in the backend's schema): the lowercase hex SHA-256 of the path, the change
-/// kind, the old and new content hashes and `stamp`. The backend itself
-/// hashes the first four only; `stamp` (the change's own timestamp, strictly
-/// increasing per write) makes a repeated change (a revert and its redo)
-/// distinct, and keeps these ids apart from the backend's.
+/// in the backend's schema): 64 lowercase hex digits, like the backend's
+/// own. The first 20 are the digits of `stamp` (the change's timestamp,
+/// `YYYYMMDDHHMMSSffffff`, strictly increasing per write), the other 44 the
+/// start of the SHA-256 of the path, the change kind, the old and new
+/// content hashes and `stamp`. The backend hashes the first four only; the
+/// stamp makes a repeated change (a revert and its redo) distinct and keeps
+/// these ids apart from the backend's. Ids sort by time, so a new one lands
+/// at the end of the UNIQUE index: a random id dirtied a page of that index
+/// per change in every commit.
 pub fn change_id(
     path: &str,
     kind: &str,
@@ -103,12 +107,23 @@ pub fn change_id(
     new: Option<&str>,
     stamp: &str,
 ) -> String {
+    const TIME_DIGITS: usize = 20;
     let mut h = Sha256::new();
     for part in [path, kind, old.unwrap_or(""), new.unwrap_or(""), stamp] {
         h.update(part.as_bytes());
         h.update([0u8]);
     }
-    hex::encode(h.finalize())
+    let mut id: String = stamp
+        .bytes()
+        .filter(u8::is_ascii_digit)
+        .take(TIME_DIGITS)
+        .map(char::from)
+        .collect();
+    while id.len() < TIME_DIGITS {
+        id.push('0');
+    }
+    id.push_str(&hex::encode(h.finalize())[..64 - TIME_DIGITS]);
+    id
 }
 
 /// Digests a file read whole.
@@ -255,6 +270,42 @@ mod tests {
             d.update(part);
         }
         d.finish()
+    }
+
+    #[test]
+    fn change_ids_are_hex_unique_and_sort_by_time() {
+        let a = change_id(
+            "a.md",
+            "modified",
+            Some("x"),
+            Some("y"),
+            "2026-03-01 09:59:59.999999",
+        );
+        let b = change_id(
+            "a.md",
+            "modified",
+            Some("x"),
+            Some("y"),
+            "2026-03-01 10:00:00.000000",
+        );
+        let c = change_id(
+            "b.md",
+            "modified",
+            Some("x"),
+            Some("y"),
+            "2026-03-01 10:00:00.000000",
+        );
+        for id in [&a, &b, &c] {
+            assert_eq!(id.len(), 64, "{id}");
+            assert!(
+                id.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+                "{id}"
+            );
+        }
+        assert!(a < b, "{a} !< {b}");
+        assert_ne!(b, c);
+        assert!(b.starts_with("20260301100000000000"), "{b}");
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub mod store;
 pub mod watcher;
 pub mod worker;
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
@@ -46,7 +47,7 @@ use patterns::{Patterns, SharedPatterns};
 use progress::{Doorbell, Progress, ProgressSnapshot};
 use queue::{QueueCounts, QueueRow};
 use reconcile::ReconcileReport;
-use store::{Computed, Store};
+use store::{Computed, NextClaim, Store};
 use watcher::FsEvent;
 use worker::WorkerConfig;
 
@@ -65,6 +66,9 @@ const API_POOL_SIZE: u32 = 16;
 
 /// How often an idle engine prunes done rows and checkpoints the WAL.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Batches in flight at once: one computing while the other is committed.
+const PIPELINE_DEPTH: usize = 2;
 
 /// When [`Engine::process`] returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -326,46 +330,52 @@ impl Engine {
         stop: &AtomicBool,
         on_batch: &mut dyn FnMut(&ProgressSnapshot),
     ) -> Result<(), EngineError> {
-        let mut inflight: Option<mpsc::Receiver<Vec<Computed>>> = None;
+        // Batches being computed, oldest first: one computes while the
+        // writer commits the other, and each commit claims the next batch
+        // in its own transaction. A claim of its own is only made to fill
+        // the pipeline (at the start, or when work arrives while idle).
+        let mut inflight: VecDeque<mpsc::Receiver<Vec<Computed>>> = VecDeque::new();
         let mut last_maintenance = Instant::now();
         let mut data_version = self.data_version()?;
         let mut claim_next = true;
+        let next_claim = NextClaim {
+            limit: self.config.batch_size,
+            lease: self.config.policy.lease,
+        };
         loop {
             let stopping = stop.load(Ordering::Relaxed);
-            let batch = if stopping || !claim_next {
-                Vec::new()
-            } else {
+            if !stopping && claim_next && inflight.len() < PIPELINE_DEPTH {
                 let (rows, held) = self.with_busy_retry(stop, |conn| {
-                    queue::claim(conn, self.config.batch_size, self.config.policy.lease)
+                    queue::claim(conn, next_claim.limit, next_claim.lease)
                 })?;
                 self.progress.record_write(held);
-                rows
-            };
-            let claimed = !batch.is_empty();
-            let next = claimed.then(|| self.spawn_compute(batch));
-            let committed = match inflight.take() {
-                Some(rx) => {
-                    let computed = rx.recv().map_err(|_| EngineError::WorkerLost)?;
-                    let store = &mut self.store;
-                    with_busy_retry(&self.config.db, stop, || store.commit(&computed))?;
-                    on_batch(&self.progress.snapshot());
-                    true
+                if rows.is_empty() {
+                    claim_next = false;
+                } else {
+                    inflight.push_back(self.spawn_compute(rows));
+                    if inflight.len() < PIPELINE_DEPTH {
+                        continue;
+                    }
                 }
-                None => false,
-            };
-            inflight = next;
-            if stopping {
-                if inflight.is_none() {
-                    self.maintenance();
-                    return Ok(());
+            }
+            if let Some(rx) = inflight.pop_front() {
+                let computed = rx.recv().map_err(|_| EngineError::WorkerLost)?;
+                let next = (!stop.load(Ordering::Relaxed)).then_some(next_claim);
+                let store = &mut self.store;
+                let (_, rows) =
+                    with_busy_retry(&self.config.db, stop, || store.commit(&computed, next))?;
+                if next.is_some() {
+                    claim_next = !rows.is_empty();
                 }
+                if !rows.is_empty() {
+                    inflight.push_back(self.spawn_compute(rows));
+                }
+                on_batch(&self.progress.snapshot());
                 continue;
             }
-            if claimed || committed {
-                // A commit frees its paths and new rows may have arrived
-                // meanwhile: claim again at once.
-                claim_next = true;
-                continue;
+            if stopping {
+                self.maintenance();
+                return Ok(());
             }
             // Idle: nothing claimed and nothing in flight.
             let conn = self.store.conn();

@@ -203,9 +203,20 @@ pub fn claim(
     limit: usize,
     lease: Duration,
 ) -> rusqlite::Result<(Vec<QueueRow>, Duration)> {
-    let now = now_ms();
     let tx = immediate(conn)?;
     let locked = std::time::Instant::now();
+    let claimed = claim_in(&tx, limit, lease)?;
+    tx.commit()?;
+    Ok((claimed, locked.elapsed()))
+}
+
+/// [`claim`] inside a write transaction the caller holds (the store claims
+/// the next batch in the transaction that commits the last one).
+///
+/// # Errors
+/// Any SQLite error.
+pub fn claim_in(tx: &Connection, limit: usize, lease: Duration) -> rusqlite::Result<Vec<QueueRow>> {
+    let now = now_ms();
     let mut busy: HashSet<String> = HashSet::new();
     {
         let mut stmt =
@@ -262,33 +273,48 @@ pub fn claim(
             stmt.execute(params![row.id.0, now, now.saturating_add(lease_ms)])?;
         }
     }
-    tx.commit()?;
-    Ok((claimed, locked.elapsed()))
+    Ok(claimed)
 }
 
-/// Marks a claimed row done, inside the transaction that stored its outcome,
-/// and retires earlier `failed` rows of the same path (a later success
-/// supersedes them).
+/// A claimed row whose outcome is stored: its id, path and the
+/// `file_changes` row it wrote last, if any.
+pub type Done<'a> = (QueueId, &'a str, Option<i64>);
+
+/// Marks claimed rows done, inside the transaction that stored their
+/// outcomes, and retires earlier `failed` rows of the same paths (a later
+/// success supersedes them): two statements for the whole batch.
 ///
 /// # Errors
 /// Any SQLite error.
-pub fn mark_done(
-    conn: &Connection,
-    row: &QueueRow,
-    change_id: Option<i64>,
-) -> rusqlite::Result<()> {
+pub fn mark_done(conn: &Connection, done: &[Done<'_>]) -> rusqlite::Result<()> {
+    if done.is_empty() {
+        return Ok(());
+    }
     let now = now_ms();
+    let rows = serde_json::Value::Array(
+        done.iter()
+            .map(|(id, _, change)| serde_json::json!([id.0, change]))
+            .collect(),
+    )
+    .to_string();
+    let paths = serde_json::Value::Array(
+        done.iter()
+            .map(|(_, path, _)| serde_json::Value::from(*path))
+            .collect(),
+    )
+    .to_string();
     conn.prepare_cached(
-        "UPDATE event_queue SET status = 'done', done_ms = ?2, change_id = ?3,
-             lease_until_ms = NULL
-         WHERE id = ?1",
+        "UPDATE event_queue SET status = 'done', done_ms = ?1,
+             change_id = json_extract(d.value, '$[1]'), lease_until_ms = NULL
+         FROM json_each(?2) AS d
+         WHERE event_queue.id = json_extract(d.value, '$[0]')",
     )?
-    .execute(params![row.id.0, now, change_id])?;
+    .execute(params![now, rows])?;
     conn.prepare_cached(
-        "UPDATE event_queue SET status = 'done', done_ms = ?2
-         WHERE status = 'failed' AND path = ?1",
+        "UPDATE event_queue SET status = 'done', done_ms = ?1
+         WHERE status = 'failed' AND path IN (SELECT value FROM json_each(?2))",
     )?
-    .execute(params![row.path, now])?;
+    .execute(params![now, paths])?;
     Ok(())
 }
 

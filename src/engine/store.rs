@@ -19,11 +19,13 @@
 //! `is_deleted = 1`), 0 lines for a binary file's state, and a unique change
 //! id in `file_changes.content_hash` ([`super::hash::change_id`]).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, ToSql, Transaction, TransactionBehavior, params};
 
 use super::clock::{StoreClock, format_mtime_ns, now_ms};
+use super::diff::UnifiedDiff;
 use super::error::ItemError;
 use super::hash::change_id;
 use super::progress::Progress;
@@ -54,6 +56,15 @@ pub struct BatchStats {
     pub failed: u64,
     /// Rows put back for another attempt (error or stale state).
     pub retried: u64,
+}
+
+/// The next batch to claim in the transaction that commits this one.
+#[derive(Debug, Clone, Copy)]
+pub struct NextClaim {
+    /// At most this many rows.
+    pub limit: usize,
+    /// The claim's lease (see [`queue::claim`]).
+    pub lease: std::time::Duration,
 }
 
 /// The single writer of the Obby tables.
@@ -92,40 +103,58 @@ impl Store {
         &self.conn
     }
 
-    /// Commits one batch. A row the database refuses (a constraint or trigger
-    /// of a table the backend made, say) fails alone: the transaction is
-    /// rolled back and the batch written again with that row `failed` with
-    /// SQLite's words, so the rest of the batch commits. (Optimistic: a
-    /// savepoint per row would cost a copy of every page each row touches.)
+    /// Commits one batch and, with `next`, claims the next one in the same
+    /// transaction (one write transaction per batch, not two). A row the
+    /// database refuses (a constraint or trigger of a table the backend
+    /// made, say) fails alone: the transaction is rolled back and the batch
+    /// written again with that row `failed` with SQLite's words, so the rest
+    /// of the batch commits. (Optimistic: a savepoint per row would cost a
+    /// copy of every page each row touches.) Returns what was written and
+    /// the rows claimed.
     ///
     /// # Errors
     /// Any SQLite error that is not about one row (busy, disk full, I/O); the
     /// whole batch is rolled back and its rows stay claimed (they return to
     /// pending at the next start).
-    pub fn commit(&mut self, batch: &[Computed]) -> rusqlite::Result<BatchStats> {
-        let mut rejected = std::collections::HashMap::new();
+    pub fn commit(
+        &mut self,
+        batch: &[Computed],
+        next: Option<NextClaim>,
+    ) -> rusqlite::Result<(BatchStats, Vec<QueueRow>)> {
+        let mut rejected = HashMap::new();
+        let mut row_by_row = false;
         loop {
-            match self.try_commit(batch, &rejected)? {
+            match self.try_commit(batch, next, &rejected, row_by_row)? {
                 Ok(stats) => return Ok(stats),
-                Err((id, error)) => {
+                Err(Refused::Row(id, error)) => {
                     tracing::debug!(row = id.0, %error, "the database refused a row; writing the batch again without it");
                     rejected.insert(id, error);
+                }
+                Err(Refused::Unknown(error)) => {
+                    tracing::debug!(%error, "the database refused a row of a multi-row insert; writing the batch again row by row");
+                    row_by_row = true;
                 }
             }
         }
     }
 
-    /// One attempt at [`Store::commit`]: `Ok(Err((row, error)))` when the
-    /// database refused a row not yet in `rejected` (nothing is written then).
+    /// One attempt at [`Store::commit`]: `Ok(Err(_))` when the database
+    /// refused a row not yet in `rejected` (nothing is written then). With
+    /// `row_by_row`, the deferred rows are written after each queue row, so
+    /// a refusal names its row.
     fn try_commit(
         &mut self,
         batch: &[Computed],
-        rejected: &std::collections::HashMap<QueueId, String>,
-    ) -> rusqlite::Result<Result<BatchStats, (QueueId, String)>> {
+        next: Option<NextClaim>,
+        rejected: &HashMap<QueueId, String>,
+        row_by_row: bool,
+    ) -> rusqlite::Result<Result<(BatchStats, Vec<QueueRow>), Refused>> {
         let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
         let locked = std::time::Instant::now();
         let mut stats = BatchStats::default();
         let mut last_change = None;
+        let mut deferred = Deferred::new(&tx, row_by_row)?;
+        let mut done = Vec::with_capacity(batch.len());
         for item in batch {
             if let Some(message) = rejected.get(&item.row.id) {
                 let error = ItemError::Rejected {
@@ -143,31 +172,43 @@ impl Store {
                 }
                 Err(error) => self.fail(&tx, &item.row, error, &mut stats)?,
                 Ok(outcome) => {
-                    if !still_current(&tx, outcome)? {
+                    if !still_current(&tx, outcome, &deferred)? {
                         tracing::debug!(path = %item.row.path, "state moved underneath, recomputing");
                         queue::release(&tx, item.row.id, now_ms(), None)?;
                         stats.retried += 1;
                         continue;
                     }
-                    match apply(&tx, &mut self.clock, outcome, &mut stats) {
+                    match apply(&tx, &mut self.clock, outcome, &mut deferred, &mut stats) {
                         Ok(change_id) => {
                             if change_id.is_some() {
                                 last_change = change_id;
                             }
-                            queue::mark_done(&tx, &item.row, change_id)?;
+                            done.push((item.row.id, item.row.path.as_str(), change_id));
                             stats.rows += 1;
                         }
                         // Dropping `tx` rolls the attempt back.
-                        Err(e) if is_row_error(&e) => return Ok(Err((item.row.id, e.to_string()))),
+                        Err(e) if is_row_error(&e) => {
+                            return Ok(Err(Refused::Row(item.row.id, e.to_string())));
+                        }
                         Err(e) => return Err(e),
                     }
                 }
             }
         }
+        match deferred.flush(&tx) {
+            Ok(()) => {}
+            Err(e) if is_row_error(&e) => return Ok(Err(Refused::Unknown(e.to_string()))),
+            Err(e) => return Err(e),
+        }
+        queue::mark_done(&tx, &done)?;
+        let claimed = match next {
+            Some(next) => queue::claim_in(&tx, next.limit, next.lease)?,
+            None => Vec::new(),
+        };
         tx.commit()?;
         self.progress.record_write(locked.elapsed());
         self.progress.record(&stats, last_change);
-        Ok(Ok(stats))
+        Ok(Ok((stats, claimed)))
     }
 
     fn fail(
@@ -204,12 +245,20 @@ fn is_row_error(e: &rusqlite::Error) -> bool {
 
 /// True when every path the outcome was computed from still has the same
 /// `sync_files` row and the same newest version.
-fn still_current(conn: &Connection, outcome: &Outcome) -> rusqlite::Result<bool> {
+fn still_current(
+    conn: &Connection,
+    outcome: &Outcome,
+    deferred: &Deferred<'_>,
+) -> rusqlite::Result<bool> {
     for seen in &outcome.seen {
         if load_state(conn, &seen.path)? != seen.state {
             return Ok(false);
         }
-        if newest_version(conn, &seen.path)?.map(|n| n.id) != seen.newest {
+        let newest = match deferred.newest(&seen.path) {
+            Some(id) => Some(id),
+            None => newest_version(conn, &seen.path)?.map(|n| n.id),
+        };
+        if newest != seen.newest {
             return Ok(false);
         }
     }
@@ -217,15 +266,16 @@ fn still_current(conn: &Connection, outcome: &Outcome) -> rusqlite::Result<bool>
 }
 
 /// Writes an outcome's rows; returns the id of the last `file_changes` row.
-fn apply(
+fn apply<'a>(
     tx: &Connection,
     clock: &mut StoreClock,
-    outcome: &Outcome,
+    outcome: &'a Outcome,
+    deferred: &mut Deferred<'a>,
     stats: &mut BatchStats,
 ) -> rusqlite::Result<Option<i64>> {
     let mut last = None;
     for record in &outcome.records {
-        last = Some(write_record(tx, clock, record, stats)?);
+        last = Some(write_record(tx, clock, record, deferred, stats)?);
     }
     if let Some(touch) = &outcome.touch {
         let now = clock.stamp();
@@ -338,10 +388,11 @@ fn description(record: &Record) -> String {
     }
 }
 
-fn write_record(
+fn write_record<'a>(
     tx: &Connection,
     clock: &mut StoreClock,
-    record: &Record,
+    record: &'a Record,
+    deferred: &mut Deferred<'a>,
     stats: &mut BatchStats,
 ) -> rusqlite::Result<i64> {
     let now = clock.stamp();
@@ -358,49 +409,19 @@ fn write_record(
             &now,
         )?;
         let change_id = insert_change(tx, record, prev_hash, None, None, None, &now)?;
-        insert_event(tx, record, prev.map_or(0, |p| p.size), &now)?;
+        deferred.event(tx, record, prev.map_or(0, |p| p.size), now)?;
         stats.changes += 1;
         return Ok(change_id);
     };
     let digest = &snap.digest;
     let size = i64::try_from(digest.size).unwrap_or(i64::MAX);
-    tx.prepare_cached(
-        "INSERT INTO file_versions
-             (file_path, content_hash, content, line_count, size, timestamp, change_description,
-              created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?6)",
-    )?
-    .execute(params![
-        record.path,
-        digest.hash,
-        digest.text,
-        digest.line_count,
-        size,
-        now,
-        description(record)
-    ])?;
-    let version_id = tx.last_insert_rowid();
+    let version_id = deferred.version(tx, record, snap, size, now.clone())?;
     stats.versions += 1;
     let diff_id = match &record.diff {
         Some(diff) => {
-            tx.prepare_cached(
-                "INSERT INTO content_diffs
-                     (file_path, old_version_id, new_version_id, change_type, diff_content,
-                      lines_added, lines_removed, timestamp, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
-            )?
-            .execute(params![
-                record.path,
-                prev.and_then(|p| p.version_id),
-                version_id,
-                record.kind.as_str(),
-                diff.text,
-                diff.lines_added,
-                diff.lines_removed,
-                now
-            ])?;
+            let id = deferred.diff(tx, record, diff, version_id, now.clone())?;
             stats.diffs += 1;
-            Some(tx.last_insert_rowid())
+            Some(id)
         }
         None => None,
     };
@@ -424,7 +445,7 @@ fn write_record(
         diff_id,
         &now,
     )?;
-    insert_event(tx, record, size, &now)?;
+    deferred.event(tx, record, size, now)?;
     stats.changes += 1;
     Ok(change_id)
 }
@@ -458,17 +479,290 @@ fn insert_change(
     Ok(tx.last_insert_rowid())
 }
 
-fn insert_event(tx: &Connection, record: &Record, size: i64, now: &str) -> rusqlite::Result<()> {
-    tx.prepare_cached(
-        "INSERT INTO events (type, path, timestamp, size, processed, created_at, old_path)
-         VALUES (?1, ?2, ?3, ?4, 0, ?3, ?5)",
-    )?
-    .execute(params![
-        record.kind.as_str(),
-        record.path,
-        now,
-        size,
-        record.old_path
-    ])?;
-    Ok(())
+/// Why an attempt wrote nothing.
+enum Refused {
+    /// The database refused this queue row's rows.
+    Row(QueueId, String),
+    /// It refused one of the rows of a multi-row insert: which one is found
+    /// by writing the batch again row by row.
+    Unknown(String),
+}
+
+/// Rows per multi-row `INSERT` (a `content_diffs` row binds 9 values).
+const ROWS_PER_INSERT: usize = 64;
+
+/// The `file_versions`, `content_diffs` and `events` rows of a batch,
+/// written at the end of the batch in multi-row inserts, versions first.
+/// `file_versions` and `events` carry the backend's guard triggers, and
+/// SQLite gives every statement on a table with a trigger a statement
+/// journal, a copy of each page the statement touches: one statement for 64
+/// rows copies a page once instead of 64 times.
+///
+/// Version and diff ids are assigned here, as `AUTOINCREMENT` would assign
+/// them (one past the larger of `sqlite_sequence` and the highest id; the
+/// transaction holds the write lock, so nobody else takes one meanwhile), so
+/// the change and state rows that name them are written at once. A diff is
+/// written after the versions it references, so its foreign keys are checked
+/// against rows that exist. Row by row (`immediate`), each row is written as
+/// it is queued, so a refusal names its queue row.
+struct Deferred<'a> {
+    immediate: bool,
+    next_version_id: i64,
+    next_diff_id: i64,
+    versions: Vec<VersionRow<'a>>,
+    diffs: Vec<DiffRow<'a>>,
+    events: Vec<EventRow<'a>>,
+    /// The newest version of each path written in this batch.
+    newest: HashMap<&'a str, i64>,
+}
+
+struct VersionRow<'a> {
+    id: i64,
+    path: &'a str,
+    digest: &'a super::hash::Digest,
+    size: i64,
+    stamp: String,
+    description: String,
+}
+
+struct DiffRow<'a> {
+    id: i64,
+    path: &'a str,
+    old_version_id: Option<i64>,
+    new_version_id: i64,
+    kind: &'static str,
+    diff: &'a UnifiedDiff,
+    stamp: String,
+}
+
+struct EventRow<'a> {
+    kind: &'static str,
+    path: &'a str,
+    stamp: String,
+    size: i64,
+    old_path: Option<&'a str>,
+}
+
+/// One past the highest id an `AUTOINCREMENT` table has ever handed out.
+fn next_id(tx: &Connection, table: &str) -> rusqlite::Result<i64> {
+    let last: i64 = tx
+        .prepare_cached(&format!(
+            "SELECT MAX(
+                 COALESCE((SELECT seq FROM sqlite_sequence WHERE name = '{table}'), 0),
+                 COALESCE((SELECT MAX(id) FROM {table}), 0))"
+        ))?
+        .query_row([], |r| r.get(0))?;
+    Ok(last.saturating_add(1))
+}
+
+impl<'a> Deferred<'a> {
+    fn new(tx: &Connection, immediate: bool) -> rusqlite::Result<Deferred<'a>> {
+        Ok(Deferred {
+            immediate,
+            next_version_id: next_id(tx, "file_versions")?,
+            next_diff_id: next_id(tx, "content_diffs")?,
+            versions: Vec::new(),
+            diffs: Vec::new(),
+            events: Vec::new(),
+            newest: HashMap::new(),
+        })
+    }
+
+    /// The newest version of `path` written in this batch, if any.
+    fn newest(&self, path: &str) -> Option<i64> {
+        self.newest.get(path).copied()
+    }
+
+    /// Queues a version of `record.path`; returns its id.
+    fn version(
+        &mut self,
+        tx: &Connection,
+        record: &'a Record,
+        snap: &'a Snapshot,
+        size: i64,
+        stamp: String,
+    ) -> rusqlite::Result<i64> {
+        let id = self.next_version_id;
+        self.next_version_id += 1;
+        self.versions.push(VersionRow {
+            id,
+            path: &record.path,
+            digest: &snap.digest,
+            size,
+            stamp,
+            description: description(record),
+        });
+        self.newest.insert(&record.path, id);
+        self.flush_if_immediate(tx)?;
+        Ok(id)
+    }
+
+    /// Queues the diff that leads to version `new_version_id`; returns its id.
+    fn diff(
+        &mut self,
+        tx: &Connection,
+        record: &'a Record,
+        diff: &'a UnifiedDiff,
+        new_version_id: i64,
+        stamp: String,
+    ) -> rusqlite::Result<i64> {
+        let id = self.next_diff_id;
+        self.next_diff_id += 1;
+        self.diffs.push(DiffRow {
+            id,
+            path: &record.path,
+            old_version_id: record.prev.as_ref().and_then(|p| p.version_id),
+            new_version_id,
+            kind: record.kind.as_str(),
+            diff,
+            stamp,
+        });
+        self.flush_if_immediate(tx)?;
+        Ok(id)
+    }
+
+    fn event(
+        &mut self,
+        tx: &Connection,
+        record: &'a Record,
+        size: i64,
+        stamp: String,
+    ) -> rusqlite::Result<()> {
+        self.events.push(EventRow {
+            kind: record.kind.as_str(),
+            path: &record.path,
+            stamp,
+            size,
+            old_path: record.old_path.as_deref(),
+        });
+        self.flush_if_immediate(tx)
+    }
+
+    fn flush_if_immediate(&mut self, tx: &Connection) -> rusqlite::Result<()> {
+        if self.immediate {
+            self.flush(tx)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Writes what is queued: versions, then diffs, then events. Rows keep
+    /// their order, so ids follow the order of the changes.
+    fn flush(&mut self, tx: &Connection) -> rusqlite::Result<()> {
+        for chunk in self.versions.chunks(ROWS_PER_INSERT) {
+            let mut values: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * 8);
+            for v in chunk {
+                values.extend([
+                    &v.id as &dyn ToSql,
+                    &v.path,
+                    &v.digest.hash,
+                    &v.digest.text,
+                    &v.digest.line_count,
+                    &v.size,
+                    &v.stamp,
+                    &v.description,
+                ]);
+            }
+            let sql = multi_row_insert(
+                "INSERT INTO file_versions
+                     (id, file_path, content_hash, content, line_count, size, timestamp,
+                      change_description, created_at) VALUES ",
+                "($1, $2, $3, $4, $5, $6, $7, $8, $7)",
+                8,
+                chunk.len(),
+            );
+            execute_sized(tx, &sql, chunk.len(), &values)?;
+        }
+        self.versions.clear();
+        for chunk in self.diffs.chunks(ROWS_PER_INSERT) {
+            let mut values: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * 9);
+            for d in chunk {
+                values.extend([
+                    &d.id as &dyn ToSql,
+                    &d.path,
+                    &d.old_version_id,
+                    &d.new_version_id,
+                    &d.kind,
+                    &d.diff.text,
+                    &d.diff.lines_added,
+                    &d.diff.lines_removed,
+                    &d.stamp,
+                ]);
+            }
+            let sql = multi_row_insert(
+                "INSERT INTO content_diffs
+                     (id, file_path, old_version_id, new_version_id, change_type, diff_content,
+                      lines_added, lines_removed, timestamp, created_at) VALUES ",
+                "($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+                9,
+                chunk.len(),
+            );
+            execute_sized(tx, &sql, chunk.len(), &values)?;
+        }
+        self.diffs.clear();
+        for chunk in self.events.chunks(ROWS_PER_INSERT) {
+            let mut values: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * 5);
+            for e in chunk {
+                values.extend([
+                    &e.kind as &dyn ToSql,
+                    &e.path,
+                    &e.stamp,
+                    &e.size,
+                    &e.old_path,
+                ]);
+            }
+            let sql = multi_row_insert(
+                "INSERT INTO events (type, path, timestamp, size, processed, created_at, old_path)
+                 VALUES ",
+                "($1, $2, $3, $4, 0, $3, $5)",
+                5,
+                chunk.len(),
+            );
+            execute_sized(tx, &sql, chunk.len(), &values)?;
+        }
+        self.events.clear();
+        Ok(())
+    }
+}
+
+/// `head` followed by `rows` copies of `tuple`, in which `$1` to `$9`
+/// stand for the row's own parameters (`?1` to `?width` in the first row,
+/// then on).
+fn multi_row_insert(head: &str, tuple: &str, width: usize, rows: usize) -> String {
+    use std::fmt::Write as _;
+    let mut sql = String::with_capacity(head.len() + rows * (tuple.len() + 16));
+    sql.push_str(head);
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        let mut chars = tuple.chars();
+        while let Some(c) = chars.next() {
+            match (c, chars.clone().next().and_then(|d| d.to_digit(10))) {
+                ('$', Some(k)) => {
+                    chars.next();
+                    // Writing to a String cannot fail.
+                    let _ = write!(sql, "?{}", row * width + k as usize);
+                }
+                _ => sql.push(c),
+            }
+        }
+    }
+    sql
+}
+
+/// Runs a multi-row insert; the full-sized statement is kept in the
+/// statement cache, the odd-sized last one of a batch is not, so it does
+/// not push the others out.
+fn execute_sized(
+    tx: &Connection,
+    sql: &str,
+    rows: usize,
+    values: &[&dyn ToSql],
+) -> rusqlite::Result<usize> {
+    if rows == ROWS_PER_INSERT {
+        tx.prepare_cached(sql)?.execute(values)
+    } else {
+        tx.prepare(sql)?.execute(values)
+    }
 }

@@ -343,27 +343,55 @@ fn a_row_the_database_refuses_fails_alone_and_the_engine_goes_on() {
     conn.execute_batch(
         "CREATE TRIGGER refuse_poison BEFORE INSERT ON file_versions
          WHEN NEW.file_path LIKE '%poison%'
-         BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
+         BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;
+         CREATE TRIGGER refuse_event BEFORE INSERT ON events
+         WHEN NEW.path LIKE '%eventless%'
+         BEGIN SELECT RAISE(ABORT, 'event refused by the test'); END;",
     )
     .expect("trigger");
     drop(conn);
     v.write("notes/ok1.md", "fine\n");
     v.write("notes/poison.md", "refused\n");
     v.write("notes/ok2.md", "fine too\n");
+    // Refused at its last row (the event, written after the version, diff
+    // and change rows): none of its rows stay.
+    v.write("notes/eventless.md", "refused late\n");
     let out = v.scan_output(&["--settle-ms", "0"]);
     assert_eq!(out.status.code(), Some(3), "a failed change is exit code 3");
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    assert_eq!(summary["failed"], 1);
+    assert_eq!(summary["failed"], 2);
     assert_eq!(summary["versions"], 2);
+    for table in ["file_versions", "content_diffs", "file_changes"] {
+        assert_eq!(
+            v.count(&format!(
+                "SELECT COUNT(*) FROM {table} WHERE file_path LIKE '%eventless%'"
+            )),
+            0,
+            "{table}"
+        );
+    }
+    assert_eq!(v.count("SELECT COUNT(*) FROM events"), 2);
     assert_sound(&v);
     let status = v.command(&["status", "--json"]).output().expect("status");
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
-    let error = status["failures"][0]["last_error"]
-        .as_str()
-        .expect("error text")
-        .to_owned();
-    assert!(error.contains("refused by the test"), "{error}");
-    assert_eq!(error.matches("refused by the test").count(), 1, "{error}");
+    let errors: Vec<String> = status["failures"]
+        .as_array()
+        .expect("failures")
+        .iter()
+        .map(|f| f["last_error"].as_str().expect("error text").to_owned())
+        .collect();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    for (path, words) in [
+        ("poison.md", "refused by the test"),
+        ("eventless.md", "event refused by the test"),
+    ] {
+        let error = errors
+            .iter()
+            .find(|e| e.contains(path))
+            .unwrap_or_else(|| panic!("no failure of {path} in {errors:?}"));
+        assert!(error.contains(words), "{error}");
+        assert_eq!(error.matches(words).count(), 1, "{error}");
+    }
 
     // Under `run` too: the refused row fails, later changes are recorded.
     let running = v.start(&["--no-api", "--debounce-ms", "50", "--settle-ms", "0"]);
