@@ -25,8 +25,6 @@ pub const DEFAULT_MAX_ATTEMPTS: i64 = 5;
 pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_millis(1_000);
 /// How long `done` queue rows are kept before pruning.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
-/// A claim not finished within this time may be taken back.
-pub const DEFAULT_LEASE: Duration = Duration::from_secs(300);
 /// A file modified less recently than this is read; a fresher one is looked
 /// at again shortly (it may be half written).
 pub const DEFAULT_SETTLE: Duration = Duration::from_millis(100);
@@ -87,7 +85,6 @@ impl Config {
             policy: QueuePolicy {
                 max_attempts: DEFAULT_MAX_ATTEMPTS,
                 backoff: DEFAULT_RETRY_BACKOFF,
-                lease: DEFAULT_LEASE,
             },
             retention: DEFAULT_RETENTION,
             idle_poll: DEFAULT_IDLE_POLL,

@@ -112,10 +112,10 @@ pub enum EngineError {
         /// What went wrong, with advice where there is some.
         message: String,
     },
-    /// A worker thread died without handing back its batch.
-    #[error(
-        "a worker thread died while processing a batch; the batch's rows return to pending at the next start"
-    )]
+    /// A thread of the engine panicked outside the per-row guard (a compute
+    /// job between its rows, or the watcher thread), so its work never came
+    /// back; a panic inside a row fails that row alone instead.
+    #[error("an engine thread panicked; the rows it held return to pending at the next start")]
     WorkerLost,
     /// A file-system operation outside any one queue row failed.
     #[error("{path}: {source}")]
@@ -197,6 +197,16 @@ pub enum ItemError {
         /// SQLite's words.
         message: String,
     },
+    /// The worker panicked on this row (a bug, in obby-sync or a library):
+    /// the panic is caught, so it fails this row alone; permanent, since the
+    /// same input would panic again.
+    #[error("processing {path} panicked: {message}")]
+    Panicked {
+        /// The file.
+        path: String,
+        /// The panic's message.
+        message: String,
+    },
     /// No pooled reader connection was available.
     #[error("no database connection for {path}: {message}")]
     Pool {
@@ -217,7 +227,7 @@ impl ItemError {
                 source.kind(),
                 io::ErrorKind::InvalidFilename | io::ErrorKind::IsADirectory
             ),
-            ItemError::Rejected { .. } => true,
+            ItemError::Rejected { .. } | ItemError::Panicked { .. } => true,
             ItemError::Db { .. } | ItemError::Pool { .. } | ItemError::Unsettled { .. } => false,
         }
     }

@@ -193,21 +193,38 @@ impl Engine {
             path: config.db.clone(),
             source,
         };
-        let released = queue::requeue_claimed(&conn, false).map_err(sql)?;
+        let (released, failed) = queue::requeue_claimed(&conn, &config.policy).map_err(sql)?;
         if released > 0 {
             tracing::info!(
                 rows = released,
                 "returned rows claimed by a stopped engine to the queue"
             );
         }
+        if failed > 0 {
+            tracing::warn!(
+                rows = failed,
+                "gave up on rows the engine stopped while processing, at their last attempt"
+            );
+        }
         // The patterns again, now with those the api added (kept in sync_meta).
         let api = db::api_patterns(&conn).map_err(sql)?;
         let patterns = Patterns::load_with(&config.root, &api)?.exclude(config.own_files());
         let progress = Arc::new(Progress::default());
+        // Rows given up at start-up are this run's failures too.
+        let given_up = store::BatchStats {
+            rows: failed as u64,
+            failed: failed as u64,
+            ..Default::default()
+        };
+        progress.record(&given_up, None);
         let store = Store::new(conn, config.policy, progress.clone()).map_err(sql)?;
         let workers = rayon::ThreadPoolBuilder::new()
             .num_threads(config.workers.max(1))
             .thread_name(|i| format!("obby-worker-{i}"))
+            // A panic outside the per-row guard (see `spawn_compute`) drops
+            // the batch's channel, which the writer reports as WorkerLost,
+            // instead of aborting the process.
+            .panic_handler(|_| tracing::error!("a worker job panicked outside its rows"))
             .build()
             .map_err(|e| EngineError::Io {
                 path: config.root.clone(),
@@ -222,6 +239,7 @@ impl Engine {
             max_file_size: config.max_file_size,
             patterns: SharedPatterns::new(patterns),
             settle: config.settle,
+            faults: worker::Faults::from_env(),
         });
         Ok(Engine {
             config,
@@ -340,14 +358,12 @@ impl Engine {
         let mut claim_next = true;
         let next_claim = NextClaim {
             limit: self.config.batch_size,
-            lease: self.config.policy.lease,
         };
         loop {
             let stopping = stop.load(Ordering::Relaxed);
             if !stopping && claim_next && inflight.len() < PIPELINE_DEPTH {
-                let (rows, held) = self.with_busy_retry(stop, |conn| {
-                    queue::claim(conn, next_claim.limit, next_claim.lease)
-                })?;
+                let (rows, held) =
+                    self.with_busy_retry(stop, |conn| queue::claim(conn, next_claim.limit))?;
                 self.progress.record_write(held);
                 if rows.is_empty() {
                     claim_next = false;
@@ -526,7 +542,20 @@ impl Engine {
                     || readers.get(),
                     |conn, row| {
                         let result = match conn {
-                            Ok(conn) => worker::process(&row, conn, &cfg),
+                            // A panic fails this row alone. Nothing the
+                            // closure touches outlives it but `conn`, whose
+                            // statements are reset when dropped or reused.
+                            Ok(conn) => {
+                                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                    worker::process(&row, conn, &cfg)
+                                }))
+                                .unwrap_or_else(|payload| {
+                                    Err(ItemError::Panicked {
+                                        path: row.path.clone(),
+                                        message: panic_message(payload.as_ref()),
+                                    })
+                                })
+                            }
                             Err(e) => Err(ItemError::Pool {
                                 path: row.path.clone(),
                                 message: e.to_string(),
@@ -559,4 +588,13 @@ fn with_busy_retry<T>(
     f: impl FnMut() -> rusqlite::Result<T>,
 ) -> Result<T, EngineError> {
     db::retry_busy(stop, f).map_err(|e| EngineError::from_sqlite(db, e))
+}
+
+/// The text of a caught panic (a `&str` or `String` payload, as `panic!` makes).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
 }

@@ -6,12 +6,15 @@
 //! coalesce per path (a partial unique index), so a burst of events for one file
 //! is one row. A claim takes at most one row per path (counting a move's
 //! `old_path`), and never a path that is already claimed, so a path's changes
-//! are applied in order. Claimed rows of a dead process go back to pending
-//! ([`requeue_claimed`] at start-up, under the engine lock). Every write here is
+//! are applied in order. A claim has no lease: the engine's exclusive lock on
+//! `obby.db.lock` proves no other engine runs, so claimed rows belong to this
+//! process until it dies, and [`requeue_claimed`] returns a dead one's rows at
+//! start-up (its attempt counted; a row whose last attempt it was, `failed`).
+//! A `failed` path is tried again when its file changes. Every write here is
 //! one short `BEGIN IMMEDIATE` transaction, or runs inside the caller's.
 //! Reads and writes only `event_queue`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::time::Duration;
 
@@ -100,6 +103,8 @@ pub struct QueueRow {
     pub attempts: i64,
     /// When the row was first enqueued (unix ms).
     pub enqueued_ms: i64,
+    /// Times it was put back because its file was still being written.
+    pub deferrals: i64,
 }
 
 /// Retry rules for failed rows.
@@ -109,8 +114,6 @@ pub struct QueuePolicy {
     pub max_attempts: i64,
     /// Wait before the second attempt; doubles each time, up to [`MAX_BACKOFF`].
     pub backoff: Duration,
-    /// How long a claim is valid before the row may be taken back.
-    pub lease: Duration,
 }
 
 /// Row counts per status.
@@ -170,7 +173,10 @@ pub fn enqueue_in(conn: &Connection, events: &[NewEvent], source: &str) -> rusql
     let now = now_ms();
     // Coalescing rules: a move stays a move (its old path is the only thing the
     // worker cannot find out by itself); a new event makes the row available
-    // now and resets its attempts, since the file changed.
+    // now and resets its attempts, since the file changed. A difference a
+    // walk found (reconcile, rescan) keeps them: it is found again at every
+    // start and poll until recorded, so it would reset a row that kills the
+    // engine before its attempts run out.
     let mut stmt = conn.prepare_cached(
         "INSERT INTO event_queue (path, kind, old_path, status, source, enqueued_ms, available_ms)
          VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?5)
@@ -179,7 +185,8 @@ pub fn enqueue_in(conn: &Connection, events: &[NewEvent], source: &str) -> rusql
              kind = CASE WHEN COALESCE(excluded.old_path, event_queue.old_path) IS NOT NULL
                          THEN 'moved' ELSE excluded.kind END,
              available_ms = excluded.available_ms,
-             attempts = 0",
+             attempts = CASE WHEN excluded.source IN ('reconcile', 'rescan')
+                             THEN event_queue.attempts ELSE 0 END",
     )?;
     for e in events {
         let kind = if e.old_path.is_some() {
@@ -198,14 +205,10 @@ pub fn enqueue_in(conn: &Connection, events: &[NewEvent], source: &str) -> rusql
 ///
 /// # Errors
 /// Any SQLite error; nothing is claimed then.
-pub fn claim(
-    conn: &Connection,
-    limit: usize,
-    lease: Duration,
-) -> rusqlite::Result<(Vec<QueueRow>, Duration)> {
+pub fn claim(conn: &Connection, limit: usize) -> rusqlite::Result<(Vec<QueueRow>, Duration)> {
     let tx = immediate(conn)?;
     let locked = std::time::Instant::now();
-    let claimed = claim_in(&tx, limit, lease)?;
+    let claimed = claim_in(&tx, limit)?;
     tx.commit()?;
     Ok((claimed, locked.elapsed()))
 }
@@ -215,14 +218,19 @@ pub fn claim(
 ///
 /// # Errors
 /// Any SQLite error.
-pub fn claim_in(tx: &Connection, limit: usize, lease: Duration) -> rusqlite::Result<Vec<QueueRow>> {
+pub fn claim_in(tx: &Connection, limit: usize) -> rusqlite::Result<Vec<QueueRow>> {
     let now = now_ms();
     let mut busy: HashSet<String> = HashSet::new();
     {
-        let mut stmt =
-            tx.prepare_cached("SELECT path, old_path FROM event_queue WHERE status = 'claimed'")?;
+        let mut stmt = tx.prepare_cached(
+            "SELECT path, old_path, suspect FROM event_queue WHERE status = 'claimed'",
+        )?;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
+            if r.get::<_, bool>(2)? {
+                // A suspect is in flight: it runs alone.
+                return Ok(Vec::new());
+            }
             busy.insert(r.get(0)?);
             if let Some(old) = r.get::<_, Option<String>>(1)? {
                 busy.insert(old);
@@ -232,7 +240,8 @@ pub fn claim_in(tx: &Connection, limit: usize, lease: Duration) -> rusqlite::Res
     let mut claimed = Vec::new();
     {
         let mut stmt = tx.prepare_cached(
-            "SELECT id, path, kind, old_path, attempts, enqueued_ms FROM event_queue
+            "SELECT id, path, kind, old_path, attempts, enqueued_ms, suspect, deferrals
+             FROM event_queue
              WHERE status = 'pending' AND available_ms <= ?1
              ORDER BY id LIMIT ?2",
         )?;
@@ -249,11 +258,21 @@ pub fn claim_in(tx: &Connection, limit: usize, lease: Duration) -> rusqlite::Res
                 old_path: r.get(3)?,
                 attempts: r.get::<_, i64>(4)? + 1,
                 enqueued_ms: r.get(5)?,
+                deferrals: r.get(7)?,
             };
             let clash =
                 busy.contains(&row.path) || row.old_path.as_ref().is_some_and(|o| busy.contains(o));
             if clash {
                 continue;
+            }
+            if r.get::<_, bool>(6)? {
+                // A suspect (claimed when an engine died) is claimed alone,
+                // with nothing else in flight, so if it kills the engine
+                // again no other row is blamed; the rows after it wait.
+                if claimed.is_empty() && busy.is_empty() {
+                    claimed.push(row);
+                }
+                break;
             }
             busy.insert(row.path.clone());
             if let Some(old) = &row.old_path {
@@ -263,14 +282,11 @@ pub fn claim_in(tx: &Connection, limit: usize, lease: Duration) -> rusqlite::Res
         }
     }
     {
-        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
         let mut stmt = tx.prepare_cached(
-            "UPDATE event_queue SET status = 'claimed', claimed_ms = ?2,
-                 lease_until_ms = ?3, attempts = attempts + 1
-             WHERE id = ?1",
+            "UPDATE event_queue SET status = 'claimed', attempts = attempts + 1 WHERE id = ?1",
         )?;
         for row in &claimed {
-            stmt.execute(params![row.id.0, now, now.saturating_add(lease_ms)])?;
+            stmt.execute(params![row.id.0])?;
         }
     }
     Ok(claimed)
@@ -305,7 +321,7 @@ pub fn mark_done(conn: &Connection, done: &[Done<'_>]) -> rusqlite::Result<()> {
     .to_string();
     conn.prepare_cached(
         "UPDATE event_queue SET status = 'done', done_ms = ?1,
-             change_id = json_extract(d.value, '$[1]'), lease_until_ms = NULL
+             change_id = json_extract(d.value, '$[1]')
          FROM json_each(?2) AS d
          WHERE event_queue.id = json_extract(d.value, '$[0]')",
     )?
@@ -333,8 +349,7 @@ pub fn mark_attempt_failed(
     let message = error.to_string();
     if error.is_permanent() || row.attempts >= policy.max_attempts {
         conn.prepare_cached(
-            "UPDATE event_queue SET status = 'failed', last_error = ?2, done_ms = ?3,
-                 lease_until_ms = NULL
+            "UPDATE event_queue SET status = 'failed', last_error = ?2, done_ms = ?3
              WHERE id = ?1",
         )?
         .execute(params![row.id.0, message, now_ms()])?;
@@ -350,14 +365,18 @@ pub fn mark_attempt_failed(
     Ok(false)
 }
 
-/// Puts a claimed row back to pending without counting the attempt: its file
-/// was still being written, so it is looked at again at `available_ms`.
+/// Puts a claimed row back to pending without counting the attempt, counting
+/// a deferral instead: its file was still being written, so it is looked at
+/// again at `available_ms`.
 ///
 /// # Errors
 /// Any SQLite error.
 pub fn defer(conn: &Connection, row: &QueueRow, available_ms: i64) -> rusqlite::Result<()> {
-    conn.prepare_cached("UPDATE event_queue SET attempts = MAX(attempts - 1, 0) WHERE id = ?1")?
-        .execute([row.id.0])?;
+    conn.prepare_cached(
+        "UPDATE event_queue SET attempts = MAX(attempts - 1, 0), deferrals = deferrals + 1
+         WHERE id = ?1",
+    )?
+    .execute([row.id.0])?;
     release(conn, row.id, available_ms, None)
 }
 
@@ -385,7 +404,7 @@ pub fn release(
         .execute(params![id.0])?;
     if folded > 0 {
         conn.prepare_cached(
-            "UPDATE event_queue SET status = 'done', done_ms = ?2, lease_until_ms = NULL,
+            "UPDATE event_queue SET status = 'done', done_ms = ?2,
                  last_error = 'superseded by a newer event'
              WHERE id = ?1",
         )?
@@ -393,7 +412,7 @@ pub fn release(
     } else {
         conn.prepare_cached(
             "UPDATE event_queue SET status = 'pending', available_ms = ?2,
-                 lease_until_ms = NULL, last_error = COALESCE(?3, last_error)
+                 last_error = COALESCE(?3, last_error)
              WHERE id = ?1",
         )?
         .execute(params![id.0, available_ms, last_error])?;
@@ -401,28 +420,66 @@ pub fn release(
     Ok(())
 }
 
-/// Returns claimed rows to pending: all of them (at start-up, when the engine
-/// lock proves their owner is dead), or only those whose lease expired.
-/// Returns how many rows were released.
+/// What the start-up finds of a stopped engine's claimed rows.
+pub const STOPPED_WHILE_PROCESSING: &str = "the engine stopped while processing this row";
+
+/// At start-up, when the engine lock proves their owner is dead: returns
+/// every `claimed` row to pending, its attempt counted (the claim counted
+/// it) and marked suspect, or, when that attempt was its last, makes it
+/// `failed` with [`STOPPED_WHILE_PROCESSING`], so a row that kills the
+/// engine (a crash in a library, the kernel's OOM killer) cannot do so at
+/// every start. A suspect is then claimed alone ([`claim_in`]): the rows
+/// that were in flight beside the culprit get their attempts back as
+/// successes, and the culprit alone uses its attempts up. Returns (rows
+/// returned to pending, rows failed).
 ///
 /// # Errors
-/// Any SQLite error; nothing is released then.
-pub fn requeue_claimed(conn: &Connection, only_expired: bool) -> rusqlite::Result<usize> {
+/// Any SQLite error; nothing is changed then.
+pub fn requeue_claimed(
+    conn: &Connection,
+    policy: &QueuePolicy,
+) -> rusqlite::Result<(usize, usize)> {
     let now = now_ms();
     let tx = immediate(conn)?;
-    let ids: Vec<i64> = {
+    let rows: Vec<(i64, i64)> = {
         let mut stmt = tx.prepare_cached(
-            "SELECT id FROM event_queue WHERE status = 'claimed'
-                 AND (?1 = 0 OR lease_until_ms < ?2) ORDER BY id",
+            "SELECT id, attempts FROM event_queue WHERE status = 'claimed' ORDER BY id",
         )?;
-        stmt.query_map(params![i64::from(only_expired), now], |r| r.get(0))?
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<Result<_, _>>()?
     };
-    for id in &ids {
-        release(&tx, QueueId(*id), now, None)?;
+    let mut failed = 0;
+    for (id, attempts) in &rows {
+        if *attempts >= policy.max_attempts {
+            tx.prepare_cached(
+                "UPDATE event_queue SET status = 'failed', last_error = ?2, done_ms = ?3
+                 WHERE id = ?1",
+            )?
+            .execute(params![id, STOPPED_WHILE_PROCESSING, now])?;
+            failed += 1;
+        } else {
+            tx.prepare_cached("UPDATE event_queue SET suspect = 1 WHERE id = ?1")?
+                .execute([id])?;
+            release(&tx, QueueId(*id), now, None)?;
+        }
     }
     tx.commit()?;
-    Ok(ids.len())
+    Ok((rows.len() - failed, failed))
+}
+
+/// The paths of `failed` rows (no later row of theirs succeeded), each with
+/// when it failed (unix ms), for reconciliation: a failed file is tried
+/// again when it changes, not at every start.
+///
+/// # Errors
+/// Any SQLite error.
+pub fn failed_paths(conn: &Connection) -> rusqlite::Result<HashMap<String, i64>> {
+    conn.prepare_cached(
+        "SELECT path, MAX(COALESCE(done_ms, 0)) FROM event_queue WHERE status = 'failed'
+         GROUP BY path",
+    )?
+    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+    .collect()
 }
 
 /// Deletes `done` rows finished before `before_ms`. Returns how many.

@@ -8,7 +8,9 @@
 //! enqueued as one move. Reads `sync_files` (never the backend's `file_states`,
 //! which other programs rewrite); writes only `event_queue`, in
 //! transactions of [`ENQUEUE_CHUNK`] rows, in file-name order so a tree is
-//! always processed the same way. Never hashes a file it need not.
+//! always processed the same way. Never hashes a file it need not. A file
+//! whose last change `failed` and that was not modified after the failure is
+//! left alone: it is tried again when it changes, not at every start.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -40,6 +42,10 @@ pub struct ReconcileReport {
     pub moved: usize,
     /// Entries skipped: names that are not UTF-8, unreadable folders.
     pub skipped: usize,
+    /// Files whose last change failed and that have not been modified since
+    /// the failure: not enqueued again (a failed file is retried when it
+    /// changes, not at every start).
+    pub still_failed: usize,
 }
 
 impl ReconcileReport {
@@ -136,8 +142,20 @@ pub fn differences(
         kind,
         old_path,
     };
+    let failed = queue::failed_paths(conn).map_err(db)?;
+    // Modified at or before its failure (unix ms): the state that failed.
+    let unchanged_since_failure = |file: &OnDisk| {
+        failed
+            .get(&file.path)
+            .is_some_and(|&ms| file.mtime_ns <= ms.saturating_mul(1_000_000))
+    };
     let mut new_files = Vec::new();
     for file in on_disk {
+        if unchanged_since_failure(&file) {
+            report.still_failed += 1;
+            known.remove(&file.path);
+            continue;
+        }
         match known.remove(&file.path) {
             Some(k) if !k.deleted => {
                 let same = k.size == Some(file.size as i64) && k.mtime_ns == Some(file.mtime_ns);

@@ -33,6 +33,7 @@ use super::error::EngineError;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../schema/0001_init.sql")),
     (2, include_str!("../../schema/0002_backend.sql")),
+    (3, include_str!("../../schema/0003_claims.sql")),
 ];
 
 /// The declared shape of the shared tables.

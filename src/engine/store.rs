@@ -63,8 +63,6 @@ pub struct BatchStats {
 pub struct NextClaim {
     /// At most this many rows.
     pub limit: usize,
-    /// The claim's lease (see [`queue::claim`]).
-    pub lease: std::time::Duration,
 }
 
 /// The single writer of the Obby tables.
@@ -202,7 +200,7 @@ impl Store {
         }
         queue::mark_done(&tx, &done)?;
         let claimed = match next {
-            Some(next) => queue::claim_in(&tx, next.limit, next.lease)?,
+            Some(next) => queue::claim_in(&tx, next.limit)?,
             None => Vec::new(),
         };
         tx.commit()?;

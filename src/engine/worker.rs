@@ -40,6 +40,40 @@ pub struct WorkerConfig {
     pub patterns: SharedPatterns,
     /// A file modified less than this long ago is looked at again later.
     pub settle: std::time::Duration,
+    /// Faults the tests inject from outside (see [`Faults`]).
+    pub faults: Faults,
+}
+
+/// Faults injected from outside, so the tests can drive the real binary
+/// into a crash: `OBBY_FAULT_PANIC_PATH` makes the worker panic on any path
+/// that contains it, `OBBY_FAULT_ABORT_PATH` aborts the whole process there
+/// (as a crash in a library or the OOM killer would). Unset, they cost one
+/// `None` check per row.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    panic_on: Option<String>,
+    abort_on: Option<String>,
+}
+
+impl Faults {
+    /// Read from the environment once, at start-up.
+    pub fn from_env() -> Faults {
+        let var = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
+        Faults {
+            panic_on: var("OBBY_FAULT_PANIC_PATH"),
+            abort_on: var("OBBY_FAULT_ABORT_PATH"),
+        }
+    }
+
+    fn strike(&self, path: &str) {
+        if self.abort_on.as_deref().is_some_and(|p| path.contains(p)) {
+            eprintln!("obby-sync: OBBY_FAULT_ABORT_PATH: aborting on {path}");
+            std::process::abort();
+        }
+        if self.panic_on.as_deref().is_some_and(|p| path.contains(p)) {
+            panic!("OBBY_FAULT_PANIC_PATH: injected panic on {path}");
+        }
+    }
 }
 
 /// A path's row in `sync_files`: the engine's own record of it, written only
@@ -259,6 +293,7 @@ pub fn process(
         path: row.path.clone(),
         source,
     };
+    cfg.faults.strike(&row.path);
     if !cfg.patterns.get().is_tracked(Path::new(&row.path)) {
         return Ok(Outcome::default());
     }
@@ -341,17 +376,21 @@ pub const MAX_DEFER: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Errs with [`ItemError::Unsettled`] when the file was modified less than
 /// `settle` ago (a writer may be between truncating and writing it), unless
-/// the row has waited [`MAX_DEFER`] already.
+/// the row was deferred often enough to have waited [`MAX_DEFER`] already.
+/// Deferrals are counted, not timed, and an mtime in the future counts as
+/// settled, so a clock stepped backwards defers nothing for longer.
 fn settled(row: &QueueRow, meta: &Metadata, settle: std::time::Duration) -> Result<(), ItemError> {
     let Ok(modified) = meta.modified() else {
         return Ok(());
     };
-    let age = std::time::SystemTime::now()
-        .duration_since(modified)
-        .unwrap_or_default();
-    let waited = super::clock::now_ms().saturating_sub(row.enqueued_ms);
-    let max_defer = i64::try_from(MAX_DEFER.as_millis()).unwrap_or(i64::MAX);
-    if age < settle && waited < max_defer {
+    let Ok(age) = std::time::SystemTime::now().duration_since(modified) else {
+        // Modified "in the future": the clock went back; nothing to wait for.
+        return Ok(());
+    };
+    let max_deferrals = i64::try_from(MAX_DEFER.as_millis() / settle.as_millis().max(1))
+        .unwrap_or(i64::MAX)
+        .max(1);
+    if age < settle && row.deferrals < max_deferrals {
         return Err(ItemError::Unsettled {
             path: row.path.clone(),
             wait: settle - age,

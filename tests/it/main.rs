@@ -12,6 +12,7 @@ mod fixture;
 mod hostile;
 mod inputs;
 mod pipeline;
+mod poison;
 mod replay;
 mod traps;
 mod watch;
