@@ -6,9 +6,10 @@
 ALTER TABLE event_queue DROP COLUMN lease_until_ms;
 ALTER TABLE event_queue DROP COLUMN claimed_ms;
 
--- A row that was claimed when an engine died may be what killed it: it is
--- claimed alone, with nothing else in flight, until it is done or failed.
-ALTER TABLE event_queue ADD COLUMN suspect INTEGER NOT NULL DEFAULT 0;
+-- A row claimed alone, with nothing else in flight: one that was claimed when
+-- an engine died (it may be what killed it), or a file over half a batch's
+-- bytes (two such files are never held in memory at once).
+ALTER TABLE event_queue ADD COLUMN alone INTEGER NOT NULL DEFAULT 0;
 
 -- Times a row was put back because its file was still being written: after
 -- enough of them the file is read as it is. Counted, not timed, so a clock

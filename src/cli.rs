@@ -84,6 +84,10 @@ struct Tuning {
     /// Queue rows claimed and committed together.
     #[arg(long, default_value_t = config::DEFAULT_BATCH_SIZE)]
     batch_size: usize,
+    /// MiB of files claimed and committed together (a larger file alone):
+    /// bounds the memory a batch holds.
+    #[arg(long, default_value_t = config::DEFAULT_BATCH_BYTES / (1024 * 1024))]
+    batch_mib: u64,
     /// Files larger than this many bytes are hashed only, without text.
     #[arg(long, default_value_t = config::DEFAULT_MAX_FILE_SIZE)]
     max_file_size: u64,
@@ -328,6 +332,10 @@ fn config(location: &Location, tuning: &Tuning) -> Result<Config> {
         bail!("--max-attempts must be at least 1");
     }
     cfg.batch_size = tuning.batch_size;
+    if tuning.batch_mib == 0 {
+        bail!("--batch-mib must be at least 1");
+    }
+    cfg.batch_bytes = tuning.batch_mib.saturating_mul(1024 * 1024);
     cfg.max_file_size = tuning.max_file_size;
     cfg.policy.max_attempts = tuning.max_attempts;
     cfg.policy.backoff = Duration::from_millis(tuning.retry_backoff_ms);

@@ -17,6 +17,8 @@ pub const DEFAULT_DB: &str = ".db/obby.db";
 
 /// Queue rows claimed and committed together.
 pub const DEFAULT_BATCH_SIZE: usize = 256;
+/// File bytes per batch (32 MiB); a larger file is a batch of its own.
+pub const DEFAULT_BATCH_BYTES: u64 = 32 * 1024 * 1024;
 /// Files larger than this are hashed only (32 MiB).
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 32 * 1024 * 1024;
 /// Attempts before an unreadable file's row is `failed`.
@@ -44,6 +46,10 @@ pub struct Config {
     pub workers: usize,
     /// Rows per claim and per commit.
     pub batch_size: usize,
+    /// File bytes per claim (a larger file is claimed alone): with two
+    /// batches in flight, what the workers hold is about twice this, plus
+    /// each file's diff and previous text.
+    pub batch_bytes: u64,
     /// Size above which a file is hashed only.
     pub max_file_size: u64,
     /// Retry rules for rows that fail.
@@ -81,6 +87,7 @@ impl Config {
             db: prepare_db(db)?,
             workers: std::thread::available_parallelism().map_or(2, usize::from),
             batch_size: DEFAULT_BATCH_SIZE,
+            batch_bytes: DEFAULT_BATCH_BYTES,
             max_file_size: DEFAULT_MAX_FILE_SIZE,
             policy: QueuePolicy {
                 max_attempts: DEFAULT_MAX_ATTEMPTS,

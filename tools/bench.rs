@@ -102,6 +102,10 @@ struct Args {
     /// Build everything in DIR (new or empty) and keep it afterwards.
     #[arg(long, value_name = "DIR")]
     keep: Option<PathBuf>,
+    /// Instead of the corpus stages: peak memory while scanning twenty and
+    /// fifty 30 MiB text files (about 1.5 GB of disk, a minute or two).
+    #[arg(long)]
+    huge: bool,
 }
 
 fn main() -> ExitCode {
@@ -122,6 +126,9 @@ fn run(args: &Args) -> Res<()> {
 
     // Keep the TempDir alive until the end: dropping it deletes everything.
     let (_temp, base) = work_dir(args.keep.as_deref(), "obby-bench-")?;
+    if args.huge {
+        return huge_files(&bin, &base, args);
+    }
     let db_dir = base.join("db");
     fs::create_dir_all(&db_dir)?;
 
@@ -692,6 +699,74 @@ struct Big {
     diff_seconds: f64,
     /// Highest peak RSS over its scans.
     peak_rss: u64,
+}
+
+/// Size of each file of the `--huge` stage: under the default
+/// `--max-file-size` (32 MiB), so each is stored as text with its diff.
+const HUGE_SIZE: usize = 30 * 1024 * 1024;
+/// Files of the `--huge` stage, in the two scans.
+const HUGE_COUNTS: [usize; 2] = [20, 50];
+/// Target: peak resident memory while scanning them.
+const TARGET_HUGE_PEAK_RSS: u64 = 400 * 1024 * 1024;
+
+/// `--huge`: scans of twenty and of fifty 30 MiB notes (text exports, say)
+/// into fresh databases; reports each scan's time and peak RSS.
+fn huge_files(bin: &Path, base: &Path, args: &Args) -> Res<()> {
+    let most = HUGE_COUNTS.iter().copied().max().unwrap_or(0);
+    let mut rng = Prng::seed_from_u64(sub_seed(args.seed, STREAM_BIG, 1));
+    // One seeded 30 MiB text; each file gets its own first line, so no two
+    // files share a hash (and none is taken for a move of another).
+    let mut body = note(&mut rng, HUGE_SIZE);
+    if let Some(cut) = body.get(..HUGE_SIZE).and_then(|head| head.rfind('\n')) {
+        body.truncate(cut + 1);
+    }
+    let mut rows = Vec::new();
+    for count in HUGE_COUNTS {
+        let root = skeleton(&base.join(format!("huge{count}")), 0)?;
+        progress!(
+            "huge files: writing {count} x {} MiB ...",
+            HUGE_SIZE / (1024 * 1024)
+        );
+        for i in 0..count {
+            let path = root.join(format!("notes/export-{i:02}.md"));
+            let mut file = std::io::BufWriter::new(fs::File::create(&path)?);
+            std::io::Write::write_all(&mut file, format!("# Export {i} of {most}\n").as_bytes())?;
+            std::io::Write::write_all(&mut file, body.as_bytes())?;
+            std::io::Write::flush(&mut file)?;
+        }
+        let db = base.join(format!("db/huge{count}.db"));
+        remove_db(&db)?;
+        let scan = run_scan(bin, &root, &db)?;
+        let n = u64::try_from(count).unwrap_or(u64::MAX);
+        check_scan("huge files", &scan, n, n, n);
+        progress!(
+            "huge files: {count} scanned in {:.2} s, peak RSS {:.1} MiB",
+            scan.seconds,
+            mib(scan.peak_rss)
+        );
+        rows.push((count, scan));
+        fs::remove_dir_all(&root)?;
+        remove_db(&db)?;
+    }
+    println!(
+        "| huge text files ({} MiB each) | scan | peak RSS | target |",
+        HUGE_SIZE / (1024 * 1024)
+    );
+    println!("|---|---|---|---|");
+    for (count, scan) in rows {
+        let ok = if scan.peak_rss < TARGET_HUGE_PEAK_RSS {
+            "✅"
+        } else {
+            "❌"
+        };
+        println!(
+            "| {count} files | {:.2} s | {:.1} MiB | < {} MiB {ok} |",
+            scan.seconds,
+            mib(scan.peak_rss),
+            TARGET_HUGE_PEAK_RSS / (1024 * 1024)
+        );
+    }
+    Ok(())
 }
 
 fn big_file(bin: &Path, root: &Path, db: &Path, args: &Args) -> Res<Big> {

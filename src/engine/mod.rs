@@ -358,12 +358,14 @@ impl Engine {
         let mut claim_next = true;
         let next_claim = NextClaim {
             limit: self.config.batch_size,
+            max_bytes: self.config.batch_bytes,
         };
         loop {
             let stopping = stop.load(Ordering::Relaxed);
             if !stopping && claim_next && inflight.len() < PIPELINE_DEPTH {
-                let (rows, held) =
-                    self.with_busy_retry(stop, |conn| queue::claim(conn, next_claim.limit))?;
+                let (rows, held) = self.with_busy_retry(stop, |conn| {
+                    queue::claim(conn, next_claim.limit, next_claim.max_bytes)
+                })?;
                 self.progress.record_write(held);
                 if rows.is_empty() {
                     claim_next = false;

@@ -10,7 +10,8 @@
 //! `obby.db.lock` proves no other engine runs, so claimed rows belong to this
 //! process until it dies, and [`requeue_claimed`] returns a dead one's rows at
 //! start-up (its attempt counted; a row whose last attempt it was, `failed`).
-//! A `failed` path is tried again when its file changes. Every write here is
+//! A `failed` path is tried again when its file changes. A claim stats the
+//! files it takes, to bound a batch's bytes. Every write here is
 //! one short `BEGIN IMMEDIATE` transaction, or runs inside the caller's.
 //! Reads and writes only `event_queue`.
 
@@ -200,15 +201,22 @@ pub fn enqueue_in(conn: &Connection, events: &[NewEvent], source: &str) -> rusql
 }
 
 /// Claims up to `limit` pending rows that are due, at most one per path and
-/// none whose path is already claimed, in id order. Also returns how long the
+/// none whose path is already claimed, in id order, whose files add up to
+/// at most `max_bytes`, so what a batch holds in memory is bounded by bytes
+/// as well as rows. A file over half of `max_bytes` is claimed alone, with
+/// nothing else in flight, and so is a row marked by [`requeue_claimed`]. Also returns how long the
 /// write lock was held (from the moment it was granted).
 ///
 /// # Errors
 /// Any SQLite error; nothing is claimed then.
-pub fn claim(conn: &Connection, limit: usize) -> rusqlite::Result<(Vec<QueueRow>, Duration)> {
+pub fn claim(
+    conn: &Connection,
+    limit: usize,
+    max_bytes: u64,
+) -> rusqlite::Result<(Vec<QueueRow>, Duration)> {
     let tx = immediate(conn)?;
     let locked = std::time::Instant::now();
-    let claimed = claim_in(&tx, limit)?;
+    let claimed = claim_in(&tx, limit, max_bytes)?;
     tx.commit()?;
     Ok((claimed, locked.elapsed()))
 }
@@ -218,17 +226,19 @@ pub fn claim(conn: &Connection, limit: usize) -> rusqlite::Result<(Vec<QueueRow>
 ///
 /// # Errors
 /// Any SQLite error.
-pub fn claim_in(tx: &Connection, limit: usize) -> rusqlite::Result<Vec<QueueRow>> {
+pub fn claim_in(tx: &Connection, limit: usize, max_bytes: u64) -> rusqlite::Result<Vec<QueueRow>> {
     let now = now_ms();
+    let mut bytes: u64 = 0;
+    let mut alone = None;
     let mut busy: HashSet<String> = HashSet::new();
     {
         let mut stmt = tx.prepare_cached(
-            "SELECT path, old_path, suspect FROM event_queue WHERE status = 'claimed'",
+            "SELECT path, old_path, alone FROM event_queue WHERE status = 'claimed'",
         )?;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
             if r.get::<_, bool>(2)? {
-                // A suspect is in flight: it runs alone.
+                // A row that runs alone is in flight.
                 return Ok(Vec::new());
             }
             busy.insert(r.get(0)?);
@@ -240,7 +250,7 @@ pub fn claim_in(tx: &Connection, limit: usize) -> rusqlite::Result<Vec<QueueRow>
     let mut claimed = Vec::new();
     {
         let mut stmt = tx.prepare_cached(
-            "SELECT id, path, kind, old_path, attempts, enqueued_ms, suspect, deferrals
+            "SELECT id, path, kind, old_path, attempts, enqueued_ms, alone, deferrals
              FROM event_queue
              WHERE status = 'pending' AND available_ms <= ?1
              ORDER BY id LIMIT ?2",
@@ -265,15 +275,26 @@ pub fn claim_in(tx: &Connection, limit: usize) -> rusqlite::Result<Vec<QueueRow>
             if clash {
                 continue;
             }
-            if r.get::<_, bool>(6)? {
-                // A suspect (claimed when an engine died) is claimed alone,
-                // with nothing else in flight, so if it kills the engine
-                // again no other row is blamed; the rows after it wait.
+            // The file's size now, as the worker will hold it (its text and
+            // diff) until the batch commits; a file gone or unreadable here
+            // costs nothing.
+            let size = std::fs::symlink_metadata(&row.path).map_or(0, |m| m.len());
+            // A row that runs alone (one in flight when an engine died, which
+            // may be what killed it, or a file over half a batch's bytes) is
+            // claimed with nothing else in flight and nothing beside it: a
+            // crash blames no other row, and two huge files are never held
+            // at once. The rows after it wait.
+            if r.get::<_, bool>(6)? || size > max_bytes / 2 {
                 if claimed.is_empty() && busy.is_empty() {
+                    alone = Some(row.id);
                     claimed.push(row);
                 }
                 break;
             }
+            if !claimed.is_empty() && bytes.saturating_add(size) > max_bytes {
+                break;
+            }
+            bytes = bytes.saturating_add(size);
             busy.insert(row.path.clone());
             if let Some(old) = &row.old_path {
                 busy.insert(old.clone());
@@ -288,6 +309,10 @@ pub fn claim_in(tx: &Connection, limit: usize) -> rusqlite::Result<Vec<QueueRow>
         for row in &claimed {
             stmt.execute(params![row.id.0])?;
         }
+    }
+    if let Some(id) = alone {
+        tx.prepare_cached("UPDATE event_queue SET alone = 1 WHERE id = ?1")?
+            .execute([id.0])?;
     }
     Ok(claimed)
 }
@@ -425,10 +450,10 @@ pub const STOPPED_WHILE_PROCESSING: &str = "the engine stopped while processing 
 
 /// At start-up, when the engine lock proves their owner is dead: returns
 /// every `claimed` row to pending, its attempt counted (the claim counted
-/// it) and marked suspect, or, when that attempt was its last, makes it
+/// it) and marked to run alone, or, when that attempt was its last, makes it
 /// `failed` with [`STOPPED_WHILE_PROCESSING`], so a row that kills the
 /// engine (a crash in a library, the kernel's OOM killer) cannot do so at
-/// every start. A suspect is then claimed alone ([`claim_in`]): the rows
+/// every start. Such a row is then claimed alone ([`claim_in`]): the rows
 /// that were in flight beside the culprit get their attempts back as
 /// successes, and the culprit alone uses its attempts up. Returns (rows
 /// returned to pending, rows failed).
@@ -458,7 +483,7 @@ pub fn requeue_claimed(
             .execute(params![id, STOPPED_WHILE_PROCESSING, now])?;
             failed += 1;
         } else {
-            tx.prepare_cached("UPDATE event_queue SET suspect = 1 WHERE id = ?1")?
+            tx.prepare_cached("UPDATE event_queue SET alone = 1 WHERE id = ?1")?
                 .execute([id])?;
             release(&tx, QueueId(*id), now, None)?;
         }

@@ -63,6 +63,8 @@ pub struct BatchStats {
 pub struct NextClaim {
     /// At most this many rows.
     pub limit: usize,
+    /// Files adding up to at most this many bytes (one larger file alone).
+    pub max_bytes: u64,
 }
 
 /// The single writer of the Obby tables.
@@ -200,7 +202,7 @@ impl Store {
         }
         queue::mark_done(&tx, &done)?;
         let claimed = match next {
-            Some(next) => queue::claim_in(&tx, next.limit)?,
+            Some(next) => queue::claim_in(&tx, next.limit, next.max_bytes)?,
             None => Vec::new(),
         };
         tx.commit()?;
