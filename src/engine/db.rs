@@ -275,7 +275,9 @@ pub fn checkpoint(conn: &Connection) {
 /// whenever the WAL passes [`CHECKPOINT_WAL_BYTES`]. Stops when dropped.
 #[derive(Debug)]
 pub struct Checkpointer {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Set (and the thread woken) to stop it: dropping the checkpointer
+    /// does not wait out a poll interval.
+    stop: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -286,9 +288,8 @@ impl Checkpointer {
     /// [`EngineError::Pool`] when no connection can be had;
     /// [`EngineError::Io`] when the thread cannot start.
     pub fn start(db: &Path, pool: &ReaderPool) -> Result<Checkpointer, EngineError> {
-        use std::sync::atomic::{AtomicBool, Ordering};
         let conn = pool.get()?;
-        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let stop = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
         let flag = stop.clone();
         let mut wal = db.as_os_str().to_os_string();
         wal.push("-wal");
@@ -296,8 +297,16 @@ impl Checkpointer {
         let thread = std::thread::Builder::new()
             .name("obby-checkpoint".into())
             .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(CHECKPOINT_POLL);
+                loop {
+                    let (lock, bell) = &*flag;
+                    let stopped = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let (stopped, _) = bell
+                        .wait_timeout_while(stopped, CHECKPOINT_POLL, |stop| !*stop)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    if *stopped {
+                        break;
+                    }
+                    drop(stopped);
                     let size = std::fs::metadata(&wal).map_or(0, |m| m.len());
                     if size < CHECKPOINT_WAL_BYTES {
                         continue;
@@ -329,7 +338,9 @@ impl Checkpointer {
 
 impl Drop for Checkpointer {
     fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (lock, bell) = &*self.stop;
+        *lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = true;
+        bell.notify_all();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
