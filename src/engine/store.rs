@@ -649,11 +649,16 @@ impl<'a> Deferred<'a> {
     /// Writes what is queued: versions, then diffs, then events. Rows keep
     /// their order, so ids follow the order of the changes.
     fn flush(&mut self, tx: &Connection) -> rusqlite::Result<()> {
-        for chunk in self.versions.chunks(ROWS_PER_INSERT) {
-            let mut values: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * 8);
-            for v in chunk {
-                values.extend([
-                    &v.id as &dyn ToSql,
+        insert_rows(
+            tx,
+            "INSERT INTO file_versions
+                 (id, file_path, content_hash, content, line_count, size, timestamp,
+                  change_description, created_at) VALUES ",
+            "($1, $2, $3, $4, $5, $6, $7, $8, $7)",
+            &self.versions,
+            |v| {
+                vec![
+                    &v.id,
                     &v.path,
                     &v.digest.hash,
                     &v.digest.text,
@@ -661,24 +666,20 @@ impl<'a> Deferred<'a> {
                     &v.size,
                     &v.stamp,
                     &v.description,
-                ]);
-            }
-            let sql = multi_row_insert(
-                "INSERT INTO file_versions
-                     (id, file_path, content_hash, content, line_count, size, timestamp,
-                      change_description, created_at) VALUES ",
-                "($1, $2, $3, $4, $5, $6, $7, $8, $7)",
-                8,
-                chunk.len(),
-            );
-            execute_sized(tx, &sql, chunk.len(), &values)?;
-        }
+                ]
+            },
+        )?;
         self.versions.clear();
-        for chunk in self.diffs.chunks(ROWS_PER_INSERT) {
-            let mut values: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * 9);
-            for d in chunk {
-                values.extend([
-                    &d.id as &dyn ToSql,
+        insert_rows(
+            tx,
+            "INSERT INTO content_diffs
+                 (id, file_path, old_version_id, new_version_id, change_type, diff_content,
+                  lines_added, lines_removed, timestamp, created_at) VALUES ",
+            "($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+            &self.diffs,
+            |d| {
+                vec![
+                    &d.id,
                     &d.path,
                     &d.old_version_id,
                     &d.new_version_id,
@@ -687,42 +688,40 @@ impl<'a> Deferred<'a> {
                     &d.diff.lines_added,
                     &d.diff.lines_removed,
                     &d.stamp,
-                ]);
-            }
-            let sql = multi_row_insert(
-                "INSERT INTO content_diffs
-                     (id, file_path, old_version_id, new_version_id, change_type, diff_content,
-                      lines_added, lines_removed, timestamp, created_at) VALUES ",
-                "($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
-                9,
-                chunk.len(),
-            );
-            execute_sized(tx, &sql, chunk.len(), &values)?;
-        }
+                ]
+            },
+        )?;
         self.diffs.clear();
-        for chunk in self.events.chunks(ROWS_PER_INSERT) {
-            let mut values: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * 5);
-            for e in chunk {
-                values.extend([
-                    &e.kind as &dyn ToSql,
-                    &e.path,
-                    &e.stamp,
-                    &e.size,
-                    &e.old_path,
-                ]);
-            }
-            let sql = multi_row_insert(
-                "INSERT INTO events (type, path, timestamp, size, processed, created_at, old_path)
-                 VALUES ",
-                "($1, $2, $3, $4, 0, $3, $5)",
-                5,
-                chunk.len(),
-            );
-            execute_sized(tx, &sql, chunk.len(), &values)?;
-        }
+        insert_rows(
+            tx,
+            "INSERT INTO events (type, path, timestamp, size, processed, created_at, old_path)
+             VALUES ",
+            "($1, $2, $3, $4, 0, $3, $5)",
+            &self.events,
+            |e| vec![&e.kind, &e.path, &e.stamp, &e.size, &e.old_path],
+        )?;
         self.events.clear();
         Ok(())
     }
+}
+
+/// Inserts `rows` in multi-row statements of up to [`ROWS_PER_INSERT`]:
+/// `head`, then `tuple` once per row, with `values` giving each row's
+/// parameters (`$1` to `$9` in `tuple`, in that order).
+fn insert_rows<T>(
+    tx: &Connection,
+    head: &str,
+    tuple: &str,
+    rows: &[T],
+    values: impl for<'r> Fn(&'r T) -> Vec<&'r dyn ToSql>,
+) -> rusqlite::Result<()> {
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let params: Vec<&dyn ToSql> = chunk.iter().flat_map(&values).collect();
+        let width = params.len() / chunk.len().max(1);
+        let sql = multi_row_insert(head, tuple, width, chunk.len());
+        execute_sized(tx, &sql, chunk.len(), &params)?;
+    }
+    Ok(())
 }
 
 /// `head` followed by `rows` copies of `tuple`, in which `$1` to `$9`
