@@ -299,7 +299,9 @@ impl Checkpointer {
             .spawn(move || {
                 loop {
                     let (lock, bell) = &*flag;
-                    let stopped = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let stopped = lock
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
                     let (stopped, _) = bell
                         .wait_timeout_while(stopped, CHECKPOINT_POLL, |stop| !*stop)
                         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -339,7 +341,9 @@ impl Checkpointer {
 impl Drop for Checkpointer {
     fn drop(&mut self) {
         let (lock, bell) = &*self.stop;
-        *lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = true;
+        *lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = true;
         bell.notify_all();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();

@@ -195,3 +195,33 @@ fn memory_is_bounded_by_bytes_huge_files_are_processed_alone() {
         10
     );
 }
+
+/// Issue 9, item 3: one stamp far in the future (a clock that was wrong once)
+/// does not drag every later stamp there, where the backend's own trigger
+/// (`timestamp > now + 1 day`) would refuse every write.
+#[test]
+fn clock_step_back_a_far_future_stamp_does_not_stop_writes() {
+    let v = Vault::new();
+    v.write("notes/a.md", "a\n");
+    v.scan(&["--settle-ms", "0"]);
+    v.conn()
+        .execute(
+            "INSERT INTO file_changes (file_path, change_type, content_hash, timestamp)
+             VALUES ('elsewhere.md', 'created', 'from-a-wrong-clock', '2999-01-01 00:00:00.000000')",
+            [],
+        )
+        .expect("insert");
+    v.write("notes/b.md", "b\n");
+    let summary = v.scan(&["--settle-ms", "0"]);
+    assert_eq!(summary["versions"], 1, "{summary}");
+    assert_eq!(summary["failed"], 0, "{summary}");
+    let stamp: String = v
+        .conn()
+        .query_row(
+            "SELECT timestamp FROM file_versions WHERE file_path LIKE '%b.md'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("b.md's version");
+    assert!(stamp.as_str() < "2100", "{stamp}");
+}
