@@ -4,7 +4,9 @@
 //!
 //! Commands: `init`, `scan`, `run`, `enqueue`, `status`, `log`, `diff`.
 //! Flags fall back to the contract's environment variables (`DB_PATH`,
-//! `LOG_LEVEL`), then to defaults.
+//! `LOG_LEVEL`, `WATCHER_PORT`, ...), then to defaults. The api token is
+//! read from `OBBY_TOKEN` or `--token-file`; `--token` works but is warned
+//! about, since the process list shows it to every user.
 
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
@@ -108,18 +110,31 @@ struct Tuning {
 
 #[derive(Debug, Args)]
 struct ApiArgs {
-    /// Address the gRPC api binds (a non-loopback address is logged as a warning).
+    /// Address the gRPC api binds; anything but loopback needs a token (or
+    /// --insecure-listen).
     #[arg(long, default_value = "127.0.0.1")]
     listen: std::net::IpAddr,
+    /// Allow a non-loopback --listen without a token (a trusted network only).
+    #[arg(long)]
+    insecure_listen: bool,
     /// Port of the FileWatcher service (all services answer on both ports).
     #[arg(long, env = "WATCHER_PORT", default_value_t = 50051)]
     watcher_port: u16,
     /// Port of the ContentTracker service.
     #[arg(long, env = "TRACKER_PORT", default_value_t = 50052)]
     tracker_port: u16,
-    /// Shared secret every gRPC call must carry (`authorization: Bearer <token>`).
-    #[arg(long, env = "OBBY_TOKEN", hide_env_values = true)]
+    /// Shared secret every gRPC call must carry (`authorization: Bearer
+    /// <token>`). Visible to every user in the process list: prefer
+    /// OBBY_TOKEN or --token-file.
+    #[arg(long, conflicts_with = "token_file")]
     token: Option<String>,
+    /// File holding the token (its first line; trailing whitespace dropped).
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<PathBuf>,
+    /// GenerateDiff and GetContentHash calls served at once (each holds whole
+    /// texts in memory); more wait up to 3 s, then get RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = crate::api::limits::DEFAULT_MAX_CONTENT_CALLS)]
+    max_content_calls: usize,
     /// Run without the gRPC api.
     #[arg(long)]
     no_api: bool,
@@ -145,6 +160,61 @@ struct WatchArgs {
     /// Milliseconds the canary file's event may take before polling takes over.
     #[arg(long, default_value_t = 3_000)]
     canary_timeout_ms: u64,
+}
+
+/// The variable the token is read from when no flag names one.
+const TOKEN_VAR: &str = "OBBY_TOKEN";
+
+impl ApiArgs {
+    /// The token: `--token-file`, else `--token` (warned about: other users
+    /// see it in /proc/<pid>/cmdline), else `OBBY_TOKEN`, else none. An empty
+    /// token is an error, not "no token".
+    fn token(&self) -> Result<Option<String>> {
+        let (token, from) = if let Some(path) = &self.token_file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading --token-file {}", path.display()))?;
+            let first = text
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim_end()
+                .to_owned();
+            (Some(first), format!("--token-file {}", path.display()))
+        } else if let Some(token) = &self.token {
+            tracing::warn!(
+                "--token is visible to every user of this machine in the process list \
+                 (/proc/<pid>/cmdline); pass it in OBBY_TOKEN or --token-file instead"
+            );
+            (Some(token.clone()), "--token".to_owned())
+        } else {
+            match std::env::var(TOKEN_VAR) {
+                Ok(token) => (Some(token), TOKEN_VAR.to_owned()),
+                Err(std::env::VarError::NotPresent) => (None, String::new()),
+                Err(std::env::VarError::NotUnicode(_)) => bail!("{TOKEN_VAR} is not valid UTF-8"),
+            }
+        };
+        if token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            bail!("the token from {from} is empty");
+        }
+        Ok(token)
+    }
+
+    /// The api's configuration, checked (a non-loopback address needs a token
+    /// or --insecure-listen).
+    fn config(&self) -> Result<crate::api::ApiConfig> {
+        if self.max_content_calls == 0 {
+            bail!("--max-content-calls must be at least 1");
+        }
+        let config = crate::api::ApiConfig {
+            watcher: std::net::SocketAddr::new(self.listen, self.watcher_port),
+            tracker: std::net::SocketAddr::new(self.listen, self.tracker_port),
+            token: self.token()?,
+            insecure_listen: self.insecure_listen,
+            max_content_calls: self.max_content_calls,
+        };
+        config.check()?;
+        Ok(config)
+    }
 }
 
 impl WatchArgs {
@@ -466,9 +536,12 @@ fn run_engine(
         signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
     }
     let watch = watch.config()?;
-    if api.token.as_deref().is_some_and(str::is_empty) {
-        bail!("--token / OBBY_TOKEN is set but empty");
-    }
+    // Checked before the engine opens, so a refusal changes nothing.
+    let api_config = if api.no_api {
+        None
+    } else {
+        Some(api.config()?)
+    };
     let mut engine = Engine::open(config(location, tuning)?)?;
     let cfg = engine.config();
     eprintln!(
@@ -486,17 +559,11 @@ fn run_engine(
         .build()
         .context("starting the api runtime")?;
     let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
-    let handle = if api.no_api {
-        None
-    } else {
-        Some(engine.handle()?)
+    let handle = match api_config {
+        None => None,
+        Some(config) => Some((engine.handle()?, config)),
     };
-    let server = handle.map(|handle| {
-        let config = crate::api::ApiConfig {
-            watcher: std::net::SocketAddr::new(api.listen, api.watcher_port),
-            tracker: std::net::SocketAddr::new(api.listen, api.tracker_port),
-            token: api.token.clone(),
-        };
+    let server = handle.map(|(handle, config)| {
         let engine_stop = stop.clone();
         runtime.spawn(async move {
             let result = crate::api::serve(handle, config, async {

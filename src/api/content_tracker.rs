@@ -3,8 +3,12 @@
 //! `TrackChange` enqueues the file (coalescing with anything pending) and
 //! answers once no row for it is outstanding, with the committed version, hash
 //! and size; a second call gets the same answer (unchanged content writes no
-//! version). `TrackBatch` streams one answer per file as each commits.
-//! `GetContentHash` and `GenerateDiff` compute without storing.
+//! version). `TrackBatch` answers once per request, in request order (the old
+//! service did, and clients zip requests with answers): the files are queued
+//! together and processed in parallel, and each answer is sent as soon as it
+//! and every answer before it are known; a path named twice is answered twice.
+//! `GetContentHash` and `GenerateDiff` compute without storing, and read a
+//! file only through [`super::read`].
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -24,7 +28,7 @@ use super::proto::contenttracker::{
 };
 use super::{MAX_BATCH_FILES, blocking, status_from};
 use crate::engine::queue::{self, ChangeKind, NewEvent};
-use crate::engine::{EngineHandle, diff, worker};
+use crate::engine::{EngineHandle, diff};
 
 /// How long a `TrackChange` waits for its commit when the client sets no
 /// deadline.
@@ -65,6 +69,14 @@ impl Tracked {
             ..Tracked::default()
         }
     }
+}
+
+/// One `TrackBatch` request, in its place in the answer stream.
+enum Entry {
+    /// Refused before queueing (outside the root, a folder, ...).
+    Refused(TrackProgress),
+    /// Queued; answered once its path's rows are finished.
+    Path(String),
 }
 
 /// Resolves a request's path against the root (and its `project_root`).
@@ -271,17 +283,22 @@ impl ContentTracker for ContentTrackerService {
                 req.requests.len()
             )));
         }
-        let mut immediate = Vec::new();
+        // One answer per request, in request order: an entry is either
+        // refused at once or waits for its path's rows.
+        let mut entries = Vec::with_capacity(req.requests.len());
         let mut paths = Vec::new();
         for r in &req.requests {
             match resolve(&self.handle, r).and_then(|p| utf8(&p)) {
-                Ok(p) => paths.push(p),
-                Err(status) => immediate.push(TrackProgress {
+                Ok(p) => {
+                    paths.push(p.clone());
+                    entries.push(Entry::Path(p));
+                }
+                Err(status) => entries.push(Entry::Refused(TrackProgress {
                     file_path: r.file_path.clone(),
                     success: false,
                     error: format!("{:?}: {}", status.code(), status.message()),
                     ..TrackProgress::default()
-                }),
+                })),
             }
         }
         paths.sort();
@@ -297,36 +314,51 @@ impl ContentTracker for ContentTrackerService {
         let handle = self.handle.clone();
         let mut commits = self.commits.clone();
         tokio::spawn(async move {
-            for p in immediate {
-                if tx.send(Ok(p)).await.is_err() {
-                    return;
-                }
-            }
-            while !floors.is_empty() {
-                let h = handle.clone();
-                let f = floors.clone();
-                let done = match blocking(move || finished(&h, &f)).await {
-                    Ok(done) => done,
-                    Err(status) => {
-                        let _ = tx.send(Err(status)).await;
-                        return;
-                    }
-                };
-                for (path, t) in done {
-                    floors.remove(&path);
-                    let progress = TrackProgress {
-                        file_path: path,
-                        success: t.success,
-                        error: t.error,
-                        content_hash: t.content_hash,
-                        version_id: t.version_id,
+            // Answers computed so far, by path (any order); sent in order.
+            let mut done: HashMap<String, Tracked> = HashMap::new();
+            let mut entries = entries.into_iter().peekable();
+            loop {
+                // Send every answer whose turn has come.
+                while let Some(entry) = entries.peek() {
+                    let progress = match entry {
+                        Entry::Refused(p) => p.clone(),
+                        Entry::Path(path) => match done.get(path) {
+                            Some(t) => TrackProgress {
+                                file_path: path.clone(),
+                                success: t.success,
+                                error: t.error.clone(),
+                                content_hash: t.content_hash.clone(),
+                                version_id: t.version_id,
+                            },
+                            None => break,
+                        },
                     };
+                    entries.next();
                     if tx.send(Ok(progress)).await.is_err() {
                         return;
                     }
                 }
-                if floors.is_empty() {
-                    break;
+                if entries.peek().is_none() {
+                    return;
+                }
+                if !floors.is_empty() {
+                    let h = handle.clone();
+                    let f = floors.clone();
+                    let finished_now = match blocking(move || finished(&h, &f)).await {
+                        Ok(finished_now) => finished_now,
+                        Err(status) => {
+                            let _ = tx.send(Err(status)).await;
+                            return;
+                        }
+                    };
+                    let progressed = !finished_now.is_empty();
+                    for (path, t) in finished_now {
+                        floors.remove(&path);
+                        done.insert(path, t);
+                    }
+                    if progressed {
+                        continue;
+                    }
                 }
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
@@ -358,25 +390,16 @@ impl ContentTracker for ContentTrackerService {
         request: Request<HashRequest>,
     ) -> Result<Response<HashResponse>, Status> {
         let req = request.into_inner();
-        let path = utf8(&inside_root(
-            self.handle.root(),
-            &req.file_path,
-            None,
-            "file_path",
-        )?)?;
+        let path = inside_root(self.handle.root(), &req.file_path, None, "file_path")?;
         let max = self.handle.max_file_size();
-        let snap = blocking(move || Ok(worker::digest_file(&path, max))).await?;
-        Ok(Response::new(match snap {
-            Ok(Some(s)) => HashResponse {
+        let root = self.handle.root().to_path_buf();
+        let digest = blocking(move || Ok(super::read::digest(&root, &path, max))).await?;
+        Ok(Response::new(match digest {
+            Ok(d) => HashResponse {
                 success: true,
                 error: String::new(),
-                content_hash: s.digest.hash,
-                file_size: i64::try_from(s.digest.size).unwrap_or(i64::MAX),
-            },
-            Ok(None) => HashResponse {
-                success: false,
-                error: format!("{} is not a regular file", req.file_path),
-                ..HashResponse::default()
+                content_hash: d.hash,
+                file_size: i64::try_from(d.size).unwrap_or(i64::MAX),
             },
             Err(e) => HashResponse {
                 success: false,
@@ -399,19 +422,9 @@ impl ContentTracker for ContentTrackerService {
             let old_path = inside_root(root, &req.old_file_path, None, "old_file_path")?;
             let new_path = inside_root(root, &req.new_file_path, None, "new_file_path")?;
             let max = self.handle.max_file_size();
-            let read = move |p: PathBuf| -> Result<String, String> {
-                let meta = std::fs::metadata(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-                if meta.len() > max {
-                    return Err(format!(
-                        "{} is over the size limit ({max} bytes)",
-                        p.display()
-                    ));
-                }
-                let bytes = std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-                crate::engine::hash::digest_bytes(bytes)
-                    .text
-                    .ok_or_else(|| format!("{} is not text (binary or invalid UTF-8)", p.display()))
-            };
+            let root = root.to_path_buf();
+            let read =
+                move |p: PathBuf| super::read::text(&root, &p, max).map_err(|e| e.to_string());
             let texts = blocking(move || Ok((read(old_path), read(new_path)))).await?;
             match texts {
                 (Ok(o), Ok(n)) => (o, n, req.old_file_path, req.new_file_path),

@@ -7,14 +7,20 @@
 //! the engine, never the reverse, and never blocks the runtime: every query
 //! runs in `spawn_blocking` on a pooled connection. Every path a client sends
 //! is resolved (`..`, symlinks) and refused with `PERMISSION_DENIED` when it
-//! leaves the root; malformed input is `INVALID_ARGUMENT`; requests over
-//! [`MAX_REQUEST_BYTES`] are refused. With a token set, every call but health
-//! needs it (`authorization: Bearer <token>` or `x-obby-token`).
+//! leaves the root, and a file is only ever opened through [`read`] (beneath
+//! the root, no symlinks, regular files only, never blocking); malformed input
+//! is `INVALID_ARGUMENT`. Requests, connections and content calls are bounded
+//! as [`limits`] says. With a token set, every call but health needs it
+//! (`authorization: Bearer <token>` or `x-obby-token`), compared in constant
+//! time; [`serve`] refuses to bind anything but loopback without a token
+//! unless [`ApiConfig::insecure_listen`] says so.
 
 mod content_tracker;
 mod feed;
 mod file_watcher;
+pub mod limits;
 pub mod paths;
+pub mod read;
 mod sync;
 
 use std::future::Future;
@@ -49,9 +55,6 @@ pub mod proto {
     pub const DESCRIPTOR: &[u8] = tonic::include_file_descriptor_set!("obby_descriptor");
 }
 
-/// Largest request accepted, in bytes (a whole note fits; a flood does not).
-pub const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
-
 /// How long a stopping api waits for connections to close.
 pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -69,6 +72,16 @@ pub enum ApiError {
         /// The OS error.
         #[source]
         source: std::io::Error,
+    },
+    /// A non-loopback address without a token, and no `insecure_listen`.
+    #[error(
+        "refusing to listen on {addr} without a token: anyone who can reach it could steer \
+         obby-sync and read notes; set OBBY_TOKEN or --token-file, listen on 127.0.0.1, or \
+         pass --insecure-listen if the network is trusted"
+    )]
+    Insecure {
+        /// The address.
+        addr: SocketAddr,
     },
     /// The server failed.
     #[error("gRPC server: {0}")]
@@ -90,6 +103,47 @@ pub struct ApiConfig {
     pub tracker: SocketAddr,
     /// The shared secret clients must send, if any.
     pub token: Option<String>,
+    /// Allows a non-loopback address without a token (a trusted network).
+    pub insecure_listen: bool,
+    /// Content calls (`GenerateDiff`, `GetContentHash`) served at once; see
+    /// [`limits`].
+    pub max_content_calls: usize,
+}
+
+impl ApiConfig {
+    /// Loopback addresses with the default limits and no token.
+    pub fn local(watcher_port: u16, tracker_port: u16) -> Self {
+        let lo = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+        ApiConfig {
+            watcher: SocketAddr::new(lo, watcher_port),
+            tracker: SocketAddr::new(lo, tracker_port),
+            token: None,
+            insecure_listen: false,
+            max_content_calls: limits::DEFAULT_MAX_CONTENT_CALLS,
+        }
+    }
+
+    /// Refuses a non-loopback address without a token unless
+    /// `insecure_listen` is set; warns when it is.
+    ///
+    /// # Errors
+    /// [`ApiError::Insecure`] for the first such address.
+    pub fn check(&self) -> Result<(), ApiError> {
+        for addr in [self.watcher, self.tracker] {
+            if addr.ip().is_loopback() {
+                continue;
+            }
+            match (&self.token, self.insecure_listen) {
+                (Some(_), _) => {}
+                (None, true) => tracing::warn!(
+                    %addr,
+                    "the api listens beyond this machine without a token (--insecure-listen)"
+                ),
+                (None, false) => return Err(ApiError::Insecure { addr }),
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Maps an engine error to a gRPC status: the one place this is decided.
@@ -112,9 +166,24 @@ where
         .map_err(|e| Status::internal(format!("query task failed: {e}")))?
 }
 
+/// Checks the token of every call but health.
 #[derive(Clone)]
 struct Auth {
-    token: Option<Arc<str>>,
+    /// SHA-256 of the token: what a sent token's hash is compared with.
+    token: Option<Arc<[u8; 32]>>,
+}
+
+/// SHA-256 of a token: comparing hashes in constant time reveals neither
+/// the token's bytes nor its length through timing.
+fn token_hash(token: &[u8]) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(token).into()
+}
+
+/// True when `sent` is the token whose hash is `expected`, in constant time.
+fn token_matches(expected: &[u8; 32], sent: Option<&[u8]>) -> bool {
+    use subtle::ConstantTimeEq as _;
+    sent.is_some_and(|sent| bool::from(token_hash(sent).ct_eq(expected)))
 }
 
 impl tonic::service::Interceptor for Auth {
@@ -125,10 +194,13 @@ impl tonic::service::Interceptor for Auth {
         let meta = request.metadata();
         let bearer = meta
             .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        let plain = meta.get("x-obby-token").and_then(|v| v.to_str().ok());
-        if bearer == Some(token) || plain == Some(token) {
+            .map(|v| v.as_bytes())
+            .and_then(|v| v.strip_prefix(b"Bearer "));
+        let plain = meta.get("x-obby-token").map(|v| v.as_bytes());
+        // Both are checked, so the time does not say which header was tried.
+        let by_bearer = token_matches(token, bearer);
+        let by_plain = token_matches(token, plain);
+        if by_bearer | by_plain {
             Ok(request)
         } else {
             Err(Status::unauthenticated(
@@ -143,17 +215,14 @@ impl tonic::service::Interceptor for Auth {
 /// until `shutdown` completes.
 ///
 /// # Errors
-/// [`ApiError::Bind`] when a port is taken; transport errors.
+/// [`ApiError::Insecure`] as [`ApiConfig::check`] says; [`ApiError::Bind`]
+/// when a port is taken; transport errors.
 pub async fn serve(
     handle: EngineHandle,
     config: ApiConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ApiError> {
-    for addr in [config.watcher, config.tracker] {
-        if !addr.ip().is_loopback() {
-            tracing::warn!(%addr, "the api listens beyond this machine; set --token on shared networks");
-        }
-    }
+    config.check()?;
     let bind = |addr: SocketAddr| async move {
         TcpListener::bind(addr)
             .await
@@ -195,7 +264,10 @@ pub async fn serve(
     let commits = Commits::start(handle.clone(), stop_rx.clone());
     let hub = feed::Hub::start(handle.clone(), commits.clone());
     let auth = Auth {
-        token: config.token.map(Arc::from),
+        token: config
+            .token
+            .as_deref()
+            .map(|t| Arc::new(token_hash(t.as_bytes()))),
     };
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
@@ -205,17 +277,17 @@ pub async fn serve(
     let fw = proto::filewatcher::file_watcher_server::FileWatcherServer::new(
         file_watcher::FileWatcherService::new(handle.clone(), commits.clone(), hub.clone()),
     )
-    .max_decoding_message_size(MAX_REQUEST_BYTES);
-    let ct = proto::contenttracker::content_tracker_server::ContentTrackerServer::new(
+    .max_decoding_message_size(limits::DEFAULT_REQUEST_BYTES);
+    let ct = limits::ContentGate::new(
         content_tracker::ContentTrackerService::new(handle.clone(), commits.clone()),
-    )
-    .max_decoding_message_size(MAX_REQUEST_BYTES);
+        config.max_content_calls,
+    );
     let sy = proto::sync::sync_server::SyncServer::new(sync::SyncService::new(
         handle.clone(),
         commits.clone(),
         hub,
     ))
-    .max_decoding_message_size(MAX_REQUEST_BYTES);
+    .max_decoding_message_size(limits::DEFAULT_REQUEST_BYTES);
     health_reporter.set_serving::<proto::filewatcher::file_watcher_server::FileWatcherServer<file_watcher::FileWatcherService>>().await;
     health_reporter
         .set_serving::<proto::contenttracker::content_tracker_server::ContentTrackerServer<
@@ -227,6 +299,8 @@ pub async fn serve(
         .await;
 
     let router = tonic::transport::Server::builder()
+        .concurrency_limit_per_connection(limits::MAX_CALLS_PER_CONNECTION)
+        .max_concurrent_streams(Some(limits::MAX_STREAMS_PER_CONNECTION))
         .add_service(health)
         .add_service(InterceptedService::new(reflection, auth.clone()))
         .add_service(InterceptedService::new(fw, auth.clone()))
@@ -264,4 +338,32 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_exact_token_matches() {
+        let expected = token_hash(b"s3cret");
+        assert!(token_matches(&expected, Some(b"s3cret")));
+        for wrong in [&b"s3cre"[..], b"s3cret!", b"S3cret", b""] {
+            assert!(!token_matches(&expected, Some(wrong)), "{wrong:?}");
+        }
+        assert!(!token_matches(&expected, None));
+    }
+
+    #[test]
+    fn beyond_loopback_needs_a_token_or_insecure_listen() {
+        let mut cfg = ApiConfig::local(0, 0);
+        assert!(cfg.check().is_ok());
+        cfg.tracker = "0.0.0.0:0".parse().expect("addr");
+        assert!(matches!(cfg.check(), Err(ApiError::Insecure { .. })));
+        cfg.insecure_listen = true;
+        assert!(cfg.check().is_ok());
+        cfg.insecure_listen = false;
+        cfg.token = Some("t".into());
+        assert!(cfg.check().is_ok());
+    }
 }

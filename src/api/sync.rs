@@ -1,4 +1,11 @@
 //! `obby.sync.v1.Sync`: status, the resumable change feed, a barrier, rescans.
+//!
+//! `Sync` is a barrier in two steps: the watcher answers once every change
+//! made before the call is in the queue, then the call waits until every row
+//! queued by then is processed. Both steps wait on the runtime (the watcher's
+//! answer is polled every [`BARRIER_POLL`] at most, commits wake the second
+//! step), so a waiting `Sync` holds no blocking-pool thread; only its short
+//! queries use one.
 
 use std::pin::Pin;
 use std::time::{Duration, Instant};
@@ -19,6 +26,10 @@ use crate::engine::{EngineHandle, db, queue};
 
 /// A `Sync` call's timeout when the client gives none.
 pub const DEFAULT_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Longest pause between two looks at the watcher's barrier answer (the
+/// first looks come sooner).
+pub const BARRIER_POLL: Duration = Duration::from_millis(20);
 
 /// The service.
 #[derive(Clone)]
@@ -160,11 +171,30 @@ impl Sync for SyncService {
         if !self.handle.send(Control::Barrier(reply_tx)) {
             return Err(Status::failed_precondition("the watcher is not running"));
         }
-        let arrived = blocking(move || Ok(reply_rx.recv_timeout(timeout).is_ok())).await?;
-        if !arrived {
-            return Err(Status::deadline_exceeded(
-                "the watcher did not reach the barrier in time",
-            ));
+        // The engine answers on a std channel: look at it from the runtime
+        // (a blocking `recv` would hold a blocking-pool thread per call).
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match reply_rx.try_recv() {
+                Ok(()) => break,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    return Err(Status::unavailable(
+                        "the watcher stopped before reaching the barrier",
+                    ));
+                }
+                Err(std::sync::mpsc::TryRecvError::Empty) => {}
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Status::deadline_exceeded(
+                    "the watcher did not reach the barrier in time",
+                ));
+            }
+            if self.commits.stopping() {
+                return Err(Status::unavailable("obby-sync is shutting down"));
+            }
+            tokio::time::sleep(pause.min(left)).await;
+            pause = (pause * 2).min(BARRIER_POLL);
         }
         // 2. Every row queued so far is processed.
         let handle = self.handle.clone();

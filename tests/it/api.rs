@@ -174,7 +174,7 @@ async fn paths_outside_the_root_are_refused_and_bad_input_is_invalid() {
         .await;
     assert_eq!(folder.expect_err("folder").code(), Code::InvalidArgument);
     // A request larger than the limit is refused, not buffered.
-    let huge = "x".repeat(obby_sync::api::MAX_REQUEST_BYTES + 1024);
+    let huge = "x".repeat(obby_sync::api::limits::MAX_CONTENT_REQUEST_BYTES + 1024);
     let big = ct
         .generate_diff(DiffRequest {
             old_content: huge,
@@ -712,6 +712,516 @@ async fn concurrent_track_changes_do_not_starve_the_engine() {
         started_at.elapsed() < Duration::from_secs(5),
         "took {:?}",
         started_at.elapsed()
+    );
+    drop(engine);
+}
+
+// ---- issue 9, api items 5-8 ------------------------------------------------
+
+/// The request of a unary gRPC call, for a raw HTTP/2 client.
+fn grpc_request(addr: &str, method: &str) -> http::Request<()> {
+    http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{addr}{method}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .expect("request")
+}
+
+/// A raw HTTP/2 connection to the api, and the peer's stream limit as last
+/// seen by the connection task.
+async fn raw_h2(
+    addr: &str,
+) -> (
+    h2::client::SendRequest<bytes::Bytes>,
+    tokio::sync::watch::Receiver<usize>,
+) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("tcp");
+    let (client, mut conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    let (tx, rx) = tokio::sync::watch::channel(usize::MAX);
+    tokio::spawn(std::future::poll_fn(move |cx| {
+        let polled = std::pin::Pin::new(&mut conn).poll(cx);
+        tx.send_replace(conn.max_concurrent_send_streams());
+        polled.map(|_| ())
+    }));
+    (client.ready().await.expect("ready"), rx)
+}
+
+/// Opens a call whose message never finishes arriving: its frame header
+/// announces 64 bytes and none follow, so the server holds the call open.
+async fn held_call(
+    client: &mut h2::client::SendRequest<bytes::Bytes>,
+    addr: &str,
+    method: &str,
+) -> (h2::client::ResponseFuture, h2::SendStream<bytes::Bytes>) {
+    let mut ready = client.clone().ready().await.expect("ready");
+    let (response, mut body) = ready
+        .send_request(grpc_request(addr, method), false)
+        .expect("send");
+    body.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 64]), false)
+        .expect("data");
+    *client = ready;
+    (response, body)
+}
+
+/// The gRPC status of a raw response (trailers, or headers for a
+/// trailers-only answer).
+async fn raw_status(response: h2::client::ResponseFuture) -> Option<String> {
+    let response = response.await.expect("response");
+    if let Some(s) = response.headers().get("grpc-status") {
+        return Some(s.to_str().expect("ascii").to_owned());
+    }
+    let mut body = response.into_body();
+    while body.data().await.is_some() {}
+    body.trailers().await.ok().flatten().and_then(|t| {
+        t.get("grpc-status")
+            .map(|s| s.to_str().expect("ascii").to_owned())
+    })
+}
+
+fn api_addr(v: &Vault) -> String {
+    v.meta("api_tracker_addr").expect("api address recorded")
+}
+
+/// Item 5: the check and the read were two steps, and the read (`metadata` +
+/// `read`) followed symlinks: a folder swapped for a symlink after the check
+/// led the read outside the root. The read now opens beneath the root
+/// without symlinks, so no answer ever carries the outside file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generate_diff_by_path_never_reads_through_a_symlink_swapped_in_after_the_check() {
+    let (v, engine) = started(&[]);
+    let mut ct = ContentTrackerClient::new(channel(engine.api_url(&v)).await);
+    let outside = v.root.parent().expect("parent").join("outside");
+    std::fs::create_dir_all(&outside).expect("mkdir");
+    std::fs::write(outside.join("secret.md"), "SECRET\n").expect("write");
+    v.write("scratch/plain.md", "plain\n");
+    // A static symlink to the outside is refused by the path check.
+    std::os::unix::fs::symlink(outside.join("secret.md"), v.path("scratch/link.md"))
+        .expect("symlink");
+    let linked = ct
+        .generate_diff(DiffRequest {
+            old_file_path: v.abs("scratch/link.md"),
+            new_file_path: v.abs("scratch/plain.md"),
+            ..DiffRequest::default()
+        })
+        .await;
+    assert_eq!(linked.expect_err("link").code(), Code::PermissionDenied);
+    // scratch/swap flips between a folder inside and a symlink outside.
+    v.write("scratch/swap/secret.md", "public\n");
+    std::os::unix::fs::symlink(&outside, v.path("scratch/swaplink")).expect("symlink");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flipper = {
+        let (a, b, stop) = (
+            v.path("scratch/swap"),
+            v.path("scratch/swaplink"),
+            stop.clone(),
+        );
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                rustix::fs::renameat_with(
+                    rustix::fs::CWD,
+                    &a,
+                    rustix::fs::CWD,
+                    &b,
+                    rustix::fs::RenameFlags::EXCHANGE,
+                )
+                .expect("exchange");
+            }
+        })
+    };
+    let (mut read_inside, mut refused, mut leaked) = (0, 0, Vec::new());
+    for _ in 0..3_000 {
+        let answer = ct
+            .generate_diff(DiffRequest {
+                old_file_path: v.abs("scratch/swap/secret.md"),
+                new_file_path: v.abs("scratch/plain.md"),
+                ..DiffRequest::default()
+            })
+            .await;
+        match answer {
+            Ok(r) if r.get_ref().diff_content.contains("SECRET") => leaked.push(r.into_inner()),
+            Ok(r) if r.get_ref().success => read_inside += 1,
+            _ => refused += 1,
+        }
+        if read_inside >= 200 && refused >= 200 {
+            break;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    flipper.join().expect("flipper");
+    // Both sides of the swap were seen, so the race was run.
+    assert!(read_inside > 0 && refused > 0, "{read_inside} / {refused}");
+    assert!(
+        leaked.is_empty(),
+        "{} answers read outside the root: {:?}",
+        leaked.len(),
+        leaked[0]
+    );
+    drop(engine);
+}
+
+/// Item 5: a FIFO made `read` wait forever for a writer on a blocking-pool
+/// thread; a few hundred such calls took every thread and every api call
+/// hung. A FIFO is now refused at once, however many ask.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generate_diff_by_path_refuses_a_fifo_at_once_and_many_do_not_hang_the_api() {
+    let (v, engine) = started(&[]);
+    let url = engine.api_url(&v);
+    v.write("scratch/plain.md", "plain\n");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        v.path("scratch/pipe"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .expect("mkfifo");
+    let fifo_diff = |url: String, pipe: String, plain: String| async move {
+        let mut ct = ContentTrackerClient::new(channel(url).await);
+        ct.generate_diff(DiffRequest {
+            old_file_path: pipe,
+            new_file_path: plain,
+            ..DiffRequest::default()
+        })
+        .await
+        .map(|r| r.into_inner())
+    };
+    let one = tokio::time::timeout(
+        Duration::from_secs(20),
+        fifo_diff(
+            url.clone(),
+            v.abs("scratch/pipe"),
+            v.abs("scratch/plain.md"),
+        ),
+    )
+    .await
+    .expect("a FIFO is answered, not waited on")
+    .expect("answer");
+    assert!(
+        !one.success && one.error.contains("not a regular file"),
+        "{one:?}"
+    );
+    // More FIFO calls than tokio has blocking threads (512), and a status
+    // call among them: all are answered.
+    let mut calls = Vec::new();
+    for _ in 0..600 {
+        calls.push(tokio::spawn(fifo_diff(
+            url.clone(),
+            v.abs("scratch/pipe"),
+            v.abs("scratch/plain.md"),
+        )));
+    }
+    let mut sy = SyncClient::new(channel(url).await);
+    tokio::time::timeout(Duration::from_secs(30), sy.get_status(GetStatusRequest {}))
+        .await
+        .expect("status answered among FIFO calls")
+        .expect("status");
+    for call in calls {
+        let answer = tokio::time::timeout(Duration::from_secs(30), call)
+            .await
+            .expect("FIFO call answered")
+            .expect("task");
+        match answer {
+            Ok(r) => assert!(
+                !r.success && r.error.contains("not a regular file"),
+                "{r:?}"
+            ),
+            Err(s) => panic!("{s:?}"),
+        }
+    }
+    drop(engine);
+}
+
+/// Item 6: every call accepted 64 MiB requests; only `GenerateDiff` carries
+/// content, the others now keep tonic's 4 MiB.
+#[tokio::test]
+async fn only_generate_diff_accepts_requests_over_the_default_limit() {
+    let (v, engine) = started(&[]);
+    let mut ct = ContentTrackerClient::new(channel(engine.api_url(&v)).await)
+        .max_encoding_message_size(usize::MAX)
+        .max_decoding_message_size(usize::MAX);
+    let five_mib = "x".repeat(obby_sync::api::limits::DEFAULT_REQUEST_BYTES + 1024 * 1024);
+    let big_hash = ct
+        .get_content_hash(HashRequest {
+            file_path: five_mib.clone(),
+        })
+        .await;
+    assert_eq!(big_hash.expect_err("over 4 MiB").code(), Code::OutOfRange);
+    let mut sy = SyncClient::new(channel(engine.api_url(&v)).await);
+    let big_rescan = sy
+        .rescan(RescanRequest {
+            path: five_mib.clone(),
+        })
+        .await;
+    assert_eq!(big_rescan.expect_err("over 4 MiB").code(), Code::OutOfRange);
+    let diff = ct
+        .generate_diff(DiffRequest {
+            old_content: five_mib,
+            new_content: "y\n".into(),
+            ..DiffRequest::default()
+        })
+        .await
+        .expect("GenerateDiff takes content up to 64 MiB")
+        .into_inner();
+    assert!(diff.success && diff.lines_added == 1, "{}", diff.error);
+    drop(engine);
+}
+
+/// Item 6: content calls were unbounded, so enough concurrent 64 MiB diffs
+/// could exhaust memory. Over `--max-content-calls`, a call waits a bounded
+/// time and is refused with `RESOURCE_EXHAUSTED`; once a slot frees, calls
+/// are served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_calls_over_the_cap_are_refused_with_resource_exhausted() {
+    let (v, engine) = started(&["--max-content-calls", "1"]);
+    let addr = api_addr(&v);
+    let (mut raw, _) = raw_h2(&addr).await;
+    // Holds the only slot: its message never finishes arriving.
+    let (held, mut held_body) = held_call(
+        &mut raw,
+        &addr,
+        "/obby.contenttracker.ContentTracker/GenerateDiff",
+    )
+    .await;
+    let mut ct = ContentTrackerClient::new(channel(engine.api_url(&v)).await);
+    let diff = || DiffRequest {
+        old_content: "a\n".into(),
+        new_content: "b\n".into(),
+        ..DiffRequest::default()
+    };
+    let mut exhausted = None;
+    for _ in 0..10 {
+        match ct.generate_diff(diff()).await {
+            Err(s) if s.code() == Code::ResourceExhausted => {
+                exhausted = Some(s);
+                break;
+            }
+            // The held call had not reached the server yet.
+            Ok(r) => assert!(r.get_ref().success),
+            Err(s) => panic!("{s:?}"),
+        }
+    }
+    let exhausted = exhausted.expect("refused while the slot is held");
+    assert!(
+        exhausted.message().contains("content calls"),
+        "{exhausted:?}"
+    );
+    // Other calls are not capped.
+    let mut sy = SyncClient::new(channel(engine.api_url(&v)).await);
+    sy.get_status(GetStatusRequest {}).await.expect("status");
+    // Freeing the slot serves content calls again.
+    held_body.send_reset(h2::Reason::CANCEL);
+    drop(held);
+    let mut served = false;
+    for _ in 0..10 {
+        match ct.generate_diff(diff()).await {
+            Ok(r) => {
+                assert!(r.get_ref().success);
+                served = true;
+                break;
+            }
+            Err(s) => assert_eq!(s.code(), Code::ResourceExhausted),
+        }
+    }
+    assert!(served, "a freed slot serves the next call");
+    drop(engine);
+}
+
+/// Item 6: a connection could run any number of calls at once and open any
+/// number of streams. It now advertises its stream limit, and a call past its
+/// call limit waits until one of its earlier calls ends, while other
+/// connections are served.
+#[tokio::test]
+async fn a_connection_has_a_stream_limit_and_a_call_limit() {
+    use obby_sync::api::limits::{MAX_CALLS_PER_CONNECTION, MAX_STREAMS_PER_CONNECTION};
+    let (v, engine) = started(&[]);
+    let addr = api_addr(&v);
+    let (mut raw, streams) = raw_h2(&addr).await;
+    let mut held = Vec::new();
+    for _ in 0..MAX_CALLS_PER_CONNECTION {
+        held.push(held_call(&mut raw, &addr, "/obby.sync.v1.Sync/GetStatus").await);
+    }
+    // Round trips on another connection let the server start the held
+    // calls first (it spawns one task per stream and may run the newest
+    // first): an ordering barrier, not a timer.
+    let mut sy = SyncClient::new(channel(engine.api_url(&v)).await);
+    for _ in 0..3 {
+        sy.get_status(GetStatusRequest {}).await.expect("status");
+    }
+    // One call more on the same connection, complete this time.
+    let mut ready = raw.clone().ready().await.expect("ready");
+    let (next, mut body) = ready
+        .send_request(grpc_request(&addr, "/obby.sync.v1.Sync/GetStatus"), false)
+        .expect("send");
+    body.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]), true)
+        .expect("data");
+    let next = tokio::spawn(raw_status(next));
+    // Another connection is served meanwhile...
+    sy.get_status(GetStatusRequest {}).await.expect("status");
+    sy.get_status(GetStatusRequest {}).await.expect("status");
+    // ...while the extra call waits for a slot on its own connection.
+    assert!(!next.is_finished(), "the call past the limit was served");
+    assert_eq!(*streams.borrow(), MAX_STREAMS_PER_CONNECTION as usize);
+    // One held call ends: the waiting one is served.
+    let (first, mut first_body) = held.remove(0);
+    first_body.send_reset(h2::Reason::CANCEL);
+    drop(first);
+    let status = tokio::time::timeout(Duration::from_secs(20), next)
+        .await
+        .expect("served once a slot freed")
+        .expect("task");
+    assert_eq!(status.as_deref(), Some("0"));
+    drop(engine);
+}
+
+/// Item 7: binding anything but loopback without a token used to be a
+/// warning; it is now refused, before the engine opens, with advice.
+#[test]
+fn listening_beyond_loopback_without_a_token_is_refused() {
+    let v = Vault::new();
+    let mut child = v
+        .command(&[
+            "run",
+            "--listen",
+            "0.0.0.0",
+            "--watcher-port",
+            "0",
+            "--tracker-port",
+            "0",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let exited = wait_for(Duration::from_secs(20), || {
+        matches!(child.try_wait(), Ok(Some(_)))
+    });
+    if !exited {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().expect("output");
+    assert!(exited, "obby-sync kept running on 0.0.0.0 without a token");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("without a token") && stderr.contains("--insecure-listen"),
+        "{stderr}"
+    );
+    assert!(!v.db.exists(), "refused before the database was opened");
+    // --insecure-listen says the network is trusted.
+    let engine = v.start(&["--listen", "0.0.0.0", "--insecure-listen"]);
+    assert!(api_addr(&v).starts_with("0.0.0.0:"));
+    drop(engine);
+}
+
+/// Item 7: the token could only come from `--token` (or OBBY_TOKEN through
+/// clap), which every user sees in /proc/<pid>/cmdline. It is now read from
+/// OBBY_TOKEN or `--token-file`, and `--token` is warned about.
+#[tokio::test]
+async fn the_token_comes_from_obby_token_or_a_token_file_and_token_is_warned_about() {
+    async fn needs(url: String, token: &'static str) {
+        let ch = channel(url).await;
+        let mut bare = SyncClient::new(ch.clone());
+        assert_eq!(
+            bare.get_status(GetStatusRequest {})
+                .await
+                .expect_err("no token")
+                .code(),
+            Code::Unauthenticated
+        );
+        let mut with = SyncClient::with_interceptor(ch, move |mut req: tonic::Request<()>| {
+            req.metadata_mut()
+                .insert("x-obby-token", token.parse().expect("header"));
+            Ok(req)
+        });
+        with.get_status(GetStatusRequest {})
+            .await
+            .expect("with token");
+    }
+    let v = Vault::new();
+    let file = v.root.parent().expect("parent").join("token");
+    std::fs::write(&file, "from-file\n").expect("write");
+    let engine = v.start(&["--token-file", file.to_str().expect("utf-8")]);
+    needs(engine.api_url(&v), "from-file").await;
+    drop(engine);
+    let engine = v.start_with_env(&[], &[("OBBY_TOKEN", "from-env")]);
+    needs(engine.api_url(&v), "from-env").await;
+    drop(engine);
+    // --token still works but says why it should not be used; an empty
+    // token file is an error, not "no token".
+    let out = v
+        .command(&["run", "--token", "s3cret", "--workers", "0"])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--token is visible") && stderr.contains("OBBY_TOKEN"),
+        "{stderr}"
+    );
+    std::fs::write(&file, "\n").expect("write");
+    let out = v
+        .command(&["run", "--token-file", file.to_str().expect("utf-8")])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is empty"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Item 8: `TrackBatch` answered refusals first, then in commit order; the
+/// old service answered in request order and clients zip the two. Answers
+/// now come one per request, in request order, duplicates included.
+#[tokio::test]
+async fn track_batch_answers_in_request_order() {
+    let (v, engine) = started(&[]);
+    let mut ct = ContentTrackerClient::new(channel(engine.api_url(&v)).await);
+    let names = [
+        "zeta", "alpha", "mike", "bravo", "yankee", "charlie", "xray", "delta",
+    ];
+    for n in names {
+        v.write(&format!("notes/{n}.md"), format!("{n}\n"));
+    }
+    let mut requests: Vec<TrackRequest> = names
+        .iter()
+        .map(|n| TrackRequest {
+            file_path: v.abs(&format!("notes/{n}.md")),
+            ..TrackRequest::default()
+        })
+        .collect();
+    requests.insert(
+        3,
+        TrackRequest {
+            file_path: "/etc/passwd".into(),
+            ..TrackRequest::default()
+        },
+    );
+    requests.push(requests[0].clone());
+    let asked: Vec<String> = requests.iter().map(|r| r.file_path.clone()).collect();
+    let mut stream = ct
+        .track_batch(BatchRequest { requests })
+        .await
+        .expect("batch")
+        .into_inner();
+    let mut answers = Vec::new();
+    while let Some(item) = stream.next().await {
+        answers.push(item.expect("progress"));
+    }
+    let got: Vec<String> = answers.iter().map(|a| a.file_path.clone()).collect();
+    assert_eq!(got, asked, "one answer per request, in request order");
+    for (i, a) in answers.iter().enumerate() {
+        if i == 3 {
+            assert!(!a.success && a.error.contains("PermissionDenied"), "{a:?}");
+        } else {
+            assert!(a.success && a.version_id > 0, "{a:?}");
+        }
+    }
+    assert_eq!(
+        answers[0].version_id,
+        answers.last().expect("last").version_id
     );
     drop(engine);
 }

@@ -88,6 +88,7 @@ impl Vault {
             .arg("--db")
             .arg(&self.db)
             .env_remove("DB_PATH")
+            .env_remove("OBBY_TOKEN")
             .env("LOG_LEVEL", "warn");
         cmd
     }
@@ -374,6 +375,11 @@ impl Vault {
     /// Starts `obby-sync run` with extra flags and waits until it watches
     /// and has reconciled.
     pub fn start(&self, extra: &[&str]) -> Running {
+        self.start_with_env(extra, &[])
+    }
+
+    /// [`Vault::start`] with extra environment variables.
+    pub fn start_with_env(&self, extra: &[&str], env: &[(&str, &str)]) -> Running {
         let before = self.meta("last_reconcile");
         if self.db.exists() {
             // Forget the previous run's api addresses: readiness waits for new ones.
@@ -386,6 +392,7 @@ impl Vault {
         args.extend_from_slice(extra);
         let child = self
             .command(&args)
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
