@@ -2,10 +2,9 @@
 //!
 //! `Sync` is a barrier in two steps: the watcher answers once every change
 //! made before the call is in the queue, then the call waits until every row
-//! queued by then is processed. Both steps wait on the runtime (the watcher's
-//! answer is polled every [`BARRIER_POLL`] at most, commits wake the second
-//! step), so a waiting `Sync` holds no blocking-pool thread; only its short
-//! queries use one.
+//! queued by then is processed. Both steps wait on the runtime (the watcher
+//! answers on a tokio channel, commits wake the second step), so a waiting
+//! `Sync` holds no blocking-pool thread; only its short queries use one.
 
 use std::pin::Pin;
 use std::time::{Duration, Instant};
@@ -26,10 +25,6 @@ use crate::engine::{EngineHandle, db, queue};
 
 /// A `Sync` call's timeout when the client gives none.
 pub const DEFAULT_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Longest pause between two looks at the watcher's barrier answer (the
-/// first looks come sooner).
-pub const BARRIER_POLL: Duration = Duration::from_millis(20);
 
 /// The service.
 #[derive(Clone)]
@@ -167,34 +162,24 @@ impl Sync for SyncService {
         };
         let deadline = Instant::now() + timeout;
         // 1. Everything made before this call has reached the queue.
-        let (reply_tx, reply_rx) = std::sync::mpsc::channel();
+        let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
         if !self.handle.send(Control::Barrier(reply_tx)) {
             return Err(Status::failed_precondition("the watcher is not running"));
         }
-        // The engine answers on a std channel: look at it from the runtime
-        // (a blocking `recv` would hold a blocking-pool thread per call).
-        let mut pause = Duration::from_millis(1);
-        loop {
-            match reply_rx.try_recv() {
-                Ok(()) => break,
-                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
-                    return Err(Status::unavailable(
-                        "the watcher stopped before reaching the barrier",
-                    ));
-                }
-                Err(std::sync::mpsc::TryRecvError::Empty) => {}
+        match tokio::time::timeout_at(deadline.into(), reply_rx).await {
+            Ok(Ok(())) => {}
+            // The watcher dropped the request: it stopped (the engine is
+            // shutting down, or its watcher failed).
+            Ok(Err(_)) => {
+                return Err(Status::unavailable(
+                    "the watcher stopped before reaching the barrier",
+                ));
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            Err(_) => {
                 return Err(Status::deadline_exceeded(
                     "the watcher did not reach the barrier in time",
                 ));
             }
-            if self.commits.stopping() {
-                return Err(Status::unavailable("obby-sync is shutting down"));
-            }
-            tokio::time::sleep(pause.min(left)).await;
-            pause = (pause * 2).min(BARRIER_POLL);
         }
         // 2. Every row queued so far is processed.
         let handle = self.handle.clone();

@@ -72,8 +72,9 @@ pub enum Control {
     SetDebounce(Duration),
     /// Reload the patterns (files and api patterns) and rescan.
     ReloadPatterns,
-    /// Answer once every change made before this request is in the queue.
-    Barrier(std::sync::mpsc::Sender<()>),
+    /// Answer once every change made before this request is in the queue
+    /// (a tokio channel, so an async caller awaits it without a thread).
+    Barrier(tokio::sync::oneshot::Sender<()>),
 }
 
 /// Watch settings, from `run`'s flags.
@@ -262,7 +263,7 @@ pub struct Enqueuer {
     /// True while StopWatching holds live events off.
     paused: bool,
     /// Barriers waiting for their cookie's event: cookie, deadline, replies.
-    barriers: Vec<(PathBuf, Instant, std::sync::mpsc::Sender<()>)>,
+    barriers: Vec<(PathBuf, Instant, tokio::sync::oneshot::Sender<()>)>,
     /// Counter for unique barrier cookie names.
     barrier_seq: u64,
     /// True while the root folder itself is gone (deleted, unmounted).
