@@ -23,9 +23,6 @@ use rustix::fs::{Mode, OFlags, ResolveFlags};
 
 use crate::engine::hash::{self, Digest, StreamDigester};
 
-/// Read buffer for files hashed in a stream (over the size limit).
-const STREAM_CHUNK: usize = 256 * 1024;
-
 /// Why a client-named file was not read.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -167,17 +164,7 @@ pub fn digest(root: &Path, path: &Path, max: u64) -> Result<Digest, ReadError> {
         source,
     };
     if meta.len() > max {
-        let mut digester = StreamDigester::new();
-        let mut buf = vec![0u8; STREAM_CHUNK];
-        loop {
-            match file.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => digester.update(&buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(read_err(e)),
-            }
-        }
-        return Ok(digester.finish());
+        return crate::engine::worker::stream_digest(&mut file).map_err(read_err);
     }
     let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0) + 1);
     file.read_to_end(&mut bytes).map_err(read_err)?;

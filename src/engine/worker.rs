@@ -511,7 +511,12 @@ fn read_snapshot(path: &str, meta: &Metadata, max_size: u64) -> Result<Snapshot,
     })
 }
 
-fn stream_digest(file: &mut File) -> io::Result<Digest> {
+/// Hashes a file in a stream, without keeping its text (files over the
+/// size limit; the api's reads use it too).
+///
+/// # Errors
+/// The read's I/O error.
+pub fn stream_digest(file: &mut File) -> io::Result<Digest> {
     let mut digester = StreamDigester::new();
     let mut buf = vec![0u8; STREAM_CHUNK];
     loop {
