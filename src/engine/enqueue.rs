@@ -176,6 +176,11 @@ impl Debouncer {
 
     /// Records a rename. The source's own held event is folded in (the move
     /// carries it), and a chain a → b → c within the window stays a → c.
+    /// A rename onto a destination that is itself held as a move from `x`
+    /// (an editor renames a note, then saves the new name atomically through
+    /// a temp file) keeps `x` as the origin, and the source's own origin is
+    /// held as deleted (nothing is recorded for a temp file never seen), so
+    /// neither the move nor a deletion is lost.
     pub fn observe_move(&mut self, from: PathBuf, to: PathBuf, now: Instant) {
         let source = self.held.remove(&from);
         let origin = source
@@ -184,8 +189,18 @@ impl Debouncer {
             .unwrap_or(from);
         let first = source.map_or(now, |h| h.first);
         let first = self.held.get(&to).map_or(first, |h| h.first.min(first));
+        let displaced = self
+            .held
+            .get(&to)
+            .filter(|h| h.kind == ChangeKind::Moved)
+            .and_then(|h| h.old_path.clone())
+            .filter(|x| *x != origin && *x != to);
+        let (origin, gone) = match displaced {
+            Some(x) => (x, Some(origin)),
+            None => (origin, None),
+        };
         self.held.insert(
-            to,
+            to.clone(),
             Held {
                 kind: ChangeKind::Moved,
                 old_path: Some(origin),
@@ -193,6 +208,9 @@ impl Debouncer {
                 last: now,
             },
         );
+        if let Some(gone) = gone.filter(|g| *g != to) {
+            self.observe(gone, ChangeKind::Deleted, now);
+        }
     }
 
     /// When the next path becomes due, if any is held.
@@ -1120,6 +1138,39 @@ mod tests {
         assert_eq!(
             d.take_due(t0 + ms(200), false),
             vec![(p("/r/c"), ChangeKind::Moved, Some(p("/r/a")))]
+        );
+    }
+
+    #[test]
+    fn rename_then_atomic_save_of_the_new_name_keeps_the_origin() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut d = Debouncer::new(ms(100), ms(1000));
+        // rename(a, b), then write(.b.md.tmp1), rename(.b.md.tmp1, b).
+        d.observe_move(p("/r/a.md"), p("/r/b.md"), t0);
+        d.observe(p("/r/.b.md.tmp1"), ChangeKind::Modified, t0 + ms(1));
+        d.observe_move(p("/r/.b.md.tmp1"), p("/r/b.md"), t0 + ms(2));
+        let mut due = d.take_due(t0 + ms(200), false);
+        due.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            due,
+            vec![
+                (p("/r/.b.md.tmp1"), ChangeKind::Deleted, None),
+                (p("/r/b.md"), ChangeKind::Moved, Some(p("/r/a.md"))),
+            ]
+        );
+        // A file with a history of its own renamed onto the moved note: the
+        // move is kept and the other file's deletion too.
+        d.observe_move(p("/r/a.md"), p("/r/b.md"), t0);
+        d.observe_move(p("/r/c.md"), p("/r/b.md"), t0 + ms(1));
+        let mut due = d.take_due(t0 + ms(200), false);
+        due.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            due,
+            vec![
+                (p("/r/b.md"), ChangeKind::Moved, Some(p("/r/a.md"))),
+                (p("/r/c.md"), ChangeKind::Deleted, None),
+            ]
         );
     }
 

@@ -355,3 +355,56 @@ fn a_flood_of_20000_new_files_is_tracked_exactly_once_each() {
         0
     );
 }
+
+/// Issue 10: a rename followed at once by an atomic save of the new name (an
+/// editor rewriting links after a rename) keeps the old path's end: one
+/// `moved` change from it (native events), or its deletion and the new
+/// path's creation (polling finds the states only), never a silent loss.
+fn rename_then_atomic_save(poll: bool) {
+    let (v, engine) = started(poll, &[("notes/Insider Builds.md", "links: [[x]]\n")]);
+    v.rename("notes/Insider Builds.md", "notes/Insider builds.md");
+    v.write("notes/.Insider builds.md.tmp4f2a", "links: [[y]]\n");
+    v.rename(
+        "notes/.Insider builds.md.tmp4f2a",
+        "notes/Insider builds.md",
+    );
+    let old = v.abs("notes/Insider Builds.md");
+    let new = v.abs("notes/Insider builds.md");
+    let old_gone = || {
+        v.count(&format!(
+            "SELECT COUNT(*) FROM sync_files WHERE path = '{old}' AND deleted = 1"
+        )) == 1
+    };
+    let new_recorded = || {
+        v.count(&format!(
+            "SELECT COUNT(*) FROM file_versions WHERE file_path = '{new}' AND content = 'links: [[y]]\n'"
+        )) == 1
+    };
+    assert!(
+        wait_for(WAIT, || old_gone() && new_recorded()),
+        "the old path's end was lost: {:?}",
+        v.changes()
+    );
+    let changes = v.changes();
+    if !poll {
+        assert!(
+            changes.contains(&c(
+                "moved",
+                "notes/Insider builds.md",
+                Some("notes/Insider Builds.md")
+            )),
+            "{changes:?}"
+        );
+    }
+    assert!(engine.stop().success());
+}
+
+#[test]
+fn a_rename_then_an_atomic_save_of_the_new_name_loses_nothing_native() {
+    rename_then_atomic_save(false);
+}
+
+#[test]
+fn a_rename_then_an_atomic_save_of_the_new_name_loses_nothing_polling() {
+    rename_then_atomic_save(true);
+}
