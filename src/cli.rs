@@ -160,6 +160,10 @@ struct WatchArgs {
     /// Milliseconds the canary file's event may take before polling takes over.
     #[arg(long, default_value_t = 3_000)]
     canary_timeout_ms: u64,
+    /// Seconds changes are held while a VCS lock (`.git/index.lock`) exists;
+    /// a lock older than that is ignored until it changes (a crashed git).
+    #[arg(long, default_value_t = 120)]
+    vcs_hold_secs: u64,
 }
 
 /// The variable the token is read from when no flag names one.
@@ -233,6 +237,7 @@ impl WatchArgs {
             force_poll: self.poll,
             poll_interval: Duration::from_millis(self.poll_interval_ms),
             canary_timeout: Duration::from_millis(self.canary_timeout_ms),
+            vcs_hold: Duration::from_secs(self.vcs_hold_secs),
             ..WatchConfig::default()
         })
     }

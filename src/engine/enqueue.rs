@@ -94,6 +94,8 @@ pub struct WatchConfig {
     pub canary_timeout: Duration,
     /// Time between two canary checks on a native root.
     pub canary_interval: Duration,
+    /// Longest changes are held for a VCS lock (default [`MAX_VCS_HOLD`]).
+    pub vcs_hold: Duration,
 }
 
 impl Default for WatchConfig {
@@ -107,6 +109,7 @@ impl Default for WatchConfig {
             poll_interval: Duration::from_secs(2),
             canary_timeout: Duration::from_secs(3),
             canary_interval: Duration::from_secs(600),
+            vcs_hold: MAX_VCS_HOLD,
         }
     }
 }
@@ -270,6 +273,10 @@ pub struct Enqueuer {
     /// VCS lock files seen; events are held while one exists.
     vcs_locks: HashSet<PathBuf>,
     hold_since: Option<Instant>,
+    /// Locks that outlived a hold (a crashed git), by inode and mtime: each
+    /// is ignored until it changes or goes, so it does not start a new hold
+    /// every time it is seen again.
+    stale_locks: HashMap<PathBuf, (u64, i64, i64)>,
     reload_at: Option<Instant>,
     canary: Option<Canary>,
     next_canary: Instant,
@@ -357,6 +364,7 @@ impl Enqueuer {
             scheduled: HashMap::new(),
             vcs_locks: HashSet::new(),
             hold_since: None,
+            stale_locks: HashMap::new(),
             reload_at: None,
             canary: None,
             next_canary: now,
@@ -512,7 +520,7 @@ impl Enqueuer {
             self.reload_at = Some(now + self.cfg.debounce.min(Duration::from_millis(100)));
         }
         if is_vcs_lock(path) {
-            self.vcs_locks.insert(path.to_path_buf());
+            self.note_lock(path.to_path_buf());
         }
         if self.canary.as_ref().is_some_and(|c| c.path == path)
             && let Some(c) = self.canary.take()
@@ -602,7 +610,7 @@ impl Enqueuer {
         // a lock made right after its folder may beat the folder's watch).
         let root_lock = self.root.join(".git").join("index.lock");
         if root_lock.exists() {
-            self.vcs_locks.insert(root_lock);
+            self.note_lock(root_lock);
         }
         if self.held_by_vcs(now) && !stopping {
             return Ok(());
@@ -615,12 +623,28 @@ impl Enqueuer {
         self.flush(due)
     }
 
+    /// Holds changes for a VCS lock, unless it is a stale one unchanged.
+    fn note_lock(&mut self, lock: PathBuf) {
+        let stale = self
+            .stale_locks
+            .get(&lock)
+            .is_some_and(|id| lock_identity(&lock).as_ref() == Some(id));
+        if !stale {
+            self.vcs_locks.insert(lock);
+        }
+    }
+
     /// True while a VCS lock exists (and has not been held too long).
     fn held_by_vcs(&mut self, now: Instant) -> bool {
         if self.vcs_locks.is_empty() {
             return false;
         }
-        self.vcs_locks.retain(|lock| lock.exists());
+        // A stale lock that changed or went is a lock like any other again.
+        self.stale_locks
+            .retain(|lock, id| lock_identity(lock).as_ref() == Some(id));
+        let stale = &self.stale_locks;
+        self.vcs_locks
+            .retain(|lock| lock.exists() && !stale.contains_key(lock));
         if self.vcs_locks.is_empty() {
             if self.hold_since.is_some() {
                 tracing::info!(
@@ -631,9 +655,13 @@ impl Enqueuer {
             return false;
         }
         let since = *self.hold_since.get_or_insert(now);
-        if now.duration_since(since) > MAX_VCS_HOLD {
-            tracing::warn!(locks = ?self.vcs_locks, "VCS lock held too long; processing changes anyway");
-            self.vcs_locks.clear();
+        if now.duration_since(since) > self.cfg.vcs_hold {
+            tracing::warn!(locks = ?self.vcs_locks, "VCS lock held too long; ignoring it until it changes and processing changes");
+            for lock in self.vcs_locks.drain() {
+                if let Some(id) = lock_identity(&lock) {
+                    self.stale_locks.insert(lock, id);
+                }
+            }
             return false;
         }
         true
@@ -950,6 +978,14 @@ fn collapse_scopes(mut scopes: Vec<PathBuf>) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// A lock file's inode and mtime (seconds, nanoseconds): what tells a stale
+/// lock from a new one at the same path.
+fn lock_identity(path: &Path) -> Option<(u64, i64, i64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    Some((meta.ino(), meta.mtime(), meta.mtime_nsec()))
 }
 
 #[cfg(test)]

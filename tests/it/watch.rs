@@ -408,3 +408,43 @@ fn a_rename_then_an_atomic_save_of_the_new_name_loses_nothing_native() {
 fn a_rename_then_an_atomic_save_of_the_new_name_loses_nothing_polling() {
     rename_then_atomic_save(true);
 }
+
+/// Issue 10: a `.git/index.lock` left by a crashed git holds changes once, for
+/// `--vcs-hold-secs`; after that it is ignored until it changes, instead of
+/// starting a new hold each time it is seen (changes in hold-long bursts
+/// forever).
+#[test]
+fn a_stale_vcs_lock_holds_changes_once_then_is_ignored_until_it_changes() {
+    let v = Vault::new();
+    v.write("notes/a.md", "a1\n");
+    let mut flags = flags(false);
+    flags.extend_from_slice(&["--vcs-hold-secs", "10"]);
+    let engine = v.start(&flags);
+    assert!(wait_for(WAIT, || v
+        .count("SELECT COUNT(*) FROM file_changes")
+        == 1));
+    v.write(".git/index.lock", "");
+    v.write("notes/a.md", "a2\n");
+    // Held for the hold time, then recorded.
+    assert!(wait_for(Duration::from_secs(40), || v
+        .count("SELECT COUNT(*) FROM file_changes")
+        == 2));
+    // The lock is still there, unchanged: the next change is not held for
+    // another 10 s (a bound well under a second hold, well over a debounce).
+    v.write("notes/a.md", "a3\n");
+    assert!(
+        wait_for(Duration::from_secs(7), || v
+            .count("SELECT COUNT(*) FROM file_changes")
+            == 3),
+        "the stale lock held the next change again"
+    );
+    // A new lock (a new git run), then its removal: the change is recorded.
+    v.remove(".git/index.lock");
+    v.write(".git/index.lock", "new run");
+    v.write("notes/a.md", "a4\n");
+    v.remove(".git/index.lock");
+    assert!(wait_for(WAIT, || v
+        .count("SELECT COUNT(*) FROM file_changes")
+        == 4));
+    assert!(engine.stop().success());
+}
