@@ -293,7 +293,8 @@ pub struct Enqueuer {
     barrier_seq: u64,
     /// True while the root folder itself is gone (deleted, unmounted).
     root_gone: bool,
-    /// Modification times of `.obbywatch` and `.obbyignore`, for polling.
+    /// Modification times of `.obbywatch` and `.obbyignore` when last loaded,
+    /// compared when polling and at the start of every rescan.
     pattern_stamp: (Option<std::time::SystemTime>, Option<std::time::SystemTime>),
 }
 
@@ -581,9 +582,7 @@ impl Enqueuer {
             self.next_poll = now + interval;
             self.rescans.mark(None);
             // No events tell a poller that the pattern files changed either.
-            let stamp = self.pattern_files_stamp();
-            if stamp != self.pattern_stamp {
-                self.pattern_stamp = stamp;
+            if self.pattern_files_stamp() != self.pattern_stamp {
                 self.reload_patterns();
             }
         }
@@ -707,6 +706,12 @@ impl Enqueuer {
     /// (this is what makes polling debounce). A rescan too large to hold is
     /// enqueued directly.
     fn rescan(&mut self, request: Option<Vec<PathBuf>>) -> Result<(), EngineError> {
+        // The pattern files' own events may have been lost with the others
+        // that caused this rescan: look at them first, so it walks with the
+        // patterns as they are now.
+        if self.pattern_files_stamp() != self.pattern_stamp {
+            self.reload_patterns();
+        }
         let patterns = self.patterns.get();
         let scopes: Vec<PathBuf> = match request {
             None => vec![self.root.clone()],
@@ -891,6 +896,7 @@ impl Enqueuer {
     }
 
     fn reload_patterns(&mut self) {
+        self.pattern_stamp = self.pattern_files_stamp();
         let api = match db::api_patterns(&self.conn) {
             Ok(api) => api,
             Err(e) => {
@@ -1033,6 +1039,26 @@ mod tests {
             .expect("query")
             .map(|r| r.expect("row"))
             .collect()
+    }
+
+    #[test]
+    fn pattern_files_an_edit_whose_event_was_lost_is_seen_by_the_next_rescan() {
+        let (_dir, root, mut e, _rx) = started();
+        // Events never consumed: the edit of .obbywatch is lost with the rest.
+        std::fs::create_dir_all(root.join("drafts")).expect("mkdir");
+        std::fs::write(root.join("drafts/d.md"), "d\n").expect("write");
+        // A different mtime for sure, on any file system's tick.
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(root.join(WATCH_FILE), "notes/\ndrafts/\n").expect("write");
+        e.rescans.mark(Some(&root.join("drafts")));
+        e.housekeeping(Instant::now() + e.cfg.debounce, false)
+            .expect("housekeeping");
+        e.housekeeping(Instant::now() + e.cfg.debounce * 2, false)
+            .expect("housekeeping");
+        assert_eq!(
+            pending(&e),
+            vec![root.join("drafts/d.md").display().to_string()]
+        );
     }
 
     #[test]
