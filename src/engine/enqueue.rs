@@ -252,6 +252,8 @@ impl Debouncer {
 struct Canary {
     path: PathBuf,
     deadline: Instant,
+    /// [`RescanRequests::losses`] when it was armed.
+    losses: u64,
 }
 
 /// The enqueuer thread's state.
@@ -923,8 +925,17 @@ impl Enqueuer {
                 return;
             }
             let path = canary.path.clone();
+            let lost_since = self.rescans.losses() != canary.losses;
             self.canary = None;
             let _ = std::fs::remove_file(&path);
+            if lost_since {
+                // Its event may have been lost with the others (and those
+                // are being rescanned): that says nothing about whether
+                // native events work. Try again at once.
+                tracing::debug!("events were lost while the canary was out; re-arming it");
+                self.next_canary = now;
+                return;
+            }
             let reason = format!(
                 "the canary file's event did not arrive within {} ms",
                 self.cfg.canary_timeout.as_millis()
@@ -953,6 +964,7 @@ impl Enqueuer {
                     self.canary = Some(Canary {
                         path,
                         deadline: now + self.cfg.canary_timeout,
+                        losses: self.rescans.losses(),
                     })
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot write the canary file"),
@@ -1083,6 +1095,28 @@ mod tests {
                 sub.join("b.md").display().to_string()
             ]
         );
+    }
+
+    #[test]
+    fn canary_after_a_loss_is_re_armed_instead_of_switching_to_polling() {
+        let (_dir, _root, mut e, _rx) = started();
+        let t0 = Instant::now();
+        e.housekeeping(t0, false).expect("housekeeping");
+        let first = e.canary.as_ref().map(|c| c.path.clone()).expect("canary");
+        // Events were lost while it was out (the watcher callback saw a
+        // full channel): its own missing event proves nothing.
+        e.rescans.mark_lost(None);
+        let late = t0 + e.cfg.canary_timeout + Duration::from_millis(1);
+        e.housekeeping(late, false).expect("housekeeping");
+        assert_eq!(e.backend(), Backend::Native);
+        e.housekeeping(late, false).expect("housekeeping");
+        let second = e.canary.as_ref().map(|c| c.path.clone()).expect("re-armed");
+        assert_eq!(second, first, "the same cookie, written again");
+        assert!(second.exists());
+        // Without a loss this time, a missing event does switch.
+        let later = late + e.cfg.canary_timeout + Duration::from_millis(1);
+        e.housekeeping(later, false).expect("housekeeping");
+        assert!(matches!(e.backend(), Backend::Poll { .. }));
     }
 
     #[test]

@@ -105,6 +105,9 @@ pub struct RescanRequests {
     pending: AtomicBool,
     scopes: Mutex<HashSet<PathBuf>>,
     everything: AtomicBool,
+    /// Events lost so far (errors, overflows, a full channel): a canary
+    /// armed before a loss proves nothing when its own event goes missing.
+    losses: std::sync::atomic::AtomicU64,
 }
 
 impl RescanRequests {
@@ -125,6 +128,17 @@ impl RescanRequests {
             None => self.everything.store(true, Ordering::Release),
         }
         self.pending.store(true, Ordering::Release);
+    }
+
+    /// [`RescanRequests::mark`] for events that were lost.
+    pub fn mark_lost(&self, scope: Option<&Path>) {
+        self.losses.fetch_add(1, Ordering::AcqRel);
+        self.mark(scope);
+    }
+
+    /// How many times events were lost, since the start.
+    pub fn losses(&self) -> u64 {
+        self.losses.load(Ordering::Acquire)
     }
 
     /// Takes the requests: `Some(None)` means everything, `Some(Some(list))`
@@ -280,15 +294,15 @@ fn handle(
                 tracing::warn!(error = %e, "watcher error; rescanning");
             }
             match e.paths.first() {
-                Some(p) => rescans.mark(Some(p)),
-                None => rescans.mark(None),
+                Some(p) => rescans.mark_lost(Some(p)),
+                None => rescans.mark_lost(None),
             }
             return;
         }
     };
     // The pathless rescan flag comes first: an overflow carries no path.
     if event.need_rescan() {
-        rescans.mark(event.paths.first().map(PathBuf::as_path));
+        rescans.mark_lost(event.paths.first().map(PathBuf::as_path));
         return;
     }
     for fs_event in classify(&event) {
@@ -302,7 +316,7 @@ fn handle(
         };
         match tx.try_send(fs_event) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => rescans.mark(scope.as_deref()),
+            Err(TrySendError::Full(_)) => rescans.mark_lost(scope.as_deref()),
             Err(TrySendError::Disconnected(_)) => return,
         }
     }
