@@ -10,7 +10,9 @@
 //! transactions of [`ENQUEUE_CHUNK`] rows, in file-name order so a tree is
 //! always processed the same way. Never hashes a file it need not. A file
 //! whose last change `failed` and that was not modified after the failure is
-//! left alone: it is tried again when it changes, not at every start.
+//! left alone: it is tried again when it changes, not at every start. A file
+//! with a whole-second mtime read within one tick of that mtime is read
+//! again even when size and mtime match ([`racy`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -58,6 +60,7 @@ impl ReconcileReport {
 struct Known {
     size: Option<i64>,
     mtime_ns: Option<i64>,
+    read_ns: Option<i64>,
     hash: Option<String>,
     deleted: bool,
 }
@@ -158,7 +161,9 @@ pub fn differences(
         }
         match known.remove(&file.path) {
             Some(k) if !k.deleted => {
-                let same = k.size == Some(file.size as i64) && k.mtime_ns == Some(file.mtime_ns);
+                let same = k.size == Some(file.size as i64)
+                    && k.mtime_ns == Some(file.mtime_ns)
+                    && !racy(k.mtime_ns, k.read_ns);
                 if !same {
                     report.changed += 1;
                     found.push(Difference {
@@ -202,6 +207,23 @@ pub fn differences(
     Ok((found, report))
 }
 
+/// The time stamps of a file system with whole-second mtimes (FAT and some
+/// network file systems keep 1 or 2 s): an mtime with no fraction is taken
+/// to come from one.
+const COARSE_TICK_NS: i64 = 2_000_000_000;
+
+/// True when a file read at `read_ns` with a whole-second mtime `mtime_ns`
+/// may have been written again within the same tick after the read: same
+/// size and mtime would hide that change, so it is read again (git's racy
+/// entries). A fine mtime needs no such care: a file is read only once it
+/// has been quiet for the settle time, far longer than the clock's tick.
+pub fn racy(mtime_ns: Option<i64>, read_ns: Option<i64>) -> bool {
+    let (Some(mtime), Some(read)) = (mtime_ns, read_ns) else {
+        return false;
+    };
+    mtime % 1_000_000_000 == 0 && mtime.saturating_add(COARSE_TICK_NS) >= read
+}
+
 /// Finds (and removes) the gone file that `file` is a copy of, hashing `file`
 /// only when some gone file has its size.
 fn match_move(file: &OnDisk, gone: &mut Vec<(String, Known)>) -> Option<String> {
@@ -227,7 +249,7 @@ fn load_known(
     let scope_text = scope.to_string_lossy();
     let (low, high) = (format!("{scope_text}/"), format!("{scope_text}0"));
     let mut stmt = conn.prepare_cached(
-        "SELECT path, size, mtime_ns, content_hash, deleted FROM sync_files
+        "SELECT path, size, mtime_ns, content_hash, deleted, read_ns FROM sync_files
          WHERE path = ?1 OR (path >= ?2 AND path < ?3)",
     )?;
     let mut rows = stmt.query(rusqlite::params![scope_text, low, high])?;
@@ -246,6 +268,7 @@ fn load_known(
                 mtime_ns: r.get(2)?,
                 hash: r.get(3)?,
                 deleted: r.get::<_, i64>(4)? != 0,
+                read_ns: r.get(5)?,
             },
         );
     }

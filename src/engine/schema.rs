@@ -34,6 +34,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../schema/0001_init.sql")),
     (2, include_str!("../../schema/0002_backend.sql")),
     (3, include_str!("../../schema/0003_claims.sql")),
+    (4, include_str!("../../schema/0004_racy.sql")),
 ];
 
 /// The declared shape of the shared tables.

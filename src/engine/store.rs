@@ -277,7 +277,12 @@ fn apply<'a>(
     for record in &outcome.records {
         last = Some(write_record(tx, clock, record, deferred, stats)?);
     }
-    if let Some(touch) = &outcome.touch {
+    if let Some(touch) = &outcome.touch
+        && touch.read_only
+    {
+        tx.prepare_cached("UPDATE sync_files SET read_ns = ?2 WHERE path = ?1")?
+            .execute(params![touch.path, touch.snap.read_ns])?;
+    } else if let Some(touch) = &outcome.touch {
         let now = clock.stamp();
         write_state(
             tx,
@@ -309,14 +314,22 @@ fn write_state(
             let digest = &snap.digest;
             let size = i64::try_from(digest.size).unwrap_or(i64::MAX);
             tx.prepare_cached(
-                "INSERT INTO sync_files (path, size, mtime_ns, content_hash, version_id, deleted)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 0)
+                "INSERT INTO sync_files
+                     (path, size, mtime_ns, content_hash, version_id, deleted, read_ns)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6)
                  ON CONFLICT (path) DO UPDATE SET
                      size = excluded.size, mtime_ns = excluded.mtime_ns,
                      content_hash = excluded.content_hash, version_id = excluded.version_id,
-                     deleted = 0",
+                     deleted = 0, read_ns = excluded.read_ns",
             )?
-            .execute(params![path, size, snap.mtime_ns, digest.hash, version_id])?;
+            .execute(params![
+                path,
+                size,
+                snap.mtime_ns,
+                digest.hash,
+                version_id,
+                snap.read_ns
+            ])?;
             tx.prepare_cached(
                 "INSERT INTO file_states
                      (file_path, content_hash, last_modified, line_count, file_size, updated_at,

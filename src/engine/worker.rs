@@ -88,6 +88,8 @@ pub struct FileState {
     pub size: Option<i64>,
     /// File mtime in ns at the last look, for reconciliation.
     pub mtime_ns: Option<i64>,
+    /// When it was last read (ns); see [`super::reconcile::racy`].
+    pub read_ns: Option<i64>,
     /// True once the file is gone.
     pub deleted: bool,
 }
@@ -135,6 +137,8 @@ pub struct Snapshot {
     pub digest: Digest,
     /// Modification time (ns since the epoch) from the stat before reading.
     pub mtime_ns: i64,
+    /// The clock (ns since the epoch) at that stat: when the file was read.
+    pub read_ns: i64,
     /// True when the file was over the size limit (hashed only).
     pub oversized: bool,
 }
@@ -168,6 +172,9 @@ pub struct Touch {
     pub version_id: Option<i64>,
     /// The file as read.
     pub snap: Snapshot,
+    /// True when only the read time changed (a racy state read again and
+    /// found the same): nothing the backend sees is rewritten.
+    pub read_only: bool,
 }
 
 /// A worker's decision and what it was based on. Nothing to record (an
@@ -189,7 +196,8 @@ pub struct Outcome {
 /// Any SQLite error.
 pub fn load_state(conn: &Connection, path: &str) -> rusqlite::Result<Option<FileState>> {
     conn.prepare_cached(
-        "SELECT version_id, content_hash, size, mtime_ns, deleted FROM sync_files WHERE path = ?1",
+        "SELECT version_id, content_hash, size, mtime_ns, deleted, read_ns FROM sync_files
+         WHERE path = ?1",
     )?
     .query_row([path], |r| {
         Ok(FileState {
@@ -198,6 +206,7 @@ pub fn load_state(conn: &Connection, path: &str) -> rusqlite::Result<Option<File
             size: r.get(2)?,
             mtime_ns: r.get(3)?,
             deleted: r.get::<_, i64>(4)? != 0,
+            read_ns: r.get(5)?,
         })
     })
     .optional()
@@ -351,15 +360,24 @@ pub fn process(
     }
     match target.live {
         Some(prev) if prev.content_hash.as_deref() == Some(snap.digest.hash.as_str()) => {
-            let unchanged = !target.foreign
+            let same_stat = !target.foreign
                 && target.seen.state.as_ref().is_some_and(|s| {
                     s.size == Some(snap.digest.size as i64) && s.mtime_ns == Some(snap.mtime_ns)
                 });
-            if !unchanged {
+            // A racy state read again and found the same gets this read's
+            // time, so it stops being read again once a tick old.
+            let racy = same_stat
+                && target
+                    .seen
+                    .state
+                    .as_ref()
+                    .is_some_and(|s| super::reconcile::racy(s.mtime_ns, s.read_ns));
+            if !same_stat || racy {
                 out.touch = Some(Touch {
                     path: row.path.clone(),
                     version_id: prev.version_id,
                     snap,
+                    read_only: racy,
                 });
             }
         }
@@ -482,6 +500,7 @@ fn read_snapshot(path: &str, meta: &Metadata, max_size: u64) -> Result<Snapshot,
         source,
     };
     let mtime_ns = meta.modified().map(system_time_ns).unwrap_or(0);
+    let read_ns = system_time_ns(std::time::SystemTime::now());
     // O_NOFOLLOW: the path was a regular file at stat time; if it was swapped
     // for a symlink since, fail rather than follow it out of the root.
     // O_NONBLOCK: never hang on a file swapped for a FIFO.
@@ -507,6 +526,7 @@ fn read_snapshot(path: &str, meta: &Metadata, max_size: u64) -> Result<Snapshot,
     Ok(Snapshot {
         digest,
         mtime_ns,
+        read_ns,
         oversized,
     })
 }

@@ -162,3 +162,44 @@ fn timestamps_are_local_time_text_not_integers() {
         assert_eq!((kind.as_str(), len), ("text", 26), "{table}.{column}");
     }
 }
+
+/// Issue 10: on a file system with whole-second mtimes, a same-size rewrite
+/// within the second of the last read keeps size and mtime; the file is read
+/// again because its mtime is within one tick of that read, as git does for
+/// racy index entries. Reading it again records no phantom version.
+#[test]
+fn racy_mtime_a_same_size_rewrite_within_one_coarse_tick_is_seen() {
+    let v = Vault::new();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock");
+    // A whole-second mtime, as FAT or an SMB share gives (the next second,
+    // so the scans below run well within one 2 s tick of it even when slow).
+    let tick = std::time::UNIX_EPOCH + std::time::Duration::from_secs(now.as_secs() + 1);
+    let write = |text: &str| {
+        v.write("notes/racy.md", text);
+        std::fs::File::options()
+            .write(true)
+            .open(v.path("notes/racy.md"))
+            .expect("open")
+            .set_modified(tick)
+            .expect("mtime");
+    };
+    write("aaaa\n");
+    v.scan(&["--settle-ms", "0"]);
+    write("bbbb\n");
+    let summary = v.scan(&["--settle-ms", "0"]);
+    assert_eq!(summary["versions"], 1, "the rewrite was missed: {summary}");
+    let newest: String = v
+        .conn()
+        .query_row(
+            "SELECT content FROM file_versions ORDER BY id DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .expect("version");
+    assert_eq!(newest, "bbbb\n");
+    // Read again while still racy: the same content, no new version.
+    let again = v.scan(&["--settle-ms", "0"]);
+    assert_eq!(again["versions"], 0, "{again}");
+}
