@@ -5,22 +5,18 @@
 //! [`ReadError`]. Never writes, never touches the database.
 //!
 //! The check and the open are two steps, so the open keeps the check's
-//! promise by itself: it is `openat2` relative to a descriptor of the root
-//! with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS`, so a
-//! folder or file swapped for a symlink after the check fails to open instead
-//! of leading outside the root. As in the workers' reader, symlinks are never
-//! followed, the open is `O_NONBLOCK` (a FIFO opens without waiting for a
-//! writer) and only a regular file is read, decided by `fstat` on the opened
-//! descriptor; so no call can hold a blocking-pool thread on a FIFO. On a
-//! kernel without `openat2` (before Linux 5.6) the open falls back to the
-//! workers' rule: `O_NOFOLLOW | O_NONBLOCK` on the full path, then `fstat`.
+//! promise by itself: it is the engine's [`confined::open`] (`openat2`
+//! beneath the root, no symlink followed on the way, `O_NONBLOCK`), the same
+//! open the workers use, so a folder or file swapped for a symlink after the
+//! check fails to open instead of leading outside the root, and only a
+//! regular file is read, decided by `fstat` on the opened descriptor; no
+//! call can hold a blocking-pool thread on a FIFO.
 
 use std::fs::{File, Metadata};
 use std::io::{self, Read as _};
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{Mode, OFlags, ResolveFlags};
-
+use crate::engine::confined;
 use crate::engine::hash::{self, Digest, StreamDigester};
 
 /// Why a client-named file was not read.
@@ -73,42 +69,7 @@ pub enum ReadError {
 /// [`ReadError::Open`] when it cannot be opened beneath the root without a
 /// symlink; [`ReadError::NotRegular`] when it is not a regular file.
 pub fn open(root: &Path, path: &Path) -> Result<(File, Metadata), ReadError> {
-    let open_err = |source: io::Error| ReadError::Open {
-        path: path.to_path_buf(),
-        source,
-    };
-    let rel = match path.strip_prefix(root) {
-        Ok(rel) if rel.as_os_str().is_empty() => Path::new("."),
-        Ok(rel) => rel,
-        Err(_) => {
-            return Err(open_err(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                "outside the root",
-            )));
-        }
-    };
-    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
-    let dir = rustix::fs::open(
-        root,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| open_err(e.into()))?;
-    let fd = match rustix::fs::openat2(
-        &dir,
-        rel,
-        flags,
-        Mode::empty(),
-        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-    ) {
-        Err(rustix::io::Errno::NOSYS) => {
-            rustix::fs::open(path, flags | OFlags::NOFOLLOW, Mode::empty())
-                .map_err(|e| open_err(e.into()))?
-        }
-        other => other.map_err(|e| open_err(e.into()))?,
-    };
-    let file = File::from(fd);
-    let meta = file.metadata().map_err(|source| ReadError::Read {
+    let (file, meta) = confined::open(root, path).map_err(|source| ReadError::Open {
         path: path.to_path_buf(),
         source,
     })?;
@@ -214,7 +175,7 @@ mod tests {
             rustix::fs::CWD,
             root.join("notes/pipe"),
             rustix::fs::FileType::Fifo,
-            Mode::from_raw_mode(0o600),
+            rustix::fs::Mode::from_raw_mode(0o600),
             0,
         )
         .expect("mkfifo");

@@ -181,9 +181,10 @@ impl Debouncer {
     /// carries it), and a chain a → b → c within the window stays a → c.
     /// A rename onto a destination that is itself held as a move from `x`
     /// (an editor renames a note, then saves the new name atomically through
-    /// a temp file) keeps `x` as the origin, and the source's own origin is
-    /// held as deleted (nothing is recorded for a temp file never seen), so
-    /// neither the move nor a deletion is lost.
+    /// a temp file) keeps `x` as the origin, so the move is not lost. The
+    /// source's own end is not held: a temp file was never recorded, and a
+    /// tracked file renamed onto the destination is found gone by the next
+    /// rescan.
     pub fn observe_move(&mut self, from: PathBuf, to: PathBuf, now: Instant) {
         let source = self.held.remove(&from);
         let origin = source
@@ -198,10 +199,7 @@ impl Debouncer {
             .filter(|h| h.kind == ChangeKind::Moved)
             .and_then(|h| h.old_path.clone())
             .filter(|x| *x != origin && *x != to);
-        let (origin, gone) = match displaced {
-            Some(x) => (x, Some(origin)),
-            None => (origin, None),
-        };
+        let origin = displaced.unwrap_or(origin);
         self.held.insert(
             to.clone(),
             Held {
@@ -211,9 +209,6 @@ impl Debouncer {
                 last: now,
             },
         );
-        if let Some(gone) = gone.filter(|g| *g != to) {
-            self.observe(gone, ChangeKind::Deleted, now);
-        }
     }
 
     /// When the next path becomes due, if any is held.
@@ -1246,27 +1241,9 @@ mod tests {
         d.observe_move(p("/r/a.md"), p("/r/b.md"), t0);
         d.observe(p("/r/.b.md.tmp1"), ChangeKind::Modified, t0 + ms(1));
         d.observe_move(p("/r/.b.md.tmp1"), p("/r/b.md"), t0 + ms(2));
-        let mut due = d.take_due(t0 + ms(200), false);
-        due.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(
-            due,
-            vec![
-                (p("/r/.b.md.tmp1"), ChangeKind::Deleted, None),
-                (p("/r/b.md"), ChangeKind::Moved, Some(p("/r/a.md"))),
-            ]
-        );
-        // A file with a history of its own renamed onto the moved note: the
-        // move is kept and the other file's deletion too.
-        d.observe_move(p("/r/a.md"), p("/r/b.md"), t0);
-        d.observe_move(p("/r/c.md"), p("/r/b.md"), t0 + ms(1));
-        let mut due = d.take_due(t0 + ms(200), false);
-        due.sort_by(|a, b| a.0.cmp(&b.0));
-        assert_eq!(
-            due,
-            vec![
-                (p("/r/b.md"), ChangeKind::Moved, Some(p("/r/a.md"))),
-                (p("/r/c.md"), ChangeKind::Deleted, None),
-            ]
+            d.take_due(t0 + ms(200), false),
+            vec![(p("/r/b.md"), ChangeKind::Moved, Some(p("/r/a.md")))]
         );
     }
 

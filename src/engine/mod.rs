@@ -16,6 +16,7 @@
 //! async runtime.
 
 pub mod clock;
+pub mod confined;
 pub mod db;
 pub mod diff;
 pub mod enqueue;
@@ -236,6 +237,7 @@ impl Engine {
         let (event_tx, event_rx) = mpsc::sync_channel(enqueue::EVENT_CHANNEL_CAPACITY);
         let (control_tx, control_rx) = mpsc::channel();
         let worker_cfg = Arc::new(WorkerConfig {
+            root: config.root.clone(),
             max_file_size: config.max_file_size,
             patterns: SharedPatterns::new(patterns),
             settle: config.settle,

@@ -14,9 +14,8 @@
 //! newest version are still the ones the worker saw. Runs on the rayon pool, so a
 //! batch's CPU work (read, hash, diff) is parallel.
 
-use std::fs::{File, Metadata, OpenOptions};
+use std::fs::{File, Metadata};
 use std::io::{self, Read};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension};
@@ -34,6 +33,8 @@ const STREAM_CHUNK: usize = 256 * 1024;
 /// What a worker needs besides the row.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
+    /// The canonical root: files are opened beneath it only.
+    pub root: std::path::PathBuf,
     /// Files larger than this are hashed in a stream and stored without text.
     pub max_file_size: u64,
     /// Which files are tracked; a row for an untracked path does nothing.
@@ -324,7 +325,7 @@ pub fn process(
             moved_from = Some((old, prev));
         }
     }
-    let Some(meta) = regular_file(&row.path)? else {
+    let Some((file, meta)) = regular_file(&cfg.root, &row.path)? else {
         // Gone (or not a regular file any more): a deletion of whatever was
         // tracked, the move's source included.
         if let Some((old, prev)) = moved_from {
@@ -336,7 +337,7 @@ pub fn process(
         return Ok(out);
     };
     settled(row, &meta, cfg.settle)?;
-    let snap = read_snapshot(&row.path, &meta, cfg.max_file_size)?;
+    let snap = read_snapshot(&row.path, file, &meta, cfg.max_file_size)?;
     // Changed while it was read: the text may mix two states.
     if let Ok(after) = std::fs::symlink_metadata(&row.path)
         && (after.len() != meta.len() || after.modified().ok() != meta.modified().ok())
@@ -460,30 +461,23 @@ fn change(
     })
 }
 
-/// Reads and digests a file without touching the database (the api's
-/// `GetContentHash`). `None` when there is no regular file at `path`.
-///
-/// # Errors
-/// [`ItemError::Read`] when it exists but cannot be read.
-pub fn digest_file(path: &str, max_file_size: u64) -> Result<Option<Snapshot>, ItemError> {
-    match regular_file(path)? {
-        Some(meta) => read_snapshot(path, &meta, max_file_size).map(Some),
-        None => Ok(None),
-    }
-}
-
 fn exists(path: &str) -> bool {
     std::fs::symlink_metadata(path).is_ok()
 }
 
-/// Stats `path` without following a symlink. `None` when it does not exist or
-/// is not a regular file (a symlink, a folder, a FIFO): nothing to track there.
-fn regular_file(path: &str) -> Result<Option<Metadata>, ItemError> {
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_file() => Ok(Some(meta)),
+/// Opens `path` beneath `root` ([`super::confined::open`]: no symlink
+/// followed anywhere on the way, `O_NONBLOCK`) and returns it with its
+/// `fstat`. `None` when it does not exist, is not a regular file (a folder,
+/// a FIFO) or is reached only through a symlink (outside the root, as the
+/// walker sees it): nothing to track there.
+fn regular_file(root: &Path, path: &str) -> Result<Option<(File, Metadata)>, ItemError> {
+    match super::confined::open(root, Path::new(path)) {
+        Ok((file, meta)) if meta.file_type().is_file() => Ok(Some((file, meta))),
         Ok(_) => Ok(None),
         Err(e)
-            if e.kind() == io::ErrorKind::NotFound || e.kind() == io::ErrorKind::NotADirectory =>
+            if e.kind() == io::ErrorKind::NotFound
+                || e.kind() == io::ErrorKind::NotADirectory
+                || super::confined::is_outside(&e) =>
         {
             Ok(None)
         }
@@ -494,21 +488,18 @@ fn regular_file(path: &str) -> Result<Option<Metadata>, ItemError> {
     }
 }
 
-fn read_snapshot(path: &str, meta: &Metadata, max_size: u64) -> Result<Snapshot, ItemError> {
+fn read_snapshot(
+    path: &str,
+    mut file: File,
+    meta: &Metadata,
+    max_size: u64,
+) -> Result<Snapshot, ItemError> {
     let read_err = |source| ItemError::Read {
         path: path.to_owned(),
         source,
     };
     let mtime_ns = meta.modified().map(system_time_ns).unwrap_or(0);
     let read_ns = system_time_ns(std::time::SystemTime::now());
-    // O_NOFOLLOW: the path was a regular file at stat time; if it was swapped
-    // for a symlink since, fail rather than follow it out of the root.
-    // O_NONBLOCK: never hang on a file swapped for a FIFO.
-    let mut file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(read_err)?;
     let (digest, oversized) = if meta.len() > max_size {
         (stream_digest(&mut file).map_err(read_err)?, true)
     } else {

@@ -217,3 +217,35 @@ fn a_file_replaced_by_a_folder_of_the_same_name_is_a_deletion_and_new_files() {
         ]
     );
 }
+
+/// Issue 10: a folder replaced by a symlink to a folder outside the root
+/// (notes moved to a synced folder and linked back) is outside the root for
+/// the walker and the workers alike: its files are recorded deleted once,
+/// and not found gone again at every later scan; nothing is read through
+/// the link.
+#[test]
+fn a_symlinked_parent_folder_is_outside_the_root_for_walker_and_worker_alike() {
+    let v = Vault::new();
+    v.write("notes/real/x.md", "inside\n");
+    v.write("notes/kept.md", "kept\n");
+    v.scan(&["--settle-ms", "0"]);
+    let outside = v.root.parent().expect("parent").join("synced");
+    std::fs::create_dir_all(&outside).expect("mkdir");
+    std::fs::rename(v.path("notes/real"), outside.join("real")).expect("move out");
+    std::os::unix::fs::symlink(outside.join("real"), v.path("notes/real")).expect("link");
+    std::fs::write(outside.join("real/x.md"), "changed outside\n").expect("write");
+    let first = v.scan(&["--settle-ms", "0"]);
+    assert_eq!(first["changes"], 1, "{first}");
+    assert_eq!(
+        v.count("SELECT COUNT(*) FROM file_changes WHERE change_type = 'deleted' AND file_path LIKE '%real/x.md'"),
+        1
+    );
+    // Found once: the next scan finds nothing to do.
+    let second = v.scan(&["--settle-ms", "0"]);
+    assert_eq!(second["enqueued"], 0, "{second}");
+    assert_eq!(
+        v.count("SELECT COUNT(*) FROM file_versions WHERE content = 'changed outside\n'"),
+        0,
+        "a file was read through the link"
+    );
+}
