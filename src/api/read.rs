@@ -17,7 +17,7 @@ use std::io::{self, Read as _};
 use std::path::{Path, PathBuf};
 
 use crate::engine::confined;
-use crate::engine::hash::{self, Digest, StreamDigester};
+use crate::engine::hash::{self, Digest};
 
 /// Why a client-named file was not read.
 #[derive(Debug, thiserror::Error)]
@@ -120,22 +120,12 @@ pub fn text(root: &Path, path: &Path, max: u64) -> Result<String, ReadError> {
 /// Those of [`open`]; [`ReadError::Read`] when reading fails.
 pub fn digest(root: &Path, path: &Path, max: u64) -> Result<Digest, ReadError> {
     let (mut file, meta) = open(root, path)?;
-    let read_err = |source| ReadError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
-    if meta.len() > max {
-        return crate::engine::worker::stream_digest(&mut file).map_err(read_err);
-    }
-    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0) + 1);
-    file.read_to_end(&mut bytes).map_err(read_err)?;
-    if bytes.len() as u64 > max {
-        // Grew past the limit since the fstat: keep the limit's promise.
-        let mut digester = StreamDigester::new();
-        digester.update(&bytes);
-        return Ok(digester.finish());
-    }
-    Ok(hash::digest_bytes(bytes))
+    crate::engine::worker::digest_open(&mut file, meta.len(), max)
+        .map(|(digest, _)| digest)
+        .map_err(|source| ReadError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 #[cfg(test)]

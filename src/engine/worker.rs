@@ -500,20 +500,7 @@ fn read_snapshot(
     };
     let mtime_ns = meta.modified().map(system_time_ns).unwrap_or(0);
     let read_ns = system_time_ns(std::time::SystemTime::now());
-    let (digest, oversized) = if meta.len() > max_size {
-        (stream_digest(&mut file).map_err(read_err)?, true)
-    } else {
-        let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0) + 1);
-        file.read_to_end(&mut bytes).map_err(read_err)?;
-        if bytes.len() as u64 > max_size {
-            // Grew past the limit since the stat: keep the limit's promise.
-            let mut d = StreamDigester::new();
-            d.update(&bytes);
-            (d.finish(), true)
-        } else {
-            (hash::digest_bytes(bytes), false)
-        }
-    };
+    let (digest, oversized) = digest_open(&mut file, meta.len(), max_size).map_err(read_err)?;
     Ok(Snapshot {
         digest,
         mtime_ns,
@@ -522,12 +509,34 @@ fn read_snapshot(
     })
 }
 
-/// Hashes a file in a stream, without keeping its text (files over the
-/// size limit; the api's reads use it too).
+/// Digests an open file of `size` bytes (its `fstat`) as the store keeps it:
+/// over `max_size` hashed in a stream without text (also when it grew past
+/// the limit since the `fstat`). Returns the digest and whether it was over
+/// the limit. The workers' and the api's reads both use it.
 ///
 /// # Errors
 /// The read's I/O error.
-pub fn stream_digest(file: &mut File) -> io::Result<Digest> {
+pub fn digest_open(file: &mut File, size: u64, max_size: u64) -> io::Result<(Digest, bool)> {
+    if size > max_size {
+        return Ok((stream_digest(file)?, true));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0) + 1);
+    file.read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max_size {
+        // Grew past the limit since the fstat: keep the limit's promise.
+        let mut d = StreamDigester::new();
+        d.update(&bytes);
+        return Ok((d.finish(), true));
+    }
+    Ok((hash::digest_bytes(bytes), false))
+}
+
+/// Hashes a file in a stream, without keeping its text (files over the
+/// size limit).
+///
+/// # Errors
+/// The read's I/O error.
+fn stream_digest(file: &mut File) -> io::Result<Digest> {
     let mut digester = StreamDigester::new();
     let mut buf = vec![0u8; STREAM_CHUNK];
     loop {
