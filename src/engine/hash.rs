@@ -93,26 +93,14 @@ fn push_normalized(chunk: &[u8], pending_cr: &mut bool, emit: &mut dyn FnMut(&[u
 /// A stable id unique to one change, for `file_changes.content_hash` (UNIQUE
 /// in the backend's schema): 64 lowercase hex digits, like the backend's
 /// own. The first 20 are the digits of `stamp` (the change's timestamp,
-/// `YYYYMMDDHHMMSSffffff`, strictly increasing per write), the other 44 the
-/// start of the SHA-256 of the path, the change kind, the old and new
-/// content hashes and `stamp`. The backend hashes the first four only; the
-/// stamp makes a repeated change (a revert and its redo) distinct and keeps
-/// these ids apart from the backend's. Ids sort by time, so a new one lands
+/// `YYYYMMDDHHMMSSffffff`, strictly increasing per write, which is what
+/// makes the id unique: a repeated change, a revert and its redo, gets a
+/// stamp of its own), the other 44 are `tag` ([`change_tag`], computed by
+/// the worker, off the writer's path). Ids sort by time, so a new one lands
 /// at the end of the UNIQUE index: a random id dirtied a page of that index
 /// per change in every commit.
-pub fn change_id(
-    path: &str,
-    kind: &str,
-    old: Option<&str>,
-    new: Option<&str>,
-    stamp: &str,
-) -> String {
+pub fn change_id(stamp: &str, tag: &str) -> String {
     const TIME_DIGITS: usize = 20;
-    let mut h = Sha256::new();
-    for part in [path, kind, old.unwrap_or(""), new.unwrap_or(""), stamp] {
-        h.update(part.as_bytes());
-        h.update([0u8]);
-    }
     let mut id: String = stamp
         .bytes()
         .filter(u8::is_ascii_digit)
@@ -122,8 +110,33 @@ pub fn change_id(
     while id.len() < TIME_DIGITS {
         id.push('0');
     }
-    id.push_str(&hex::encode(h.finalize())[..64 - TIME_DIGITS]);
+    id.push_str(tag.get(..CHANGE_TAG_LEN).unwrap_or(tag));
     id
+}
+
+/// Hex digits of a [`change_tag`].
+pub const CHANGE_TAG_LEN: usize = 44;
+
+/// The start (44 hex digits) of the SHA-256 of what a change is about: the
+/// path, the change kind, the old and new content hashes, and `salt` (empty
+/// for the engine's own changes; a row id when ids are given to old rows
+/// that may share a stamp). The backend hashes the first four only, so
+/// with the stamp digits in front these ids stay apart from the backend's.
+pub fn change_tag(
+    path: &str,
+    kind: &str,
+    old: Option<&str>,
+    new: Option<&str>,
+    salt: &str,
+) -> String {
+    let mut h = Sha256::new();
+    for part in [path, kind, old.unwrap_or(""), new.unwrap_or(""), salt] {
+        h.update(part.as_bytes());
+        h.update([0u8]);
+    }
+    let mut tag = hex::encode(h.finalize());
+    tag.truncate(CHANGE_TAG_LEN);
+    tag
 }
 
 /// Digests a file read whole.
@@ -274,27 +287,12 @@ mod tests {
 
     #[test]
     fn change_ids_are_hex_unique_and_sort_by_time() {
-        let a = change_id(
-            "a.md",
-            "modified",
-            Some("x"),
-            Some("y"),
-            "2026-03-01 09:59:59.999999",
-        );
-        let b = change_id(
-            "a.md",
-            "modified",
-            Some("x"),
-            Some("y"),
-            "2026-03-01 10:00:00.000000",
-        );
-        let c = change_id(
-            "b.md",
-            "modified",
-            Some("x"),
-            Some("y"),
-            "2026-03-01 10:00:00.000000",
-        );
+        let tag_a = change_tag("a.md", "modified", Some("x"), Some("y"), "");
+        let tag_b = change_tag("b.md", "modified", Some("x"), Some("y"), "");
+        assert_eq!(tag_a.len(), CHANGE_TAG_LEN);
+        let a = change_id("2026-03-01 09:59:59.999999", &tag_a);
+        let b = change_id("2026-03-01 10:00:00.000000", &tag_a);
+        let c = change_id("2026-03-01 10:00:00.000000", &tag_b);
         for id in [&a, &b, &c] {
             assert_eq!(id.len(), 64, "{id}");
             assert!(

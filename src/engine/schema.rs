@@ -491,13 +491,14 @@ fn fill_change_ids(tx: &Connection) -> rusqlite::Result<()> {
             let stamp = format!("{}#{id}", r.get::<_, String>(5)?);
             let old: Option<String> = r.get(3)?;
             let new: Option<String> = r.get(4)?;
-            let change = super::hash::change_id(
+            let tag = super::hash::change_tag(
                 &r.get::<_, String>(1)?,
                 &r.get::<_, String>(2)?,
                 old.as_deref(),
                 new.as_deref(),
                 &stamp,
             );
+            let change = super::hash::change_id(&stamp, &tag);
             Ok((id, change))
         })?
         .collect::<Result<_, _>>()?;

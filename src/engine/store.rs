@@ -19,7 +19,7 @@
 //! `is_deleted = 1`), 0 lines for a binary file's state, and a unique change
 //! id in `file_changes.content_hash` ([`super::hash::change_id`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, ToSql, Transaction, TransactionBehavior, params};
@@ -73,6 +73,8 @@ pub struct Store {
     clock: StoreClock,
     policy: QueuePolicy,
     progress: Arc<Progress>,
+    /// The text of each multi-row statement, built once.
+    sql: SqlTexts,
 }
 
 impl Store {
@@ -95,6 +97,7 @@ impl Store {
             conn,
             policy,
             progress,
+            sql: SqlTexts::default(),
         })
     }
 
@@ -153,7 +156,7 @@ impl Store {
         let locked = std::time::Instant::now();
         let mut stats = BatchStats::default();
         let mut last_change = None;
-        let mut deferred = Deferred::new(&tx, row_by_row)?;
+        let mut deferred = Deferred::new(&tx, row_by_row, &mut self.sql)?;
         let mut done = Vec::with_capacity(batch.len());
         for item in batch {
             if let Some(message) = rejected.get(&item.row.id) {
@@ -161,7 +164,7 @@ impl Store {
                     path: item.row.path.clone(),
                     message: message.clone(),
                 };
-                self.fail(&tx, &item.row, &error, &mut stats)?;
+                fail(&tx, &self.policy, &item.row, &error, &mut stats)?;
                 continue;
             }
             match &item.result {
@@ -170,9 +173,9 @@ impl Store {
                     queue::defer(&tx, &item.row, now_ms().saturating_add(wait_ms.max(1)))?;
                     stats.retried += 1;
                 }
-                Err(error) => self.fail(&tx, &item.row, error, &mut stats)?,
+                Err(error) => fail(&tx, &self.policy, &item.row, error, &mut stats)?,
                 Ok(outcome) => {
-                    if !still_current(&tx, outcome, &deferred)? {
+                    if !still_current(&tx, outcome, &mut deferred)? {
                         tracing::debug!(path = %item.row.path, "state moved underneath, recomputing");
                         queue::release(&tx, item.row.id, now_ms(), None)?;
                         stats.retried += 1;
@@ -210,24 +213,25 @@ impl Store {
         self.progress.record(&stats, last_change);
         Ok(Ok((stats, claimed)))
     }
+}
 
-    fn fail(
-        &self,
-        tx: &Connection,
-        row: &QueueRow,
-        error: &ItemError,
-        stats: &mut BatchStats,
-    ) -> rusqlite::Result<()> {
-        if queue::mark_attempt_failed(tx, row, error, &self.policy)? {
-            tracing::warn!(path = %row.path, %error, "giving up on this change");
-            stats.failed += 1;
-            stats.rows += 1;
-        } else {
-            tracing::debug!(path = %row.path, %error, "will retry");
-            stats.retried += 1;
-        }
-        Ok(())
+/// Records a failed attempt of `row` (failed for good at its last attempt).
+fn fail(
+    tx: &Connection,
+    policy: &QueuePolicy,
+    row: &QueueRow,
+    error: &ItemError,
+    stats: &mut BatchStats,
+) -> rusqlite::Result<()> {
+    if queue::mark_attempt_failed(tx, row, error, policy)? {
+        tracing::warn!(path = %row.path, %error, "giving up on this change");
+        stats.failed += 1;
+        stats.rows += 1;
+    } else {
+        tracing::debug!(path = %row.path, %error, "will retry");
+        stats.retried += 1;
     }
+    Ok(())
 }
 
 /// True when an error belongs to the row being written (the database refused
@@ -248,8 +252,13 @@ fn is_row_error(e: &rusqlite::Error) -> bool {
 fn still_current(
     conn: &Connection,
     outcome: &Outcome,
-    deferred: &Deferred<'_>,
+    deferred: &mut Deferred<'_, '_>,
 ) -> rusqlite::Result<bool> {
+    // A path this batch already wrote (rare: claimed rows have distinct
+    // paths) is read back from the table, so its queued rows go first.
+    if outcome.seen.iter().any(|seen| deferred.holds(&seen.path)) {
+        deferred.flush(conn)?;
+    }
     for seen in &outcome.seen {
         if load_state(conn, &seen.path)? != seen.state {
             return Ok(false);
@@ -270,7 +279,7 @@ fn apply<'a>(
     tx: &Connection,
     clock: &mut StoreClock,
     outcome: &'a Outcome,
-    deferred: &mut Deferred<'a>,
+    deferred: &mut Deferred<'a, '_>,
     stats: &mut BatchStats,
 ) -> rusqlite::Result<Option<i64>> {
     let mut last = None;
@@ -280,102 +289,25 @@ fn apply<'a>(
     if let Some(touch) = &outcome.touch
         && touch.read_only
     {
+        if deferred.holds(&touch.path) {
+            deferred.flush(tx)?;
+        }
         tx.prepare_cached("UPDATE sync_files SET read_ns = ?2 WHERE path = ?1")?
             .execute(params![touch.path, touch.snap.read_ns])?;
     } else if let Some(touch) = &outcome.touch {
         let now = clock.stamp();
-        write_state(
+        deferred.state(
             tx,
             &touch.path,
             Some(&touch.snap),
             touch.version_id,
             None,
-            &now,
+            now,
         )?;
     }
     Ok(last)
 }
 
-/// Records a path's state: in `sync_files` (the engine's truth) and in
-/// `file_states` (the backend's view, in its conventions: a gone file has a
-/// NULL hash, no lines and no bytes; a binary file 0 lines). `snap` is `None`
-/// for a file that is gone; the engine keeps its last hash (`gone_hash`) and
-/// version.
-fn write_state(
-    tx: &Connection,
-    path: &str,
-    snap: Option<&Snapshot>,
-    version_id: Option<i64>,
-    gone_hash: Option<&str>,
-    now: &str,
-) -> rusqlite::Result<()> {
-    match snap {
-        Some(snap) => {
-            let digest = &snap.digest;
-            let size = i64::try_from(digest.size).unwrap_or(i64::MAX);
-            tx.prepare_cached(
-                "INSERT INTO sync_files
-                     (path, size, mtime_ns, content_hash, version_id, deleted, read_ns)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6)
-                 ON CONFLICT (path) DO UPDATE SET
-                     size = excluded.size, mtime_ns = excluded.mtime_ns,
-                     content_hash = excluded.content_hash, version_id = excluded.version_id,
-                     deleted = 0, read_ns = excluded.read_ns",
-            )?
-            .execute(params![
-                path,
-                size,
-                snap.mtime_ns,
-                digest.hash,
-                version_id,
-                snap.read_ns
-            ])?;
-            tx.prepare_cached(
-                "INSERT INTO file_states
-                     (file_path, content_hash, last_modified, line_count, file_size, updated_at,
-                      is_deleted)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0)
-                 ON CONFLICT (file_path) DO UPDATE SET
-                     content_hash = excluded.content_hash, last_modified = excluded.last_modified,
-                     line_count = excluded.line_count, file_size = excluded.file_size,
-                     updated_at = excluded.updated_at, is_deleted = 0",
-            )?
-            .execute(params![
-                path,
-                digest.hash,
-                format_mtime_ns(snap.mtime_ns),
-                digest.line_count.unwrap_or(0),
-                size,
-                now
-            ])?;
-        }
-        None => {
-            // An upsert: the path may have no row yet (its only version was
-            // another program's), and must have one after, or the same
-            // deletion would be found again.
-            tx.prepare_cached(
-                "INSERT INTO sync_files (path, size, mtime_ns, content_hash, version_id, deleted)
-                 VALUES (?1, NULL, NULL, ?2, ?3, 1)
-                 ON CONFLICT (path) DO UPDATE SET
-                     size = NULL, mtime_ns = NULL, deleted = 1,
-                     content_hash = COALESCE(excluded.content_hash, sync_files.content_hash),
-                     version_id = COALESCE(excluded.version_id, sync_files.version_id)",
-            )?
-            .execute(params![path, gone_hash, version_id])?;
-            tx.prepare_cached(
-                "INSERT INTO file_states
-                     (file_path, content_hash, last_modified, line_count, file_size, updated_at,
-                      is_deleted)
-                 VALUES (?1, NULL, ?2, 0, 0, ?2, 1)
-                 ON CONFLICT (file_path) DO UPDATE SET
-                     content_hash = NULL, last_modified = excluded.last_modified, line_count = 0,
-                     file_size = 0, updated_at = excluded.updated_at, is_deleted = 1",
-            )?
-            .execute(params![path, now])?;
-        }
-    }
-    Ok(())
-}
 fn description(record: &Record) -> String {
     let base = match (record.kind, &record.old_path) {
         (ChangeKind::Moved, Some(old)) => {
@@ -405,7 +337,7 @@ fn write_record<'a>(
     tx: &Connection,
     clock: &mut StoreClock,
     record: &'a Record,
-    deferred: &mut Deferred<'a>,
+    deferred: &mut Deferred<'a, '_>,
     stats: &mut BatchStats,
 ) -> rusqlite::Result<i64> {
     let now = clock.stamp();
@@ -413,15 +345,15 @@ fn write_record<'a>(
     let prev_hash = prev.and_then(|p| p.content_hash.as_deref());
     let Some(snap) = &record.new else {
         // A deletion: no version, no diff.
-        write_state(
+        deferred.state(
             tx,
             &record.path,
             None,
             prev.and_then(|p| p.version_id),
             prev_hash,
-            &now,
+            now.clone(),
         )?;
-        let change_id = insert_change(tx, record, prev_hash, None, None, None, &now)?;
+        let change_id = deferred.change(tx, record, None, None, now.clone())?;
         deferred.event(tx, record, prev.map_or(0, |p| p.size), now)?;
         stats.changes += 1;
         return Ok(change_id);
@@ -438,58 +370,28 @@ fn write_record<'a>(
         }
         None => None,
     };
-    write_state(tx, &record.path, Some(snap), Some(version_id), None, &now)?;
+    deferred.state(
+        tx,
+        &record.path,
+        Some(snap),
+        Some(version_id),
+        None,
+        now.clone(),
+    )?;
     if let (ChangeKind::Moved, Some(old)) = (record.kind, &record.old_path) {
-        write_state(
+        deferred.state(
             tx,
             old,
             None,
             prev.and_then(|p| p.version_id),
             prev_hash,
-            &now,
+            now.clone(),
         )?;
     }
-    let change_id = insert_change(
-        tx,
-        record,
-        prev_hash,
-        Some(&digest.hash),
-        Some(version_id),
-        diff_id,
-        &now,
-    )?;
+    let change_id = deferred.change(tx, record, Some(version_id), diff_id, now.clone())?;
     deferred.event(tx, record, size, now)?;
     stats.changes += 1;
     Ok(change_id)
-}
-
-fn insert_change(
-    tx: &Connection,
-    record: &Record,
-    old_hash: Option<&str>,
-    new_hash: Option<&str>,
-    version_id: Option<i64>,
-    diff_id: Option<i64>,
-    now: &str,
-) -> rusqlite::Result<i64> {
-    tx.prepare_cached(
-        "INSERT INTO file_changes
-             (file_path, change_type, old_content_hash, new_content_hash, content_hash,
-              timestamp, old_path, version_id, diff_id, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?6)",
-    )?
-    .execute(params![
-        record.path,
-        record.kind.as_str(),
-        old_hash,
-        new_hash,
-        change_id(&record.path, record.kind.as_str(), old_hash, new_hash, now),
-        now,
-        record.old_path,
-        version_id,
-        diff_id
-    ])?;
-    Ok(tx.last_insert_rowid())
 }
 
 /// Why an attempt wrote nothing.
@@ -501,32 +403,42 @@ enum Refused {
     Unknown(String),
 }
 
-/// Rows per multi-row `INSERT` (a `content_diffs` row binds 9 values).
+/// Rows per multi-row `INSERT` (a `file_changes` row binds 10 values).
 const ROWS_PER_INSERT: usize = 64;
 
-/// The `file_versions`, `content_diffs` and `events` rows of a batch,
-/// written at the end of the batch in multi-row inserts, versions first.
-/// `file_versions` and `events` carry the backend's guard triggers, and
-/// SQLite gives every statement on a table with a trigger a statement
-/// journal, a copy of each page the statement touches: one statement for 64
-/// rows copies a page once instead of 64 times.
+/// Every row of a batch but the queue's, written at the end of the batch in
+/// multi-row statements: versions, diffs, changes, events, then the states
+/// (`sync_files`, `file_states`, upserts). `file_versions` and `events`
+/// carry the backend's guard triggers, and SQLite gives every statement on a
+/// table with a trigger a statement journal, a copy of each page the
+/// statement touches: one statement for 64 rows copies a page once instead
+/// of 64 times; on the other tables one statement instead of 64 saves the
+/// per-statement work.
 ///
-/// Version and diff ids are assigned here, as `AUTOINCREMENT` would assign
-/// them (one past the larger of `sqlite_sequence` and the highest id; the
-/// transaction holds the write lock, so nobody else takes one meanwhile), so
-/// the change and state rows that name them are written at once. A diff is
-/// written after the versions it references, so its foreign keys are checked
-/// against rows that exist. Row by row (`immediate`), each row is written as
-/// it is queued, so a refusal names its queue row.
-struct Deferred<'a> {
+/// Version, diff and change ids are assigned here, as `AUTOINCREMENT` would
+/// assign them (one past the larger of `sqlite_sequence` and the highest id;
+/// the transaction holds the write lock, so nobody else takes one
+/// meanwhile), so the rows that name them are queued at once. A diff is
+/// written after the versions it references, so its foreign keys are
+/// checked against rows that exist. Rows keep their order within a table,
+/// and a path written twice in a batch is upserted twice in that order, so
+/// the last state wins as it would row by row. Row by row (`immediate`),
+/// each row is written as it is queued, so a refusal names its queue row.
+struct Deferred<'a, 's> {
     immediate: bool,
+    sql: &'s mut SqlTexts,
     next_version_id: i64,
     next_diff_id: i64,
+    next_change_id: i64,
     versions: Vec<VersionRow<'a>>,
     diffs: Vec<DiffRow<'a>>,
+    changes: Vec<ChangeRow<'a>>,
     events: Vec<EventRow<'a>>,
+    states: Vec<StateRow<'a>>,
     /// The newest version of each path written in this batch.
     newest: HashMap<&'a str, i64>,
+    /// Paths with a state row queued and not yet written.
+    pending_states: HashSet<&'a str>,
 }
 
 struct VersionRow<'a> {
@@ -548,12 +460,44 @@ struct DiffRow<'a> {
     stamp: String,
 }
 
+struct ChangeRow<'a> {
+    id: i64,
+    path: &'a str,
+    kind: &'static str,
+    old_hash: Option<&'a str>,
+    new_hash: Option<&'a str>,
+    change_id: String,
+    stamp: String,
+    old_path: Option<&'a str>,
+    version_id: Option<i64>,
+    diff_id: Option<i64>,
+}
+
 struct EventRow<'a> {
     kind: &'static str,
     path: &'a str,
     stamp: String,
     size: i64,
     old_path: Option<&'a str>,
+}
+
+/// A path's state, for `sync_files` and `file_states` alike. A gone file
+/// (`deleted`) has no size, mtime or read time, and keeps the engine's last
+/// hash and version where the row gives none.
+struct StateRow<'a> {
+    path: &'a str,
+    size: Option<i64>,
+    mtime_ns: Option<i64>,
+    read_ns: Option<i64>,
+    hash: Option<&'a str>,
+    version_id: Option<i64>,
+    deleted: bool,
+    /// `file_states`' view: a gone file has a NULL hash, 0 lines, 0 bytes.
+    state_hash: Option<&'a str>,
+    last_modified: String,
+    line_count: i64,
+    file_size: i64,
+    stamp: String,
 }
 
 /// One past the highest id an `AUTOINCREMENT` table has ever handed out.
@@ -568,22 +512,36 @@ fn next_id(tx: &Connection, table: &str) -> rusqlite::Result<i64> {
     Ok(last.saturating_add(1))
 }
 
-impl<'a> Deferred<'a> {
-    fn new(tx: &Connection, immediate: bool) -> rusqlite::Result<Deferred<'a>> {
+impl<'a, 's> Deferred<'a, 's> {
+    fn new(
+        tx: &Connection,
+        immediate: bool,
+        sql: &'s mut SqlTexts,
+    ) -> rusqlite::Result<Deferred<'a, 's>> {
         Ok(Deferred {
             immediate,
+            sql,
             next_version_id: next_id(tx, "file_versions")?,
             next_diff_id: next_id(tx, "content_diffs")?,
+            next_change_id: next_id(tx, "file_changes")?,
             versions: Vec::new(),
             diffs: Vec::new(),
+            changes: Vec::new(),
             events: Vec::new(),
+            states: Vec::new(),
             newest: HashMap::new(),
+            pending_states: HashSet::new(),
         })
     }
 
     /// The newest version of `path` written in this batch, if any.
     fn newest(&self, path: &str) -> Option<i64> {
         self.newest.get(path).copied()
+    }
+
+    /// True when a state row of `path` is queued and not yet written.
+    fn holds(&self, path: &str) -> bool {
+        self.pending_states.contains(path)
     }
 
     /// Queues a version of `record.path`; returns its id.
@@ -634,6 +592,33 @@ impl<'a> Deferred<'a> {
         Ok(id)
     }
 
+    /// Queues the `file_changes` row of `record`; returns its id.
+    fn change(
+        &mut self,
+        tx: &Connection,
+        record: &'a Record,
+        version_id: Option<i64>,
+        diff_id: Option<i64>,
+        stamp: String,
+    ) -> rusqlite::Result<i64> {
+        let id = self.next_change_id;
+        self.next_change_id += 1;
+        self.changes.push(ChangeRow {
+            id,
+            path: &record.path,
+            kind: record.kind.as_str(),
+            old_hash: record.prev.as_ref().and_then(|p| p.content_hash.as_deref()),
+            new_hash: record.new.as_ref().map(|n| n.digest.hash.as_str()),
+            change_id: change_id(&stamp, &record.tag),
+            stamp,
+            old_path: record.old_path.as_deref(),
+            version_id,
+            diff_id,
+        });
+        self.flush_if_immediate(tx)?;
+        Ok(id)
+    }
+
     fn event(
         &mut self,
         tx: &Connection,
@@ -651,6 +636,61 @@ impl<'a> Deferred<'a> {
         self.flush_if_immediate(tx)
     }
 
+    /// Queues a path's state: in `sync_files` (the engine's truth) and in
+    /// `file_states` (the backend's view, in its conventions: a gone file
+    /// has a NULL hash, no lines and no bytes; a binary file 0 lines).
+    /// `snap` is `None` for a file that is gone; the engine keeps its last
+    /// hash (`gone_hash`) and version. An upsert either way: a gone path may
+    /// have no row yet (its only version was another program's), and must
+    /// have one after, or the same deletion would be found again.
+    fn state(
+        &mut self,
+        tx: &Connection,
+        path: &'a str,
+        snap: Option<&'a Snapshot>,
+        version_id: Option<i64>,
+        gone_hash: Option<&'a str>,
+        stamp: String,
+    ) -> rusqlite::Result<()> {
+        let row = match snap {
+            Some(snap) => {
+                let digest = &snap.digest;
+                let size = i64::try_from(digest.size).unwrap_or(i64::MAX);
+                StateRow {
+                    path,
+                    size: Some(size),
+                    mtime_ns: Some(snap.mtime_ns),
+                    read_ns: Some(snap.read_ns),
+                    hash: Some(&digest.hash),
+                    version_id,
+                    deleted: false,
+                    state_hash: Some(&digest.hash),
+                    last_modified: format_mtime_ns(snap.mtime_ns),
+                    line_count: digest.line_count.unwrap_or(0),
+                    file_size: size,
+                    stamp,
+                }
+            }
+            None => StateRow {
+                path,
+                size: None,
+                mtime_ns: None,
+                read_ns: None,
+                hash: gone_hash,
+                version_id,
+                deleted: true,
+                state_hash: None,
+                last_modified: stamp.clone(),
+                line_count: 0,
+                file_size: 0,
+                stamp,
+            },
+        };
+        self.states.push(row);
+        self.pending_states.insert(path);
+        self.flush_if_immediate(tx)
+    }
+
     fn flush_if_immediate(&mut self, tx: &Connection) -> rusqlite::Result<()> {
         if self.immediate {
             self.flush(tx)
@@ -659,15 +699,16 @@ impl<'a> Deferred<'a> {
         }
     }
 
-    /// Writes what is queued: versions, then diffs, then events. Rows keep
-    /// their order, so ids follow the order of the changes.
+    /// Writes what is queued: versions, diffs, changes, events, states.
+    /// Rows keep their order, so ids follow the order of the changes.
     fn flush(&mut self, tx: &Connection) -> rusqlite::Result<()> {
-        insert_rows(
+        self.sql.insert_rows(
             tx,
             "INSERT INTO file_versions
                  (id, file_path, content_hash, content, line_count, size, timestamp,
                   change_description, created_at) VALUES ",
             "($1, $2, $3, $4, $5, $6, $7, $8, $7)",
+            "",
             &self.versions,
             |v| {
                 vec![
@@ -683,12 +724,13 @@ impl<'a> Deferred<'a> {
             },
         )?;
         self.versions.clear();
-        insert_rows(
+        self.sql.insert_rows(
             tx,
             "INSERT INTO content_diffs
                  (id, file_path, old_version_id, new_version_id, change_type, diff_content,
                   lines_added, lines_removed, timestamp, created_at) VALUES ",
             "($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+            "",
             &self.diffs,
             |d| {
                 vec![
@@ -705,76 +747,166 @@ impl<'a> Deferred<'a> {
             },
         )?;
         self.diffs.clear();
-        insert_rows(
+        self.sql.insert_rows(
+            tx,
+            "INSERT INTO file_changes
+                 (id, file_path, change_type, old_content_hash, new_content_hash, content_hash,
+                  timestamp, old_path, version_id, diff_id, created_at) VALUES ",
+            "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $7)",
+            "",
+            &self.changes,
+            |c| {
+                vec![
+                    &c.id,
+                    &c.path,
+                    &c.kind,
+                    &c.old_hash,
+                    &c.new_hash,
+                    &c.change_id,
+                    &c.stamp,
+                    &c.old_path,
+                    &c.version_id,
+                    &c.diff_id,
+                ]
+            },
+        )?;
+        self.changes.clear();
+        self.sql.insert_rows(
             tx,
             "INSERT INTO events (type, path, timestamp, size, processed, created_at, old_path)
              VALUES ",
             "($1, $2, $3, $4, 0, $3, $5)",
+            "",
             &self.events,
             |e| vec![&e.kind, &e.path, &e.stamp, &e.size, &e.old_path],
         )?;
         self.events.clear();
+        self.sql.insert_rows(
+            tx,
+            "INSERT INTO sync_files
+                 (path, size, mtime_ns, content_hash, version_id, deleted, read_ns) VALUES ",
+            "($1, $2, $3, $4, $5, $6, $7)",
+            " ON CONFLICT (path) DO UPDATE SET
+                 size = excluded.size, mtime_ns = excluded.mtime_ns, deleted = excluded.deleted,
+                 content_hash = CASE WHEN excluded.deleted
+                     THEN COALESCE(excluded.content_hash, sync_files.content_hash)
+                     ELSE excluded.content_hash END,
+                 version_id = CASE WHEN excluded.deleted
+                     THEN COALESCE(excluded.version_id, sync_files.version_id)
+                     ELSE excluded.version_id END,
+                 read_ns = CASE WHEN excluded.deleted
+                     THEN sync_files.read_ns ELSE excluded.read_ns END",
+            &self.states,
+            |r| {
+                vec![
+                    &r.path,
+                    &r.size,
+                    &r.mtime_ns,
+                    &r.hash,
+                    &r.version_id,
+                    &r.deleted,
+                    &r.read_ns,
+                ]
+            },
+        )?;
+        self.sql.insert_rows(
+            tx,
+            "INSERT INTO file_states
+                 (file_path, content_hash, last_modified, line_count, file_size, updated_at,
+                  is_deleted) VALUES ",
+            "($1, $2, $3, $4, $5, $6, $7)",
+            " ON CONFLICT (file_path) DO UPDATE SET
+                 content_hash = excluded.content_hash, last_modified = excluded.last_modified,
+                 line_count = excluded.line_count, file_size = excluded.file_size,
+                 updated_at = excluded.updated_at, is_deleted = excluded.is_deleted",
+            &self.states,
+            |r| {
+                vec![
+                    &r.path,
+                    &r.state_hash,
+                    &r.last_modified,
+                    &r.line_count,
+                    &r.file_size,
+                    &r.stamp,
+                    &r.deleted,
+                ]
+            },
+        )?;
+        self.states.clear();
+        self.pending_states.clear();
         Ok(())
     }
 }
 
-/// Inserts `rows` in multi-row statements of up to [`ROWS_PER_INSERT`]:
-/// `head`, then `tuple` once per row, with `values` giving each row's
-/// parameters (`$1` to `$9` in `tuple`, in that order).
-fn insert_rows<T>(
-    tx: &Connection,
-    head: &str,
-    tuple: &str,
-    rows: &[T],
-    values: impl for<'r> Fn(&'r T) -> Vec<&'r dyn ToSql>,
-) -> rusqlite::Result<()> {
-    for chunk in rows.chunks(ROWS_PER_INSERT) {
-        let params: Vec<&dyn ToSql> = chunk.iter().flat_map(&values).collect();
-        let width = params.len() / chunk.len().max(1);
-        let sql = multi_row_insert(head, tuple, width, chunk.len());
-        execute_sized(tx, &sql, chunk.len(), &params)?;
-    }
-    Ok(())
+/// The text of the multi-row statements, built once per shape (head, rows)
+/// instead of once per statement.
+#[derive(Default)]
+struct SqlTexts {
+    texts: HashMap<(&'static str, usize), String>,
 }
 
-/// `head` followed by `rows` copies of `tuple`, in which `$1` to `$9`
+impl SqlTexts {
+    /// Inserts `rows` in multi-row statements of up to [`ROWS_PER_INSERT`]:
+    /// `head`, then `tuple` once per row, then `tail` (an upsert clause),
+    /// with `values` giving each row's parameters (`$1` to `$10` in
+    /// `tuple`, in that order). The full-sized statement is kept in the
+    /// statement cache, the odd-sized last one of a batch is not, so it
+    /// does not push the others out.
+    fn insert_rows<T>(
+        &mut self,
+        tx: &Connection,
+        head: &'static str,
+        tuple: &str,
+        tail: &str,
+        rows: &[T],
+        values: impl for<'r> Fn(&'r T) -> Vec<&'r dyn ToSql>,
+    ) -> rusqlite::Result<()> {
+        for chunk in rows.chunks(ROWS_PER_INSERT) {
+            let params: Vec<&dyn ToSql> = chunk.iter().flat_map(&values).collect();
+            let width = params.len() / chunk.len().max(1);
+            let sql = self
+                .texts
+                .entry((head, chunk.len()))
+                .or_insert_with(|| multi_row_insert(head, tuple, tail, width, chunk.len()));
+            if chunk.len() == ROWS_PER_INSERT {
+                tx.prepare_cached(sql)?.execute(&params[..])?;
+            } else {
+                tx.prepare(sql)?.execute(&params[..])?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `head` followed by `rows` copies of `tuple`, in which `$1` to `$10`
 /// stand for the row's own parameters (`?1` to `?width` in the first row,
-/// then on).
-fn multi_row_insert(head: &str, tuple: &str, width: usize, rows: usize) -> String {
+/// then on), then `tail`.
+fn multi_row_insert(head: &str, tuple: &str, tail: &str, width: usize, rows: usize) -> String {
     use std::fmt::Write as _;
-    let mut sql = String::with_capacity(head.len() + rows * (tuple.len() + 16));
+    let mut sql = String::with_capacity(head.len() + rows * (tuple.len() + 16) + tail.len());
     sql.push_str(head);
     for row in 0..rows {
         if row > 0 {
             sql.push_str(", ");
         }
-        let mut chars = tuple.chars();
-        while let Some(c) = chars.next() {
-            match (c, chars.clone().next().and_then(|d| d.to_digit(10))) {
-                ('$', Some(k)) => {
-                    chars.next();
+        let mut rest = tuple;
+        while let Some(at) = rest.find('$') {
+            sql.push_str(&rest[..at]);
+            let digits = rest[at + 1..]
+                .bytes()
+                .take_while(u8::is_ascii_digit)
+                .count();
+            match rest[at + 1..at + 1 + digits].parse::<usize>() {
+                Ok(k) => {
                     // Writing to a String cannot fail.
-                    let _ = write!(sql, "?{}", row * width + k as usize);
+                    let _ = write!(sql, "?{}", row * width + k);
                 }
-                _ => sql.push(c),
+                Err(_) => sql.push('$'),
             }
+            rest = &rest[at + 1 + digits..];
         }
+        sql.push_str(rest);
     }
+    sql.push_str(tail);
     sql
-}
-
-/// Runs a multi-row insert; the full-sized statement is kept in the
-/// statement cache, the odd-sized last one of a batch is not, so it does
-/// not push the others out.
-fn execute_sized(
-    tx: &Connection,
-    sql: &str,
-    rows: usize,
-    values: &[&dyn ToSql],
-) -> rusqlite::Result<usize> {
-    if rows == ROWS_PER_INSERT {
-        tx.prepare_cached(sql)?.execute(values)
-    } else {
-        tx.prepare(sql)?.execute(values)
-    }
 }

@@ -160,6 +160,9 @@ pub struct Record {
     /// The diff from the previous to the new text; `None` when either side is
     /// not stored as text, and for deletions.
     pub diff: Option<UnifiedDiff>,
+    /// The hash part of the change's id ([`super::hash::change_tag`]),
+    /// computed here so the writer only adds the stamp.
+    pub tag: String,
 }
 
 /// The content of a file is already the newest version of its path (the
@@ -419,6 +422,13 @@ fn settled(row: &QueueRow, meta: &Metadata, settle: std::time::Duration) -> Resu
 }
 
 fn deletion(path: &str, prev: Prev) -> Record {
+    let tag = super::hash::change_tag(
+        path,
+        ChangeKind::Deleted.as_str(),
+        prev.content_hash.as_deref(),
+        None,
+        "",
+    );
     Record {
         kind: ChangeKind::Deleted,
         path: path.to_owned(),
@@ -426,6 +436,7 @@ fn deletion(path: &str, prev: Prev) -> Record {
         prev: Some(prev),
         new: None,
         diff: None,
+        tag,
     }
 }
 
@@ -451,6 +462,13 @@ fn change(
             Some(diff::unified(&old_text, new, old_path, path))
         }
     };
+    let tag = super::hash::change_tag(
+        path,
+        kind.as_str(),
+        prev.as_ref().and_then(|p| p.content_hash.as_deref()),
+        Some(&snap.digest.hash),
+        "",
+    );
     Ok(Record {
         kind,
         path: path.to_owned(),
@@ -458,6 +476,7 @@ fn change(
         prev,
         new: Some(snap),
         diff,
+        tag,
     })
 }
 
