@@ -178,9 +178,31 @@ pub fn enqueue_in(conn: &Connection, events: &[NewEvent], source: &str) -> rusql
     // walk found (reconcile, rescan) keeps them: it is found again at every
     // start and poll until recorded, so it would reset a row that kills the
     // engine before its attempts run out.
-    let mut stmt = conn.prepare_cached(
+    //
+    // One statement for all the rows, in order (a path twice in `events`
+    // coalesces as two statements would): the rows travel as one JSON array.
+    if events.is_empty() {
+        return Ok(());
+    }
+    let rows = serde_json::Value::Array(
+        events
+            .iter()
+            .map(|e| {
+                let kind = if e.old_path.is_some() {
+                    ChangeKind::Moved
+                } else {
+                    e.kind
+                };
+                serde_json::json!([e.path, kind.as_str(), e.old_path])
+            })
+            .collect(),
+    )
+    .to_string();
+    conn.prepare_cached(
         "INSERT INTO event_queue (path, kind, old_path, status, source, enqueued_ms, available_ms)
-         VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?5)
+         SELECT json_extract(e.value, '$[0]'), json_extract(e.value, '$[1]'),
+                json_extract(e.value, '$[2]'), 'pending', ?2, ?3, ?3
+         FROM json_each(?1) AS e WHERE true
          ON CONFLICT (path) WHERE status = 'pending' DO UPDATE SET
              old_path = COALESCE(excluded.old_path, event_queue.old_path),
              kind = CASE WHEN COALESCE(excluded.old_path, event_queue.old_path) IS NOT NULL
@@ -188,15 +210,8 @@ pub fn enqueue_in(conn: &Connection, events: &[NewEvent], source: &str) -> rusql
              available_ms = excluded.available_ms,
              attempts = CASE WHEN excluded.source IN ('reconcile', 'rescan')
                              THEN event_queue.attempts ELSE 0 END",
-    )?;
-    for e in events {
-        let kind = if e.old_path.is_some() {
-            ChangeKind::Moved
-        } else {
-            e.kind
-        };
-        stmt.execute(params![e.path, kind.as_str(), e.old_path, source, now])?;
-    }
+    )?
+    .execute(params![rows, source, now])?;
     Ok(())
 }
 
@@ -302,13 +317,19 @@ pub fn claim_in(tx: &Connection, limit: usize, max_bytes: u64) -> rusqlite::Resu
             claimed.push(row);
         }
     }
-    {
-        let mut stmt = tx.prepare_cached(
-            "UPDATE event_queue SET status = 'claimed', attempts = attempts + 1 WHERE id = ?1",
-        )?;
-        for row in &claimed {
-            stmt.execute(params![row.id.0])?;
-        }
+    if !claimed.is_empty() {
+        let ids = serde_json::Value::Array(
+            claimed
+                .iter()
+                .map(|row| serde_json::Value::from(row.id.0))
+                .collect(),
+        )
+        .to_string();
+        tx.prepare_cached(
+            "UPDATE event_queue SET status = 'claimed', attempts = attempts + 1
+             WHERE id IN (SELECT value FROM json_each(?1))",
+        )?
+        .execute([ids])?;
     }
     if let Some(id) = alone {
         tx.prepare_cached("UPDATE event_queue SET alone = 1 WHERE id = ?1")?

@@ -35,6 +35,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../../schema/0002_backend.sql")),
     (3, include_str!("../../schema/0003_claims.sql")),
     (4, include_str!("../../schema/0004_racy.sql")),
+    (5, include_str!("../../schema/0005_lean.sql")),
 ];
 
 /// The declared shape of the shared tables.
