@@ -257,11 +257,11 @@ fn redact(v: &Vault, e: SseEvent) -> Redacted {
     fn walk(v: &mut serde_json::Value, root: &str) {
         match v {
             serde_json::Value::Object(m) => {
-                if let Some(serde_json::Value::String(text)) = m.get("data") {
-                    if let Ok(inner) = serde_json::from_str::<serde_json::Value>(text) {
-                        m.remove("data");
-                        m.insert("data (JSON text)".into(), inner);
-                    }
+                if let Some(serde_json::Value::String(text)) = m.get("data")
+                    && let Ok(inner) = serde_json::from_str::<serde_json::Value>(text)
+                {
+                    m.remove("data");
+                    m.insert("data (JSON text)".into(), inner);
                 }
                 for (k, val) in m.iter_mut() {
                     match k.as_str() {

@@ -3,14 +3,15 @@
 CONTRACT.md section 2 ("The seed's phase 3 and 4 services") fixes the hub's
 wire: HTTP `GET /sse?topics=...` (server-sent events), `GET /health`, the web
 UI's `GET /api/files/updates/stream`, and gRPC `obby.sse.SSEService`. This test
-reads the streams the way a plain Python client would, with `urllib` from the
-standard library: it starts the real `obby-sync run` on a temporary vault with
-ephemeral ports, reads the bound addresses from `obby.db` (`sync_meta`), edits
-notes and checks what arrives, including a reconnect with `Last-Event-ID` after
-the engine was stopped and notes changed meanwhile (nothing missed, nothing
-twice). With `grpcio` and `grpcio-tools` installed it also publishes through
-`Publish` and reads the message back from `/sse`; without them that one test
-is skipped (under CI, set CI, it is a failure).
+reads the streams the way a plain Python client would, with the standard library
+only (`http.client`, `urllib`): it starts the real `obby-sync run` on a temporary
+vault with ephemeral ports, reads the bound addresses from `obby.db`
+(`sync_meta`), edits notes and checks what arrives, including a reconnect with
+`Last-Event-ID` after the engine was stopped and notes changed meanwhile
+(nothing missed, nothing twice), and the web UI's payloads byte for byte against
+`json.dumps`. With `grpcio` and `grpcio-tools` installed it also publishes
+through `Publish` and reads the message back from `/sse`; without them that one
+test is skipped (under CI, set CI, it is a failure).
 
 Run from the repository root after `cargo build`:
 
@@ -21,11 +22,13 @@ The binary is `$OBBY_SYNC_BIN`, else `target/debug/obby-sync` in the repository.
 
 from __future__ import annotations
 
+import http.client
 import importlib
 import json
 import os
 import queue
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -33,7 +36,7 @@ import tempfile
 import threading
 import time
 import unittest
-import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -61,12 +64,18 @@ def find_binary() -> Path:
 
 
 class EventStream(threading.Thread):
-    """Reads one event stream with urllib and parses it as a browser would."""
+    """Reads one event stream with http.client (what urllib uses underneath)
+    and parses it as a browser would."""
 
     def __init__(self, url: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(daemon=True)
-        request = urllib.request.Request(url, headers={"Accept": "text/event-stream", **(headers or {})})
-        self.response = OPENER.open(request, timeout=60)
+        parts = urllib.parse.urlsplit(url)
+        self.conn = http.client.HTTPConnection(parts.netloc, timeout=60)
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        self.conn.request("GET", target, headers={"Accept": "text/event-stream", **(headers or {})})
+        self.response = self.conn.getresponse()
+        if self.response.status != 200:
+            raise AssertionError(f"GET {url}: HTTP {self.response.status}")
         self.events: queue.Queue = queue.Queue()
         self.start()
 
@@ -90,8 +99,8 @@ class EventStream(threading.Thread):
                     data.append(value)
                 elif field in ("event", "id"):
                     event[field] = value
-        except (OSError, ValueError):
-            pass  # closed by the test
+        except (OSError, ValueError, AttributeError):
+            pass  # closed by the test (http.client may fail half-way through a read)
         self.events.put(None)
 
     def next(self, skip_keepalives: bool = True) -> dict[str, str]:
@@ -110,7 +119,12 @@ class EventStream(threading.Thread):
             return event
 
     def close(self) -> None:
-        self.response.close()
+        # Shut the socket down first: closing the response alone waits for
+        # the reading thread's read to return (the next ping, 30 s away).
+        if self.conn.sock is not None:
+            self.conn.sock.shutdown(socket.SHUT_RDWR)
+        self.join(timeout=EVENT_TIMEOUT_S)
+        self.conn.close()
 
 
 class HubCase(unittest.TestCase):

@@ -22,7 +22,8 @@
 //! "keepalive"}` after 5 s of silence. A move is sent as `deleted` of the
 //! old path, then `created` of the new one. Unlike the backend's, these
 //! messages carry `id:` lines too (the payloads are the same), so the web
-//! UI's `EventSource` resumes without a gap after a reconnect.
+//! UI's `EventSource` resumes without a gap after a reconnect (an id it
+//! cannot serve just starts after the newest change).
 //!
 //! Every response allows any origin (`Access-Control-Allow-Origin: *`).
 //! With a token, every endpoint but `/health` needs it, as `Authorization:
@@ -125,22 +126,26 @@ fn unauthorized() -> Response {
     )
 }
 
-/// The `Last-Event-ID` header as a cursor.
-fn resume_of(headers: &HeaderMap) -> Result<Resume, Response> {
+/// The `Last-Event-ID` header as a cursor; `None` when it is not one.
+fn resume_of(headers: &HeaderMap) -> Option<Resume> {
     let Some(value) = headers.get("last-event-id") else {
-        return Ok(Resume::Now);
+        return Some(Resume::Now);
     };
     let text = value.to_str().unwrap_or_default().trim();
     if text.is_empty() {
-        return Ok(Resume::Now);
+        return Some(Resume::Now);
     }
     match text.parse::<i64>() {
-        Ok(c) if c >= 0 => Ok(Resume::After(c)),
-        _ => Err(error(
-            StatusCode::BAD_REQUEST,
-            "Last-Event-ID must be a cursor (a number) this hub sent",
-        )),
+        Ok(c) if c >= 0 => Some(Resume::After(c)),
+        _ => None,
     }
+}
+
+fn bad_last_event_id() -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        "Last-Event-ID must be a cursor (a number) this hub sent",
+    )
 }
 
 /// Opens a client; a cursor the database cannot serve starts from now, with
@@ -193,9 +198,8 @@ async fn sse(
         return unauthorized();
     }
     let topics = Topics::parse(query.get("topics").into_iter().flat_map(|t| t.split(',')));
-    let resume = match resume_of(&headers) {
-        Ok(r) => r,
-        Err(response) => return response,
+    let Some(resume) = resume_of(&headers) else {
+        return bad_last_event_id();
     };
     let (client, reset) = match open(&state.hub, topics, resume, Keepalive::Every(PING_EVERY)).await
     {
@@ -294,9 +298,8 @@ async fn web_updates(
     if !authorized(&state, &headers, &query) {
         return unauthorized();
     }
-    let resume = match resume_of(&headers) {
-        Ok(r) => r,
-        Err(response) => return response,
+    let Some(resume) = resume_of(&headers) else {
+        return bad_last_event_id();
     };
     let (client, _reset) = match open(
         &state.hub,

@@ -201,7 +201,7 @@ pub enum Item {
     /// A committed change, under the client's matching topic.
     Change {
         /// The change.
-        row: ChangeRow,
+        row: Box<ChangeRow>,
         /// The topic it matched.
         topic: String,
     },
@@ -359,6 +359,11 @@ impl Hub {
         } else {
             None
         };
+        // Subscribed before the client is counted, so no message a Publish
+        // counted it for is missed.
+        let published = topics
+            .wants_any_published()
+            .then(|| self.inner.published.subscribe());
         let n = self.inner.next.fetch_add(1, Ordering::Relaxed);
         let topics = Arc::new(topics);
         self.inner
@@ -370,11 +375,6 @@ impl Hub {
             inner: self.inner.clone(),
             n,
         };
-        // Subscribed now, so nothing published after the client is counted
-        // is missed.
-        let published = topics
-            .wants_any_published()
-            .then(|| self.inner.published.subscribe());
         let changes = start.map(|after| {
             stream_changes(
                 self.inner.handle.clone(),
@@ -450,7 +450,7 @@ impl ClientTask {
                         let rel = relative(&self.root, &row.path);
                         let old = row.old_path.as_deref().map(|o| relative(&self.root, o));
                         match self.topics.change_topic(&rel, old.as_deref()) {
-                            Some(topic) => Item::Change { topic: topic.to_owned(), row },
+                            Some(topic) => Item::Change { topic: topic.to_owned(), row: Box::new(row) },
                             None => continue,
                         }
                     }
@@ -775,6 +775,22 @@ mod tests {
                 .code(),
             tonic::Code::OutOfRange
         );
+    }
+
+    #[test]
+    fn the_hub_beyond_loopback_needs_a_token_too() {
+        let mut cfg = super::super::ApiConfig::local(0, 0);
+        let lo: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        let any: SocketAddr = "0.0.0.0:0".parse().expect("addr");
+        cfg.sse = Some(SseAddrs { grpc: lo, http: lo });
+        assert!(cfg.check().is_ok());
+        cfg.sse = Some(SseAddrs {
+            grpc: lo,
+            http: any,
+        });
+        assert!(matches!(cfg.check(), Err(ApiError::Insecure { addr }) if addr == any));
+        cfg.token = Some("t".into());
+        assert!(cfg.check().is_ok());
     }
 
     #[test]
