@@ -14,8 +14,9 @@
 //! Topics: `file-changes` (every change), `file-changes:<folder>` (changes
 //! of files under a folder relative to the root, or moved from or to one),
 //! any other name for published messages; no topic at all means every
-//! topic. A change goes to a client once, labelled with the first of its
-//! topics that matches. The change topics are the engine's: `Publish`
+//! topic. A change goes to a client once, labelled `file-changes` when the
+//! client asked for that (or for everything), else with the first of its
+//! folder topics that matches. The change topics are the engine's: `Publish`
 //! refuses them.
 //!
 //! Memory is bounded per client and no client slows the engine: each
