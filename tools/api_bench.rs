@@ -3,7 +3,7 @@
 //! slow the engine down.
 //!
 //! Every engine is the release `obby-sync` binary as a child process
-//! (`run --watcher-port 0 --tracker-port 0 --debounce-ms N
+//! (`run --watcher-port 0 --tracker-port 0 --sse-grpc-port 0 --sse-http-port 0 --debounce-ms N
 //! --rescan-interval 0`, the database outside the watched root). The bench
 //! waits until it is ready (`sync_meta` holds `api_tracker_addr`,
 //! `watch_backend` and a `last_reconcile` newer than the spawn, the initial
