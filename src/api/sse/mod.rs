@@ -168,10 +168,15 @@ impl Topics {
         self.everything || self.all_changes || !self.folders.is_empty()
     }
 
+    /// True when every change is wanted (under `file-changes`).
+    pub fn every_change(&self) -> bool {
+        self.everything || self.all_changes
+    }
+
     /// The topic a change of `rel` (moved from `old_rel`) is sent under, if
     /// any.
     pub fn change_topic(&self, rel: &str, old_rel: Option<&str>) -> Option<&str> {
-        if self.everything || self.all_changes {
+        if self.every_change() {
             return Some(FILE_CHANGES);
         }
         let under = |path: &str, folder: &str| {
@@ -448,9 +453,15 @@ impl ClientTask {
             let item = tokio::select! {
                 row = next_change(&mut self.changes) => match row {
                     Some(Ok(row)) => {
-                        let rel = relative(&self.root, &row.path);
-                        let old = row.old_path.as_deref().map(|o| relative(&self.root, o));
-                        match self.topics.change_topic(&rel, old.as_deref()) {
+                        let topic = if self.topics.every_change() {
+                            // No folder to match: no relative path to make.
+                            Some(FILE_CHANGES)
+                        } else {
+                            let rel = relative(&self.root, &row.path);
+                            let old = row.old_path.as_deref().map(|o| relative(&self.root, o));
+                            self.topics.change_topic(&rel, old.as_deref())
+                        };
+                        match topic {
                             Some(topic) => Item::Change { topic: topic.to_owned(), row: Box::new(row) },
                             None => continue,
                         }
