@@ -138,6 +138,17 @@ struct ApiArgs {
     /// Run without the gRPC api.
     #[arg(long)]
     no_api: bool,
+    // --- SSE hub (issue 12) ---
+    /// Port of the SSE hub's gRPC service (obby.sse.SSEService); 0 picks a free port.
+    #[arg(long, env = "SSE_GRPC_PORT", default_value_t = crate::api::sse::DEFAULT_GRPC_PORT)]
+    sse_grpc_port: u16,
+    /// Port of the SSE hub's HTTP server (/sse, /health, /api/files/updates/stream); 0 picks a free port.
+    #[arg(long, env = "SSE_HTTP_PORT", default_value_t = crate::api::sse::DEFAULT_HTTP_PORT)]
+    sse_http_port: u16,
+    /// Run without the SSE hub.
+    #[arg(long)]
+    no_hub: bool,
+    // --- end SSE hub ---
 }
 
 #[derive(Debug, Args)]
@@ -215,6 +226,11 @@ impl ApiArgs {
             token: self.token()?,
             insecure_listen: self.insecure_listen,
             max_content_calls: self.max_content_calls,
+            // SSE hub (issue 12)
+            sse: (!self.no_hub).then_some(crate::api::sse::SseAddrs {
+                grpc: std::net::SocketAddr::new(self.listen, self.sse_grpc_port),
+                http: std::net::SocketAddr::new(self.listen, self.sse_http_port),
+            }),
         };
         config.check()?;
         Ok(config)

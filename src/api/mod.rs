@@ -14,13 +14,18 @@
 //! (`authorization: Bearer <token>` or `x-obby-token`), compared in constant
 //! time; [`serve`] refuses to bind anything but loopback without a token
 //! unless [`ApiConfig::insecure_listen`] says so.
+//!
+//! The SSE hub ([`sse`], issue 12) runs beside them on ports of its own,
+//! under the same token and loopback rules.
 
 mod content_tracker;
 mod feed;
 mod file_watcher;
 pub mod limits;
+// SSE hub (issue 12)
 pub mod paths;
 pub mod read;
+pub mod sse;
 mod sync;
 
 use std::future::Future;
@@ -50,6 +55,10 @@ pub mod proto {
     /// `obby.sync.v1`: obby-sync's own service.
     pub mod sync {
         tonic::include_proto!("obby.sync.v1");
+    }
+    /// `obby.sse`: the seed's SSE hub (issue 12).
+    pub mod sse {
+        tonic::include_proto!("obby.sse");
     }
     /// The encoded descriptors of all three, for reflection.
     pub const DESCRIPTOR: &[u8] = tonic::include_file_descriptor_set!("obby_descriptor");
@@ -89,6 +98,9 @@ pub enum ApiError {
     /// Reflection could not be built from the descriptors.
     #[error("gRPC reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The SSE hub's HTTP server failed (issue 12).
+    #[error("SSE hub HTTP server: {0}")]
+    SseHttp(#[source] std::io::Error),
     /// The engine side failed (recording the bound addresses).
     #[error(transparent)]
     Engine(#[from] EngineError),
@@ -108,6 +120,10 @@ pub struct ApiConfig {
     /// Content calls (`GenerateDiff`, `GetContentHash`) served at once; see
     /// [`limits`].
     pub max_content_calls: usize,
+    // --- SSE hub (issue 12) ---
+    /// The SSE hub's gRPC and HTTP addresses; `None` runs without it.
+    pub sse: Option<sse::SseAddrs>,
+    // --- end SSE hub ---
 }
 
 impl ApiConfig {
@@ -120,6 +136,8 @@ impl ApiConfig {
             token: None,
             insecure_listen: false,
             max_content_calls: limits::DEFAULT_MAX_CONTENT_CALLS,
+            // SSE hub (issue 12): off, so tests need not pick its ports.
+            sse: None,
         }
     }
 
@@ -129,7 +147,8 @@ impl ApiConfig {
     /// # Errors
     /// [`ApiError::Insecure`] for the first such address.
     pub fn check(&self) -> Result<(), ApiError> {
-        for addr in [self.watcher, self.tracker] {
+        let hub = self.sse.iter().flat_map(|s| [s.grpc, s.http]); // SSE hub (issue 12)
+        for addr in [self.watcher, self.tracker].into_iter().chain(hub) {
             if addr.ip().is_loopback() {
                 continue;
             }
@@ -269,6 +288,22 @@ pub async fn serve(
             .as_deref()
             .map(|t| Arc::new(token_hash(t.as_bytes()))),
     };
+    // --- SSE hub (issue 12) ---
+    let sse_servers = match config.sse {
+        Some(addrs) => {
+            sse::start(
+                handle.clone(),
+                addrs,
+                auth.token.clone(),
+                hub.clone(),
+                commits.clone(),
+                stop_rx.clone(),
+            )
+            .await?
+        }
+        None => Vec::new(),
+    };
+    // --- end SSE hub ---
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
     let reflection = tonic_reflection::server::Builder::configure()
@@ -337,6 +372,19 @@ pub async fn serve(
             }
         }
     }
+    // --- SSE hub (issue 12) ---
+    for server in sse_servers {
+        let abort = server.abort_handle();
+        match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
+            Ok(Ok(result)) => result?,
+            Ok(Err(e)) => tracing::warn!(error = %e, "SSE hub task ended abnormally"),
+            Err(_) => {
+                tracing::warn!("SSE clients still connected after the grace period; closing");
+                abort.abort();
+            }
+        }
+    }
+    // --- end SSE hub ---
     Ok(())
 }
 

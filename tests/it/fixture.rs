@@ -389,6 +389,7 @@ impl Vault {
         }
         // Ephemeral api ports, so tests run side by side.
         let mut args = vec!["run", "--watcher-port", "0", "--tracker-port", "0"];
+        args.extend_from_slice(&["--sse-grpc-port", "0", "--sse-http-port", "0"]); // SSE hub (issue 12)
         args.extend_from_slice(extra);
         let child = self
             .command(&args)
