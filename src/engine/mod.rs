@@ -18,6 +18,7 @@
 pub mod clock;
 pub mod confined;
 pub mod db;
+pub mod debounce;
 pub mod diff;
 pub mod enqueue;
 mod error;
