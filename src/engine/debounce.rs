@@ -15,7 +15,7 @@
 //! an event costs O(log n) and the next due time is the set's first entry:
 //! no loop walks every held path, with 200,000 of them as with ten.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::Hash;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -117,6 +117,8 @@ struct Held {
     old_path: Option<PathBuf>,
     first: Instant,
     last: Instant,
+    /// Its key in `order`: due time, then a sequence number (unique).
+    slot: (Instant, u64),
 }
 
 /// Per-path debouncing with a starvation bound and rename pairing.
@@ -125,7 +127,10 @@ pub struct Debouncer {
     debounce: Duration,
     max_wait: Duration,
     held: HashMap<Arc<Path>, Held>,
-    deadlines: Deadlines<Arc<Path>>,
+    /// Every held path by due time (the same `Arc` as the map's key).
+    order: BTreeMap<(Instant, u64), Arc<Path>>,
+    /// The next sequence number of a slot.
+    seq: u64,
 }
 
 impl Debouncer {
@@ -136,7 +141,8 @@ impl Debouncer {
             debounce,
             max_wait: max_wait.max(debounce),
             held: HashMap::new(),
-            deadlines: Deadlines::default(),
+            order: BTreeMap::new(),
+            seq: 0,
         }
     }
 
@@ -144,11 +150,12 @@ impl Debouncer {
     pub fn set_timing(&mut self, debounce: Duration, max_wait: Duration) {
         self.debounce = debounce;
         self.max_wait = max_wait.max(debounce);
-        self.deadlines.clear();
-        for (path, h) in &self.held {
-            let due = (h.last + self.debounce).min(h.first + self.max_wait);
-            self.deadlines.set(path.clone(), due);
+        let mut order = BTreeMap::new();
+        for (path, h) in &mut self.held {
+            h.slot.0 = (h.last + self.debounce).min(h.first + self.max_wait);
+            order.insert(h.slot, path.clone());
         }
+        self.order = order;
     }
 
     /// Paths held.
@@ -164,44 +171,57 @@ impl Debouncer {
     /// Forgets everything (the caller rescans instead).
     pub fn clear(&mut self) {
         self.held.clear();
-        self.deadlines.clear();
+        self.order.clear();
     }
 
-    fn hold(&mut self, path: Arc<Path>, held: Held) {
-        let due = (held.last + self.debounce).min(held.first + self.max_wait);
-        self.deadlines.set(path.clone(), due);
+    fn slot(&mut self, first: Instant, last: Instant) -> (Instant, u64) {
+        self.seq += 1;
+        ((last + self.debounce).min(first + self.max_wait), self.seq)
+    }
+
+    /// Holds a path that is not held.
+    fn insert(&mut self, path: Arc<Path>, mut held: Held) {
+        held.slot = self.slot(held.first, held.last);
+        self.order.insert(held.slot, path.clone());
         self.held.insert(path, held);
     }
 
+    /// Stops holding `path`.
     fn release(&mut self, path: &Path) -> Option<Held> {
-        self.deadlines.remove(path);
-        self.held.remove(path)
+        let held = self.held.remove(path)?;
+        self.order.remove(&held.slot);
+        Some(held)
     }
 
     /// Records an event for `path`. A later event restarts the quiet time but
     /// not the `max_wait` clock; a pending move keeps its source.
     pub fn observe(&mut self, path: PathBuf, kind: ChangeKind, now: Instant) {
-        let path: Arc<Path> = Arc::from(path);
-        let held = match self.held.get(&path) {
-            Some(h) => Held {
-                // Times may come out of order (a rescan passes file mtimes).
-                last: h.last.max(now),
-                first: h.first.min(now),
-                kind: if h.kind == ChangeKind::Moved {
-                    h.kind
-                } else {
-                    kind
-                },
-                old_path: h.old_path.clone(),
-            },
-            None => Held {
-                kind,
-                old_path: None,
-                first: now,
-                last: now,
-            },
+        let (debounce, max_wait) = (self.debounce, self.max_wait);
+        if let Some(h) = self.held.get_mut(path.as_path()) {
+            // Times may come out of order (a rescan passes file mtimes).
+            h.last = h.last.max(now);
+            h.first = h.first.min(now);
+            if h.kind != ChangeKind::Moved {
+                h.kind = kind;
+            }
+            let due = (h.last + debounce).min(h.first + max_wait);
+            if due != h.slot.0 {
+                let old = h.slot;
+                h.slot.0 = due;
+                if let Some(key) = self.order.remove(&old) {
+                    self.order.insert(h.slot, key);
+                }
+            }
+            return;
+        }
+        let held = Held {
+            kind,
+            old_path: None,
+            first: now,
+            last: now,
+            slot: (now, 0),
         };
-        self.hold(path, held);
+        self.insert(Arc::from(path), held);
     }
 
     /// Records a rename. The source's own held event is folded in (the move
@@ -219,41 +239,43 @@ impl Debouncer {
             .and_then(|h| h.old_path.clone())
             .unwrap_or(from);
         let first = source.map_or(now, |h| h.first);
-        let target = self.held.get(to.as_path());
-        let first = target.map_or(first, |h| h.first.min(first));
+        let target = self.release(&to);
+        let first = target.as_ref().map_or(first, |h| h.first.min(first));
         let displaced = target
             .filter(|h| h.kind == ChangeKind::Moved)
-            .and_then(|h| h.old_path.clone())
+            .and_then(|h| h.old_path)
             .filter(|x| *x != origin && *x != to);
         let origin = displaced.unwrap_or(origin);
-        self.hold(
-            Arc::from(to),
-            Held {
-                kind: ChangeKind::Moved,
-                old_path: Some(origin),
-                first,
-                last: now,
-            },
-        );
+        let held = Held {
+            kind: ChangeKind::Moved,
+            old_path: Some(origin),
+            first,
+            last: now,
+            slot: (now, 0),
+        };
+        self.insert(Arc::from(to), held);
     }
 
     /// When the next path becomes due, if any is held.
     pub fn next_due(&self) -> Option<Instant> {
-        self.deadlines.next()
+        self.order.first_key_value().map(|((at, _), _)| *at)
     }
 
     /// Takes every path that is due at `now` (all of them with `all`), in
     /// path order.
     pub fn take_due(&mut self, now: Instant, all: bool) -> Vec<Release> {
-        let mut out: Vec<Release> = self
-            .deadlines
-            .take_due(now, all)
-            .into_iter()
-            .filter_map(|path| {
-                let h = self.held.remove(&path)?;
-                Some((path.to_path_buf(), h.kind, h.old_path))
-            })
-            .collect();
+        let mut out: Vec<Release> = Vec::new();
+        while let Some(((at, _), _)) = self.order.first_key_value() {
+            if !all && *at > now {
+                break;
+            }
+            let Some((_, path)) = self.order.pop_first() else {
+                break;
+            };
+            if let Some(h) = self.held.remove(&path) {
+                out.push((path.to_path_buf(), h.kind, h.old_path));
+            }
+        }
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }

@@ -28,12 +28,13 @@ use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
+use super::control::Barriers;
 use super::db;
 use super::debounce::{Deadlines, Debouncer, Release};
 use super::error::EngineError;
 use super::patterns::{COOKIE_PREFIX, IGNORE_FILE, Patterns, SharedPatterns, WATCH_FILE};
 use super::progress::Doorbell;
-use super::queue::{self, ChangeKind, NewEvent};
+use super::queue::{ChangeKind, NewEvent};
 use super::reconcile;
 use super::watcher::{self, Backend, FsEvent, RescanRequests, WatchGuard};
 
@@ -43,18 +44,11 @@ pub const EVENT_CHANNEL_CAPACITY: usize = 65_536;
 /// Paths held by the debouncer before it gives up and asks for a full rescan.
 pub const MAX_PENDING_PATHS: usize = 200_000;
 
-/// Queue rows per insert transaction.
-const FLUSH_CHUNK: usize = 2_000;
-
 /// Longest a VCS lock may hold events back (a crashed git leaves its lock).
 pub const MAX_VCS_HOLD: Duration = Duration::from_secs(120);
 
 /// How long an unpaired rename source waits for its pair.
 const RENAME_PAIRING: Duration = Duration::from_millis(50);
-
-/// The enqueuer retries a busy database until it gets through: its rows
-/// must not be dropped, even while stopping.
-static NEVER_STOP: AtomicBool = AtomicBool::new(false);
 
 /// Housekeeping tick when no event is due.
 const TICK: Duration = Duration::from_millis(500);
@@ -62,25 +56,7 @@ const TICK: Duration = Duration::from_millis(500);
 /// Events taken from the channel per loop turn before flushing.
 const DRAIN_BATCH: usize = 10_000;
 
-/// How long a barrier waits for its cookie's event before it rescans instead.
-const BARRIER_COOKIE_WAIT: Duration = Duration::from_secs(5);
-
-/// Requests to the enqueuer from the rest of the process (the api).
-#[derive(Debug)]
-pub enum Control {
-    /// Rescan a folder or file under the root.
-    Rescan(PathBuf),
-    /// Pause (true) or resume (false) recording live events. Resuming
-    /// rescans the root, so nothing changed meanwhile is missed.
-    Pause(bool),
-    /// A new quiet time per path.
-    SetDebounce(Duration),
-    /// Reload the patterns (files and api patterns) and rescan.
-    ReloadPatterns,
-    /// Answer once every change made before this request is in the queue
-    /// (a tokio channel, so an async caller awaits it without a thread).
-    Barrier(tokio::sync::oneshot::Sender<()>),
-}
+pub use super::control::Control;
 
 /// Watch settings, from `run`'s flags.
 #[derive(Debug, Clone)]
@@ -163,10 +139,8 @@ pub struct Enqueuer {
     control: Receiver<Control>,
     /// True while StopWatching holds live events off.
     paused: bool,
-    /// Barriers waiting for their cookie's event: cookie, deadline, replies.
-    barriers: Vec<(PathBuf, Instant, tokio::sync::oneshot::Sender<()>)>,
-    /// Counter for unique barrier cookie names.
-    barrier_seq: u64,
+    /// Barriers waiting for their cookie's event.
+    barriers: Barriers,
     /// True while the root folder itself is gone (deleted, unmounted).
     root_gone: bool,
     /// Modification times of `.obbywatch` and `.obbyignore` when last loaded,
@@ -250,8 +224,7 @@ impl Enqueuer {
             pattern_stamp: (None, None),
             control: parts.control,
             paused: false,
-            barriers: Vec::new(),
-            barrier_seq: 0,
+            barriers: Barriers::default(),
             root_gone: false,
         };
         enqueuer.pattern_stamp = enqueuer.pattern_files_stamp();
@@ -315,7 +288,7 @@ impl Enqueuer {
             self.scheduled.next(),
             self.reload_at,
             self.canary.as_ref().map(|c| c.deadline),
-            self.barriers.iter().map(|(_, deadline, _)| *deadline).min(),
+            self.barriers.next_deadline(),
             matches!(self.watch.backend, Backend::Poll { .. }).then_some(self.next_poll),
             (!self.vcs_locks.is_empty() || self.root_gone).then(|| now + Duration::from_millis(50)),
             (self.watch.backend == Backend::Native && self.canary.is_none())
@@ -435,20 +408,11 @@ impl Enqueuer {
         }
         // Barriers whose cookie event never came (polling, or events lost):
         // a rescan of the root stands in for it.
-        if self
-            .barriers
-            .iter()
-            .any(|(_, deadline, _)| *deadline <= now)
-        {
-            let (late, waiting): (Vec<_>, Vec<_>) = self
-                .barriers
-                .drain(..)
-                .partition(|(_, deadline, _)| *deadline <= now);
-            self.barriers = waiting;
+        let late = self.barriers.take_late(now);
+        if !late.is_empty() {
             self.rescan(None)?;
             self.flush_all(now)?;
-            for (cookie, _, reply) in late {
-                let _ = std::fs::remove_file(cookie);
+            for reply in late {
                 let _ = reply.send(());
             }
         }
@@ -567,14 +531,7 @@ impl Enqueuer {
                 })
             })
             .collect();
-        for chunk in events.chunks(FLUSH_CHUNK) {
-            db::retry_busy(&NEVER_STOP, || queue::enqueue(&self.conn, chunk, "watch")).map_err(
-                |source| EngineError::Db {
-                    path: "event_queue".into(),
-                    source,
-                },
-            )?;
-        }
+        reconcile::enqueue_all(&self.conn, &events, "watch")?;
         tracing::debug!(rows = events.len(), "enqueued");
         self.doorbell.ring();
         Ok(())
@@ -621,13 +578,7 @@ impl Enqueuer {
         );
         if self.debouncer.len() + found.len() > MAX_PENDING_PATHS {
             let events: Vec<NewEvent> = found.into_iter().map(|d| d.event).collect();
-            for chunk in events.chunks(FLUSH_CHUNK) {
-                db::retry_busy(&NEVER_STOP, || queue::enqueue(&self.conn, chunk, "rescan"))
-                    .map_err(|source| EngineError::Db {
-                        path: "event_queue".into(),
-                        source,
-                    })?;
-            }
+            reconcile::enqueue_all(&self.conn, &events, "rescan")?;
             self.doorbell.ring();
             return Ok(());
         }
@@ -695,22 +646,11 @@ impl Enqueuer {
                     let _ = reply.send(());
                     return Ok(());
                 }
-                self.barrier_seq += 1;
-                let cookie = self.root.join(format!(
-                    "{COOKIE_PREFIX}barrier-{}-{}",
-                    std::process::id(),
-                    self.barrier_seq
-                ));
-                match std::fs::write(&cookie, b"obby-sync barrier\n") {
-                    Ok(()) => self
-                        .barriers
-                        .push((cookie, now + BARRIER_COOKIE_WAIT, reply)),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot write a barrier cookie; rescanning instead");
-                        self.rescan(None)?;
-                        self.flush_all(now)?;
-                        let _ = reply.send(());
-                    }
+                if let Err((e, reply)) = self.barriers.arm(&self.root, reply, now) {
+                    tracing::warn!(error = %e, "cannot write a barrier cookie; rescanning instead");
+                    self.rescan(None)?;
+                    self.flush_all(now)?;
+                    let _ = reply.send(());
                 }
             }
         }
@@ -750,15 +690,9 @@ impl Enqueuer {
     /// When `path` is a barrier's cookie: every event before it has been
     /// read, so flush everything held and answer the barrier.
     fn barrier_seen(&mut self, path: &Path) -> bool {
-        let Some(index) = self
-            .barriers
-            .iter()
-            .position(|(cookie, _, _)| cookie == path)
-        else {
+        let Some(reply) = self.barriers.seen(path) else {
             return false;
         };
-        let (cookie, _, reply) = self.barriers.swap_remove(index);
-        let _ = std::fs::remove_file(&cookie);
         // Renames still waiting for their pair and due folder rescans first.
         let now = Instant::now();
         let result = self

@@ -17,6 +17,7 @@
 
 pub mod clock;
 pub mod confined;
+pub mod control;
 pub mod db;
 pub mod debounce;
 pub mod diff;
