@@ -16,8 +16,10 @@
 //! rescan (pattern changes, lost events). The notify callback never blocks: it
 //! `try_send`s, and when the channel is full it records the event's folder in
 //! [`RescanRequests`] instead of dropping the change. Overflow signals
-//! (`Flag::Rescan`) and watch-limit errors become rescan requests too. No SQL;
-//! the patterns are only asked which folders to watch.
+//! (`Flag::Rescan`) and backend errors become rescan requests too; a folder
+//! that [`WatchGuard::sync`] cannot watch (the inotify watch limit) is the
+//! caller's to log, and its changes are found by rescans. No SQL; the
+//! patterns are only asked which folders to watch.
 
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Bound;
@@ -623,6 +625,71 @@ mod tests {
             classify(&moved_to),
             vec![FsEvent::RenamedTo(PathBuf::from("/r/e"))]
         );
+    }
+
+    #[test]
+    fn sync_watches_every_folder_but_ignored_ones_and_follows_pattern_changes() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let root = std::fs::canonicalize(dir.path()).expect("canonical");
+        for d in [
+            "notes/a/b",
+            "node_modules/x/y",
+            ".git/objects/ab",
+            "drafts/d",
+        ] {
+            std::fs::create_dir_all(root.join(d)).expect("mkdir");
+        }
+        std::os::unix::fs::symlink(root.join("notes"), root.join("link")).expect("symlink");
+        let ignore = |extra: &str| {
+            Patterns::from_text(&root, "notes/\n", &format!("node_modules/\n.git/\n{extra}"))
+                .expect("patterns")
+        };
+        let (tx, _rx) = std::sync::mpsc::sync_channel(1024);
+        let mut guard = start(
+            &root,
+            Backend::Native,
+            tx,
+            Arc::default(),
+            &ignore("drafts/\n"),
+        )
+        .expect("start");
+        let watched = |g: &WatchGuard| -> Vec<String> {
+            g.watched
+                .keys()
+                .map(|p| {
+                    p.strip_prefix(&root)
+                        .expect("under the root")
+                        .display()
+                        .to_string()
+                })
+                .collect()
+        };
+        // The root, notes/a/b, and .git alone (for its locks); not the link.
+        assert_eq!(
+            watched(&guard),
+            ["", ".git", "notes", "notes/a", "notes/a/b"]
+        );
+        // Un-ignoring drafts/ watches it.
+        let added = guard.sync(&root, &ignore(""), false).expect("sync");
+        assert_eq!(added, 2);
+        assert!(watched(&guard).contains(&"drafts/d".to_owned()));
+        // Ignoring notes/a drops its watches; a gone folder is forgotten.
+        std::fs::remove_dir_all(root.join("drafts")).expect("rm");
+        guard
+            .sync(&root, &ignore("notes/a/\n"), false)
+            .expect("sync");
+        assert_eq!(watched(&guard), ["", ".git", "notes"]);
+        // A folder replaced at the same path is watched anew.
+        std::fs::create_dir_all(root.join("notes/new/deeper")).expect("mkdir");
+        assert_eq!(
+            guard
+                .sync(&root.join("notes/new"), &ignore(""), true)
+                .expect("sync"),
+            2
+        );
+        guard.forget(&root.join("notes/new"));
+        assert_eq!(watched(&guard), ["", ".git", "notes"]);
+        assert_eq!(guard.watched_folders(), 3);
     }
 
     #[test]
