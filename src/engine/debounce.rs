@@ -11,9 +11,12 @@
 //! exists is the caller's decision: it stops taking due paths and later
 //! takes them all at once (`take_due(now, true)`).
 //!
-//! Due times are indexed by [`Deadlines`], an ordered set beside the map, so
-//! an event costs O(log n) and the next due time is the set's first entry:
+//! Beside the map of held paths, an ordered map keyed by (due time, sequence
+//! number) holds every path once, so an event costs one hash lookup and at
+//! most two tree operations, and the next due time is the tree's first key:
 //! no loop walks every held path, with 200,000 of them as with ten.
+//! [`Deadlines`] is the same index for keys that only have a due time (the
+//! enqueuer's unpaired rename halves and scheduled folder rescans).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::Hash;
