@@ -146,6 +146,10 @@ pub struct Enqueuer {
     /// Modification times of `.obbywatch` and `.obbyignore` when last loaded,
     /// compared when polling and at the start of every rescan.
     pattern_stamp: (Option<std::time::SystemTime>, Option<std::time::SystemTime>),
+    /// [`RescanRequests::losses`] at the last rescan: after a loss the
+    /// rescanned folders are watched anew, since the events that told a
+    /// folder's watch was gone may be among those lost.
+    losses_seen: u64,
 }
 
 /// Everything [`Enqueuer::start`] needs.
@@ -226,6 +230,7 @@ impl Enqueuer {
             paused: false,
             barriers: Barriers::default(),
             root_gone: false,
+            losses_seen: 0,
         };
         enqueuer.pattern_stamp = enqueuer.pattern_files_stamp();
         enqueuer.record_backend(&reason);
@@ -562,8 +567,11 @@ impl Enqueuer {
         }
         // Watches first, then the walk: a file created after its folder's
         // watch is an event, one created before is found by the walk.
+        let losses = self.rescans.losses();
+        let lost = losses != self.losses_seen;
+        self.losses_seen = losses;
         for scope in &scopes {
-            if let Err(e) = self.watch.sync(scope, &patterns, false) {
+            if let Err(e) = self.watch.sync(scope, &patterns, lost) {
                 watch_failed(scope, &e);
             }
         }
