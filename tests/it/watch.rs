@@ -243,8 +243,11 @@ fn new_folders(poll: bool) {
         v.write(&format!("notes/fresh/deep/er/f{i}.md"), format!("{i}\n"));
     }
     let changes = settle(&v, 30);
-    assert_eq!(changes.len(), 30);
-    assert!(changes.iter().all(|(k, _, _)| k == "created"));
+    assert_eq!(changes.len(), 30, "poll={poll}: {changes:?}");
+    assert!(
+        changes.iter().all(|(k, _, _)| k == "created"),
+        "{changes:?}"
+    );
     assert!(engine.stop().success());
 }
 
@@ -340,7 +343,18 @@ fn a_flood_of_20000_new_files_is_tracked_exactly_once_each() {
         total.as_secs_f64(),
         engine.peak_rss_kib() / 1024
     );
-    assert_eq!(v.count("SELECT COUNT(*) FROM file_versions"), files as i64);
+    let twice: Vec<(String, Option<String>)> = crate::fixture::query(
+        &v.conn(),
+        "SELECT file_path, content FROM file_versions WHERE file_path IN
+           (SELECT file_path FROM file_versions GROUP BY file_path HAVING COUNT(*) > 1)
+         ORDER BY id",
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    );
+    assert_eq!(
+        v.count("SELECT COUNT(*) FROM file_versions"),
+        files as i64,
+        "versions of the files recorded more than once: {twice:?}"
+    );
     assert_eq!(
         v.count("SELECT COUNT(DISTINCT file_path) FROM file_versions"),
         files as i64
