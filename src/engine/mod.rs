@@ -17,7 +17,9 @@
 
 pub mod clock;
 pub mod confined;
+pub mod control;
 pub mod db;
+pub mod debounce;
 pub mod diff;
 pub mod enqueue;
 mod error;

@@ -470,6 +470,33 @@ impl Running {
             .unwrap_or(0)
     }
 
+    /// Inotify watches the process holds now: the `inotify wd:` lines of
+    /// the fdinfo of each of its inotify descriptors (from /proc).
+    pub fn inotify_watches(&self) -> usize {
+        let pid = self.child.id();
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            return 0;
+        };
+        fds.flatten()
+            .filter(|fd| {
+                std::fs::read_link(fd.path())
+                    .is_ok_and(|target| target.to_string_lossy() == "anon_inode:inotify")
+            })
+            .filter_map(|fd| {
+                std::fs::read_to_string(format!(
+                    "/proc/{pid}/fdinfo/{}",
+                    fd.file_name().to_string_lossy()
+                ))
+                .ok()
+            })
+            .map(|info| {
+                info.lines()
+                    .filter(|l| l.starts_with("inotify wd:"))
+                    .count()
+            })
+            .sum()
+    }
+
     /// SIGKILL, then reap.
     pub fn kill9(mut self) {
         self.child.kill().expect("SIGKILL");
