@@ -6,7 +6,12 @@ use std::path::PathBuf;
 
 use prost::Message as _;
 
-const PROTOS: &[&str] = &["file_watcher.proto", "content_tracker.proto", "sync.proto"];
+const PROTOS: &[&str] = &[
+    "file_watcher.proto",
+    "content_tracker.proto",
+    "sync.proto",
+    "query.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in PROTOS {

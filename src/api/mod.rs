@@ -20,6 +20,8 @@ mod feed;
 mod file_watcher;
 pub mod limits;
 pub mod paths;
+// Query service (issue 12)
+mod query;
 pub mod read;
 mod sync;
 
@@ -50,6 +52,10 @@ pub mod proto {
     /// `obby.sync.v1`: obby-sync's own service.
     pub mod sync {
         tonic::include_proto!("obby.sync.v1");
+    }
+    /// `obby.query`: the seed's Query service.
+    pub mod query {
+        tonic::include_proto!("obby.query");
     }
     /// The encoded descriptors of all three, for reflection.
     pub const DESCRIPTOR: &[u8] = tonic::include_file_descriptor_set!("obby_descriptor");
@@ -101,6 +107,9 @@ pub struct ApiConfig {
     pub watcher: SocketAddr,
     /// The ContentTracker port's address.
     pub tracker: SocketAddr,
+    /// The Query service's address (`obby.query.QueryService`, on a port of
+    /// its own); None without it.
+    pub query: Option<SocketAddr>,
     /// The shared secret clients must send, if any.
     pub token: Option<String>,
     /// Allows a non-loopback address without a token (a trusted network).
@@ -117,6 +126,7 @@ impl ApiConfig {
         ApiConfig {
             watcher: SocketAddr::new(lo, watcher_port),
             tracker: SocketAddr::new(lo, tracker_port),
+            query: None,
             token: None,
             insecure_listen: false,
             max_content_calls: limits::DEFAULT_MAX_CONTENT_CALLS,
@@ -129,7 +139,8 @@ impl ApiConfig {
     /// # Errors
     /// [`ApiError::Insecure`] for the first such address.
     pub fn check(&self) -> Result<(), ApiError> {
-        for addr in [self.watcher, self.tracker] {
+        let query = self.query.into_iter();
+        for addr in [self.watcher, self.tracker].into_iter().chain(query) {
             if addr.ip().is_loopback() {
                 continue;
             }
@@ -242,10 +253,27 @@ pub async fn serve(
             addr: config.tracker,
             source,
         })?;
+    // Query service (issue 12): its own port.
+    let query_listener = match config.query {
+        Some(addr) => {
+            let listener = bind(addr).await?;
+            let bound = listener
+                .local_addr()
+                .map_err(|source| ApiError::Bind { addr, source })?;
+            Some((listener, bound))
+        }
+        None => None,
+    };
+    let query_addr = query_listener.as_ref().map(|(_, a)| a.to_string());
     {
         let h = handle.clone();
         blocking(move || {
             let conn = h.conn().map_err(status_from)?;
+            // Before the tracker's address, which tells tests the api is up.
+            if let Some(addr) = &query_addr {
+                db::meta_set(&conn, "api_query_addr", addr)
+                    .map_err(|e| Status::internal(e.to_string()))?;
+            }
             db::meta_set(&conn, "api_watcher_addr", &watcher_addr.to_string())
                 .and_then(|()| db::meta_set(&conn, "api_tracker_addr", &tracker_addr.to_string()))
                 .map_err(|e| Status::internal(e.to_string()))
@@ -305,7 +333,17 @@ pub async fn serve(
         .add_service(InterceptedService::new(reflection, auth.clone()))
         .add_service(InterceptedService::new(fw, auth.clone()))
         .add_service(InterceptedService::new(ct, auth.clone()))
-        .add_service(InterceptedService::new(sy, auth));
+        .add_service(InterceptedService::new(sy, auth.clone()));
+    // Query service (issue 12).
+    let query_server = query_listener.map(|(listener, addr)| {
+        tracing::info!(%addr, "gRPC query service listening");
+        tokio::spawn(query::serve(
+            handle.clone(),
+            listener,
+            auth,
+            stop_rx.clone(),
+        ))
+    });
     let second = router.clone();
     let mut stop_a = stop_rx.clone();
     let mut stop_b = stop_rx;
@@ -324,7 +362,7 @@ pub async fn serve(
     shutdown.await;
     // Waiters (TrackChange, Subscribe, Sync) see this and end their calls.
     let _ = stop_tx.send(true);
-    for server in [a, b] {
+    for server in [Some(a), Some(b), query_server].into_iter().flatten() {
         let abort = server.abort_handle();
         match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
             Ok(Ok(result)) => result?,
