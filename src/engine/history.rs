@@ -35,6 +35,8 @@ pub const TOP_N: usize = 10;
 pub const MAX_ANALYSIS_DIFF_BYTES: i64 = 16 * 1024 * 1024;
 /// Candidate keywords (by count) whose rarity is looked up in the index.
 const KEYWORD_CANDIDATES: usize = 100;
+/// Versions the history needs before a word's rarity rules it out.
+const MIN_VERSIONS_FOR_RARITY: i64 = 4;
 /// Shortest word counted as a keyword.
 const MIN_KEYWORD_CHARS: usize = 3;
 
@@ -583,7 +585,8 @@ fn folder_topics(root: &Path, files: &[(String, i64)]) -> Vec<String> {
 }
 
 /// Words of the lines the period's diffs added, each weighed by its count
-/// times how rare it is across all versions (`ln(N / versions holding it)`).
+/// times how rare it is across all versions (`ln(N / versions holding it)`);
+/// a word in more than half of all versions is left out.
 fn word_keywords(conn: &Connection, period: &Period) -> rusqlite::Result<Vec<String>> {
     let mut counts: HashMap<String, i64> = HashMap::new();
     let mut stmt = conn.prepare(
@@ -628,6 +631,12 @@ fn word_keywords(conn: &Connection, period: &Period) -> rusqlite::Result<Vec<Str
     for (word, count) in candidates {
         let phrase = format!("content : \"{}\"", word.replace('"', "\"\""));
         let df: i64 = holding.query_row([phrase], |r| r.get(0))?;
+        // A word in more than half of all versions says nothing about this
+        // period ("the", a template's boilerplate): bm25 discounts such words
+        // to nothing too.
+        if versions >= MIN_VERSIONS_FOR_RARITY && df * 2 > versions {
+            continue;
+        }
         let idf = ((versions.max(1) as f64 + 1.0) / (df as f64 + 1.0)).ln();
         scored.push((word, count as f64 * idf.max(0.0)));
     }
