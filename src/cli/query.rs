@@ -162,10 +162,10 @@ pub(super) fn stats(
 ) -> Result<ExitCode> {
     let since = since.map(|s| parse_time(s, "--since")).transpose()?;
     let until = until.map(|s| parse_time(s, "--until")).transpose()?;
-    if let (Some(s), Some(u)) = (since, until) {
-        if u < s {
-            bail!("--until is before --since");
-        }
+    if let (Some(s), Some(u)) = (since, until)
+        && u < s
+    {
+        bail!("--until is before --since");
     }
     let period = Period::new(since.unwrap_or(0), until.unwrap_or(0))?;
     let conn = db::open_reader(db_path)?;

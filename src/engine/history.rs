@@ -399,10 +399,11 @@ pub fn topic_files(
             .collect::<Result<_, _>>()?;
         for path in stored {
             let path = absolute(root, &path);
-            if files.len() < limit && seen.insert(path.clone()) {
-                if let Some(file) = live_file(conn, &path)? {
-                    files.push(file);
-                }
+            if files.len() < limit
+                && seen.insert(path.clone())
+                && let Some(file) = live_file(conn, &path)?
+            {
+                files.push(file);
             }
         }
         if !files.is_empty() {
@@ -422,10 +423,10 @@ pub fn topic_files(
         .query_map([], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
     for path in paths {
-        if relative(root, &path).to_lowercase().contains(&needle) {
-            if let Some(file) = live_file(conn, &path)? {
-                by_path.push(file);
-            }
+        if relative(root, &path).to_lowercase().contains(&needle)
+            && let Some(file) = live_file(conn, &path)?
+        {
+            by_path.push(file);
         }
     }
     by_path.sort_by(|a, b| {
@@ -451,10 +452,11 @@ pub fn topic_files(
             Err(e) => return Err(e.into()),
         };
         for hit in hits {
-            if files.len() < limit && seen.insert(hit.file_path.clone()) {
-                if let Some(file) = live_file(conn, &hit.file_path)? {
-                    files.push(file);
-                }
+            if files.len() < limit
+                && seen.insert(hit.file_path.clone())
+                && let Some(file) = live_file(conn, &hit.file_path)?
+            {
+                files.push(file);
             }
         }
     }

@@ -272,6 +272,7 @@ class EngineCase(unittest.TestCase):
                 "--db", str(self.db_path),
                 "--watcher-port", "0",
                 "--tracker-port", "0",
+                "--query-port", "0",
                 # The engine's default; StartWatching lowers it to 50 in one test.
                 "--debounce-ms", "500",
                 "--rescan-interval", "0",
