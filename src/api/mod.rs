@@ -1,6 +1,7 @@
 //! The gRPC api: Obby's two old services (`obby.filewatcher.FileWatcher`,
 //! `obby.contenttracker.ContentTracker`) and obby-sync's own
-//! `obby.sync.v1.Sync`, plus standard health and reflection.
+//! `obby.sync.v1.Sync`, plus standard health and reflection; and, on a port
+//! of its own, the seed's `obby.query.QueryService` (`api/query.rs`).
 //!
 //! The database carries the data; the api only signals progress, answers
 //! questions and steers the engine through an [`EngineHandle`]. It depends on
@@ -57,7 +58,7 @@ pub mod proto {
     pub mod query {
         tonic::include_proto!("obby.query");
     }
-    /// The encoded descriptors of all three, for reflection.
+    /// The encoded descriptors of them all, for reflection.
     pub const DESCRIPTOR: &[u8] = tonic::include_file_descriptor_set!("obby_descriptor");
 }
 
@@ -221,9 +222,10 @@ impl tonic::service::Interceptor for Auth {
     }
 }
 
-/// Binds both ports, records the bound addresses in `sync_meta`
-/// (`api_watcher_addr`, `api_tracker_addr`; useful with port 0), and serves
-/// until `shutdown` completes.
+/// Binds both ports (and the Query service's, when configured), records the
+/// bound addresses in `sync_meta` (`api_watcher_addr`, `api_tracker_addr`,
+/// `api_query_addr`; useful with port 0), and serves until `shutdown`
+/// completes.
 ///
 /// # Errors
 /// [`ApiError::Insecure`] as [`ApiConfig::check`] says; [`ApiError::Bind`]
@@ -403,5 +405,9 @@ mod tests {
         cfg.insecure_listen = false;
         cfg.token = Some("t".into());
         assert!(cfg.check().is_ok());
+        // The Query service's port follows the same rule.
+        let mut cfg = ApiConfig::local(0, 0);
+        cfg.query = Some("0.0.0.0:0".parse().expect("addr"));
+        assert!(matches!(cfg.check(), Err(ApiError::Insecure { .. })));
     }
 }
