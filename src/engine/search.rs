@@ -2,7 +2,7 @@
 //!
 //! The index is `file_versions_fts`, an external-content FTS5 table over
 //! `file_versions` (`file_path` and `content`; the text is stored once, in
-//! `file_versions`), created by `schema/0005_search.sql` and kept in step by
+//! `file_versions`), created by `schema/0006_search.sql` and kept in step by
 //! its triggers: a version and its index entry commit in the same
 //! transaction, whoever inserts the version (the store or the Python
 //! backend). This module never writes `file_versions`.
@@ -191,7 +191,7 @@ pub fn fts_query(input: &str, prefix: bool) -> Result<String, QueryError> {
         .join(" "))
 }
 
-/// True when the database has the search index (schema 5 or later).
+/// True when the database has the search index (schema 6 or later).
 ///
 /// # Errors
 /// Any SQLite error.
