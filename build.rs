@@ -12,6 +12,7 @@ const PROTOS: &[&str] = &[
     "sync.proto",
     // SSE hub (issue 12)
     "sse.proto",
+    "query.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -1,6 +1,7 @@
 //! The gRPC api: Obby's two old services (`obby.filewatcher.FileWatcher`,
 //! `obby.contenttracker.ContentTracker`) and obby-sync's own
-//! `obby.sync.v1.Sync`, plus standard health and reflection.
+//! `obby.sync.v1.Sync`, plus standard health and reflection; and, on a port
+//! of its own, the seed's `obby.query.QueryService` (`api/query.rs`).
 //!
 //! The database carries the data; the api only signals progress, answers
 //! questions and steers the engine through an [`EngineHandle`]. It depends on
@@ -24,6 +25,8 @@ mod file_watcher;
 pub mod limits;
 // SSE hub (issue 12)
 pub mod paths;
+// Query service (issue 12)
+mod query;
 pub mod read;
 pub mod sse;
 mod sync;
@@ -60,7 +63,11 @@ pub mod proto {
     pub mod sse {
         tonic::include_proto!("obby.sse");
     }
-    /// The encoded descriptors of all three, for reflection.
+    /// `obby.query`: the seed's Query service.
+    pub mod query {
+        tonic::include_proto!("obby.query");
+    }
+    /// The encoded descriptors of them all, for reflection.
     pub const DESCRIPTOR: &[u8] = tonic::include_file_descriptor_set!("obby_descriptor");
 }
 
@@ -113,6 +120,9 @@ pub struct ApiConfig {
     pub watcher: SocketAddr,
     /// The ContentTracker port's address.
     pub tracker: SocketAddr,
+    /// The Query service's address (`obby.query.QueryService`, on a port of
+    /// its own); None without it.
+    pub query: Option<SocketAddr>,
     /// The shared secret clients must send, if any.
     pub token: Option<String>,
     /// Allows a non-loopback address without a token (a trusted network).
@@ -133,6 +143,7 @@ impl ApiConfig {
         ApiConfig {
             watcher: SocketAddr::new(lo, watcher_port),
             tracker: SocketAddr::new(lo, tracker_port),
+            query: None,
             token: None,
             insecure_listen: false,
             max_content_calls: limits::DEFAULT_MAX_CONTENT_CALLS,
@@ -148,7 +159,12 @@ impl ApiConfig {
     /// [`ApiError::Insecure`] for the first such address.
     pub fn check(&self) -> Result<(), ApiError> {
         let hub = self.sse.iter().flat_map(|s| [s.grpc, s.http]); // SSE hub (issue 12)
-        for addr in [self.watcher, self.tracker].into_iter().chain(hub) {
+        let query = self.query.into_iter();
+        for addr in [self.watcher, self.tracker]
+            .into_iter()
+            .chain(hub)
+            .chain(query)
+        {
             if addr.ip().is_loopback() {
                 continue;
             }
@@ -229,9 +245,10 @@ impl tonic::service::Interceptor for Auth {
     }
 }
 
-/// Binds both ports, records the bound addresses in `sync_meta`
-/// (`api_watcher_addr`, `api_tracker_addr`; useful with port 0), and serves
-/// until `shutdown` completes.
+/// Binds both ports (and the Query service's, when configured), records the
+/// bound addresses in `sync_meta` (`api_watcher_addr`, `api_tracker_addr`,
+/// `api_query_addr`; useful with port 0), and serves until `shutdown`
+/// completes.
 ///
 /// # Errors
 /// [`ApiError::Insecure`] as [`ApiConfig::check`] says; [`ApiError::Bind`]
@@ -261,10 +278,27 @@ pub async fn serve(
             addr: config.tracker,
             source,
         })?;
+    // Query service (issue 12): its own port.
+    let query_listener = match config.query {
+        Some(addr) => {
+            let listener = bind(addr).await?;
+            let bound = listener
+                .local_addr()
+                .map_err(|source| ApiError::Bind { addr, source })?;
+            Some((listener, bound))
+        }
+        None => None,
+    };
+    let query_addr = query_listener.as_ref().map(|(_, a)| a.to_string());
     {
         let h = handle.clone();
         blocking(move || {
             let conn = h.conn().map_err(status_from)?;
+            // Before the tracker's address, which tells tests the api is up.
+            if let Some(addr) = &query_addr {
+                db::meta_set(&conn, "api_query_addr", addr)
+                    .map_err(|e| Status::internal(e.to_string()))?;
+            }
             db::meta_set(&conn, "api_watcher_addr", &watcher_addr.to_string())
                 .and_then(|()| db::meta_set(&conn, "api_tracker_addr", &tracker_addr.to_string()))
                 .map_err(|e| Status::internal(e.to_string()))
@@ -340,7 +374,17 @@ pub async fn serve(
         .add_service(InterceptedService::new(reflection, auth.clone()))
         .add_service(InterceptedService::new(fw, auth.clone()))
         .add_service(InterceptedService::new(ct, auth.clone()))
-        .add_service(InterceptedService::new(sy, auth));
+        .add_service(InterceptedService::new(sy, auth.clone()));
+    // Query service (issue 12).
+    let query_server = query_listener.map(|(listener, addr)| {
+        tracing::info!(%addr, "gRPC query service listening");
+        tokio::spawn(query::serve(
+            handle.clone(),
+            listener,
+            auth,
+            stop_rx.clone(),
+        ))
+    });
     let second = router.clone();
     let mut stop_a = stop_rx.clone();
     let mut stop_b = stop_rx;
@@ -359,7 +403,7 @@ pub async fn serve(
     shutdown.await;
     // Waiters (TrackChange, Subscribe, Sync) see this and end their calls.
     let _ = stop_tx.send(true);
-    for server in [a, b] {
+    for server in [Some(a), Some(b), query_server].into_iter().flatten() {
         let abort = server.abort_handle();
         match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
             Ok(Ok(result)) => result?,
@@ -413,5 +457,9 @@ mod tests {
         cfg.insecure_listen = false;
         cfg.token = Some("t".into());
         assert!(cfg.check().is_ok());
+        // The Query service's port follows the same rule.
+        let mut cfg = ApiConfig::local(0, 0);
+        cfg.query = Some("0.0.0.0:0".parse().expect("addr"));
+        assert!(matches!(cfg.check(), Err(ApiError::Insecure { .. })));
     }
 }

@@ -390,6 +390,7 @@ impl Vault {
         // Ephemeral api ports, so tests run side by side.
         let mut args = vec!["run", "--watcher-port", "0", "--tracker-port", "0"];
         args.extend_from_slice(&["--sse-grpc-port", "0", "--sse-http-port", "0"]); // SSE hub (issue 12)
+        args.extend(["--query-port", "0"]);
         args.extend_from_slice(extra);
         let child = self
             .command(&args)
@@ -522,6 +523,15 @@ impl Drop for Running {
 }
 
 impl Running {
+    /// The Query service's address (a port of its own).
+    #[allow(dead_code)]
+    pub fn query_url(&self, v: &Vault) -> String {
+        format!(
+            "http://{}",
+            v.meta("api_query_addr").expect("query address recorded")
+        )
+    }
+
     /// The api's address (both ports serve every service).
     pub fn api_url(&self, v: &Vault) -> String {
         format!(

@@ -13,6 +13,7 @@ mod hostile;
 mod inputs;
 mod pipeline;
 mod poison;
+mod query;
 mod replay;
 mod sse;
 mod traps;

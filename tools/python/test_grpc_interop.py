@@ -275,6 +275,7 @@ class EngineCase(unittest.TestCase):
                 "--tracker-port", "0",
                 "--sse-grpc-port", "0",
                 "--sse-http-port", "0",
+                "--query-port", "0",
                 # The engine's default; StartWatching lowers it to 50 in one test.
                 "--debounce-ms", "500",
                 "--rescan-interval", "0",
