@@ -5,7 +5,7 @@
 //! `Publish` and are live only: they are kept nowhere, so a client that is
 //! not connected (or falls behind) does not get them. **File changes** are
 //! the engine's committed `file_changes` rows, read through the api's change
-//! feed ([`super::feed`]) exactly as `Subscribe` reads them: a client
+//! feed (`api::feed`) exactly as `Subscribe` reads them: a client
 //! subscribes to the feed, catches up from the database after its cursor,
 //! then forwards live rows past it, so with the cursor of the last change it
 //! saw (SSE `Last-Event-ID`, gRPC `after_cursor`) a client that reconnects,
