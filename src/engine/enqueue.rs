@@ -22,7 +22,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant};
 
@@ -111,6 +111,8 @@ pub struct Enqueuer {
     patterns: SharedPatterns,
     own_files: Vec<PathBuf>,
     cfg: WatchConfig,
+    /// The workers' settle floor: the debounce, in ms.
+    debounce_ms: Arc<AtomicU64>,
     debouncer: Debouncer,
     doorbell: Arc<Doorbell>,
     rescans: Arc<RescanRequests>,
@@ -164,6 +166,9 @@ pub struct EnqueuerParts {
     pub own_files: Vec<PathBuf>,
     /// Watch settings.
     pub cfg: WatchConfig,
+    /// The debounce as the workers' settle floor sees it (ms), kept in step
+    /// with `cfg.debounce`.
+    pub debounce_ms: Arc<AtomicU64>,
     /// Rung after each flush.
     pub doorbell: Arc<Doorbell>,
     /// Control messages from the api.
@@ -212,6 +217,7 @@ impl Enqueuer {
             debouncer: Debouncer::new(cfg.debounce, cfg.max_wait),
             next_rescan: cfg.rescan_interval.map(|d| now + d),
             cfg,
+            debounce_ms: parts.debounce_ms,
             doorbell: parts.doorbell,
             rescans,
             tx,
@@ -636,6 +642,10 @@ impl Enqueuer {
             }
             Control::SetDebounce(debounce) => {
                 self.cfg.debounce = debounce;
+                self.debounce_ms.store(
+                    u64::try_from(debounce.as_millis()).unwrap_or(u64::MAX),
+                    Ordering::Relaxed,
+                );
                 self.cfg.max_wait = debounce * 10;
                 self.debouncer.set_timing(debounce, debounce * 10);
             }
@@ -887,6 +897,7 @@ mod tests {
                 patterns,
                 own_files: Vec::new(),
                 cfg,
+                debounce_ms: Arc::default(),
                 doorbell: Arc::default(),
                 control,
             },

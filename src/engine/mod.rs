@@ -37,7 +37,7 @@ pub mod worker;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
@@ -245,6 +245,7 @@ impl Engine {
             max_file_size: config.max_file_size,
             patterns: SharedPatterns::new(patterns),
             settle: config.settle,
+            debounce_ms: Arc::new(AtomicU64::new(0)),
             faults: worker::Faults::from_env(),
         });
         Ok(Engine {
@@ -456,11 +457,12 @@ impl Engine {
         // has been quiet for the debounce, so a change found by a rescan or
         // the start-up reconciliation waits as long as one the watcher saw
         // (whose last event is already a debounce old by then).
-        let settle = self.config.settle.max(watch.debounce);
-        self.worker_cfg = Arc::new(WorkerConfig {
-            settle,
-            ..(*self.worker_cfg).clone()
-        });
+        // The enqueuer updates the shared debounce when the api changes it.
+        let debounce_ms = self.worker_cfg.debounce_ms.clone();
+        debounce_ms.store(
+            u64::try_from(watch.debounce.as_millis()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
         let conn = db::open_writer(&self.config.db)?;
         self.checkpointer.adopt(&conn).map_err(|e| self.sql(e))?;
         let (Some(event_rx), Some(control_rx)) = (self.events.1.take(), self.control.1.take())
@@ -477,6 +479,7 @@ impl Engine {
                 patterns: self.worker_cfg.patterns.clone(),
                 own_files: self.config.own_files(),
                 cfg: watch,
+                debounce_ms,
                 doorbell: self.doorbell.clone(),
                 control: control_rx,
             },

@@ -17,6 +17,8 @@
 use std::fs::{File, Metadata};
 use std::io::{self, Read};
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rusqlite::{Connection, OptionalExtension};
 
@@ -41,8 +43,21 @@ pub struct WorkerConfig {
     pub patterns: SharedPatterns,
     /// A file modified less than this long ago is looked at again later.
     pub settle: std::time::Duration,
+    /// The watcher's debounce in ms (0 without a watcher), which the settle
+    /// time is never below: shared with the enqueuer, so a debounce changed
+    /// through the api changes the settle time of every source at once.
+    pub debounce_ms: Arc<AtomicU64>,
     /// Faults the tests inject from outside (see [`Faults`]).
     pub faults: Faults,
+}
+
+impl WorkerConfig {
+    /// `settle`, or the watcher's current debounce when that is longer.
+    pub fn effective_settle(&self) -> std::time::Duration {
+        self.settle.max(std::time::Duration::from_millis(
+            self.debounce_ms.load(Ordering::Relaxed),
+        ))
+    }
 }
 
 /// Faults injected from outside, so the tests can drive the real binary
@@ -339,7 +354,7 @@ pub fn process(
         }
         return Ok(out);
     };
-    settled(row, &meta, cfg.settle)?;
+    settled(row, &meta, cfg.effective_settle())?;
     let snap = read_snapshot(&row.path, file, &meta, cfg.max_file_size)?;
     // Changed while it was read: the text may mix two states.
     if let Ok(after) = std::fs::symlink_metadata(&row.path)
@@ -347,7 +362,7 @@ pub fn process(
     {
         return Err(ItemError::Unsettled {
             path: row.path.clone(),
-            wait: cfg.settle,
+            wait: cfg.effective_settle(),
         });
     }
 
