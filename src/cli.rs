@@ -2,7 +2,8 @@
 //! engine errors arrive typed and leave as one line on stderr with a non-zero
 //! exit code.
 //!
-//! Commands: `init`, `scan`, `run`, `enqueue`, `status`, `log`, `diff`.
+//! Commands: `init`, `scan`, `run`, `serve`, `enqueue`, `status`, `log`,
+//! `diff`.
 //! Flags fall back to the contract's environment variables (`DB_PATH`,
 //! `LOG_LEVEL`, `WATCHER_PORT`, ...), then to defaults. The api token is
 //! read from `OBBY_TOKEN` or `--token-file`; `--token` works but is warned
@@ -106,6 +107,11 @@ struct Tuning {
     /// Hours to keep finished queue rows before pruning them.
     #[arg(long, default_value_t = config::DEFAULT_RETENTION.as_secs() / 3600)]
     retention_hours: u64,
+    /// Who checkpoints the WAL: auto (obby-sync), passive (obby-sync, PASSIVE
+    /// only, the WAL never truncated) or external (nobody here: use it with
+    /// Litestream, which must see every WAL frame).
+    #[arg(long, default_value = "auto", value_name = "MODE")]
+    checkpoint: crate::engine::db::CheckpointMode,
 }
 
 #[derive(Debug, Args)]
@@ -273,6 +279,16 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Serve the read parts of the api from a read-only copy of obby.db (a
+    /// Litestream restore): status, the change feed; no watching, no writes.
+    /// A newer restore moved over the file is picked up.
+    Serve {
+        /// The copy to serve.
+        #[arg(long, env = "DB_PATH")]
+        db: PathBuf,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Add files to the queue (a running engine picks them up).
     Enqueue {
         #[command(flatten)]
@@ -376,6 +392,7 @@ fn run(command: Command) -> Result<ExitCode> {
             watch,
             api,
         } => run_engine(&location, &tuning, &watch, &api),
+        Command::Serve { db, api } => serve_replica(&db, &api),
         Command::Enqueue { location, paths } => enqueue(&location, &paths),
         Command::Status { location, json } => status(&location.db(), json),
         Command::Log {
@@ -416,6 +433,7 @@ fn config(location: &Location, tuning: &Tuning) -> Result<Config> {
     cfg.policy.backoff = Duration::from_millis(tuning.retry_backoff_ms);
     cfg.retention = Duration::from_secs(tuning.retention_hours.saturating_mul(3600));
     cfg.settle = Duration::from_millis(tuning.settle_ms);
+    cfg.checkpoint = tuning.checkpoint;
     Ok(cfg)
 }
 
@@ -612,6 +630,38 @@ fn run_engine(
         failed = p.failed,
         "stopped cleanly"
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `serve`: the api on a read-only copy until SIGINT or SIGTERM.
+fn serve_replica(db_path: &Path, api: &ApiArgs) -> Result<ExitCode> {
+    if api.no_api {
+        bail!("serve is the api: --no-api leaves nothing to do");
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
+    }
+    let api_config = api.config()?;
+    let (handle, guard) = crate::engine::replica::open(db_path)?;
+    eprintln!(
+        "obby-sync: serving {} read-only; Ctrl-C stops",
+        handle.db_path().display()
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("obby-api")
+        .enable_all()
+        .build()
+        .context("starting the api runtime")?;
+    let result = runtime.block_on(crate::api::serve(handle, api_config, async move {
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }));
+    drop(guard);
+    result?;
+    tracing::info!("stopped cleanly");
     Ok(ExitCode::SUCCESS)
 }
 
