@@ -119,7 +119,10 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 /// the last connection to a database closes) and none after a commit.
 fn configure_checkpoints(conn: &Connection, mode: CheckpointMode) -> rusqlite::Result<()> {
     if mode != CheckpointMode::Auto {
-        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+            true,
+        )?;
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     }
     Ok(())
@@ -140,7 +143,10 @@ pub fn open_writer(path: &Path) -> Result<Connection, EngineError> {
 ///
 /// # Errors
 /// As [`open_writer`].
-pub fn open_writer_with(path: &Path, checkpoints: CheckpointMode) -> Result<Connection, EngineError> {
+pub fn open_writer_with(
+    path: &Path,
+    checkpoints: CheckpointMode,
+) -> Result<Connection, EngineError> {
     let err = |e| EngineError::from_sqlite(path, e);
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
@@ -349,8 +355,10 @@ fn probe_replica(path: &Path, manager: &SqliteConnectionManager) -> Result<(), E
             known: latest_version(),
         });
     }
-    conn.query_row("SELECT COUNT(*) FROM file_changes", [], |r| r.get::<_, i64>(0))
-        .map_err(err)?;
+    conn.query_row("SELECT COUNT(*) FROM file_changes", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map_err(err)?;
     Ok(())
 }
 
@@ -389,9 +397,7 @@ impl SharedPool {
     ///
     /// # Errors
     /// [`EngineError::Pool`] when none can be had.
-    pub fn get(
-        &self,
-    ) -> Result<r2d2::PooledConnection<SqliteConnectionManager>, EngineError> {
+    pub fn get(&self) -> Result<r2d2::PooledConnection<SqliteConnectionManager>, EngineError> {
         let pool = self
             .0
             .read()
@@ -530,6 +536,28 @@ pub fn checkpoint(conn: &Connection) {
     }
 }
 
+/// Attempts of a PASSIVE checkpoint when the queue drains in `passive` mode.
+const DRAINED_TRIES: usize = 5;
+
+/// Runs a PASSIVE checkpoint; returns the WAL's frames and how many of them
+/// are now in the database (None when it could not run).
+fn passive(conn: &Connection) -> Option<(i64, i64)> {
+    match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    }) {
+        Ok((0, log, copied)) => Some((log, copied)),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::debug!(error = %e, "passive checkpoint skipped");
+            None
+        }
+    }
+}
+
 /// Checkpoints the WAL on a thread of its own, so the single writer never
 /// stalls on copying pages back into the database: the engine's connections
 /// switch SQLite's automatic checkpoint off ([`Checkpointer::adopt`]) and this
@@ -570,6 +598,8 @@ impl Checkpointer {
             .name("obby-checkpoint".into())
             .spawn(move || {
                 let mut last_look = std::time::Instant::now();
+                // The WAL's size and mtime when a checkpoint last copied all of it.
+                let mut done_at = None;
                 loop {
                     let (lock, bell) = &*flag;
                     let stopped = lock
@@ -589,14 +619,17 @@ impl Checkpointer {
                     if mode == CheckpointMode::External {
                         continue;
                     }
-                    let size = std::fs::metadata(&wal).map_or(0, |m| m.len());
-                    if size < CHECKPOINT_WAL_BYTES {
+                    let now = std::fs::metadata(&wal)
+                        .ok()
+                        .map(|m| (m.len(), m.modified().ok()));
+                    let size = now.map_or(0, |(len, _)| len);
+                    // A WAL that is not truncated keeps its size: nothing is
+                    // new in it until it is written again.
+                    if size < CHECKPOINT_WAL_BYTES || (done_at.is_some() && done_at == now) {
                         continue;
                     }
-                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                    {
-                        tracing::debug!(error = %e, "background checkpoint skipped");
-                    }
+                    done_at =
+                        passive(&conn).and_then(|(log, copied)| (copied >= log).then_some(now?));
                 }
             })
             .map_err(|source| EngineError::Io {
@@ -625,8 +658,13 @@ impl Checkpointer {
         match self.mode {
             CheckpointMode::Auto => checkpoint(conn),
             CheckpointMode::Passive => {
-                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                    tracing::debug!(error = %e, "wal checkpoint skipped");
+                // The background thread may be checkpointing at this moment
+                // (then this one is refused at once): a few tries, short.
+                for _ in 0..DRAINED_TRIES {
+                    if passive(conn).is_some_and(|(log, copied)| copied >= log) {
+                        break;
+                    }
+                    std::thread::sleep(CHECKPOINT_POLL / 4);
                 }
             }
             CheckpointMode::External => {}

@@ -86,7 +86,9 @@ pub fn open(db: &Path) -> Result<(EngineHandle, ReplicaGuard), EngineError> {
     let first = identity(&db);
     let (pool, how) = db::replica_pool(&db, POOL_SIZE)?;
     log_open(&db, how);
-    let root = db.parent().map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
+    let root = db
+        .parent()
+        .map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
     let patterns = Patterns::from_text(&root, "", "")?;
     let readers = SharedPool::new(pool);
     let progress = Arc::new(Progress::default());

@@ -14,5 +14,6 @@ mod inputs;
 mod pipeline;
 mod poison;
 mod replay;
+mod replicas;
 mod traps;
 mod watch;
