@@ -656,7 +656,17 @@ async fn serve_reads_a_restored_copy_refuses_writes_and_follows_a_newer_restore(
     // file; the open stream goes on from its cursor.
     v.write("notes/s3.md", "note 3\n");
     v.write("notes/s1.md", "note 1, edited\n");
-    v.scan(&[]);
+    // Beside the running Litestream, as the README says; the engine sees it.
+    let out = v
+        .command(&["scan", "--checkpoint", "external", "--log-level", "info"])
+        .output()
+        .expect("scan");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("Litestream is replicating this database; checkpoints are left to it"),
+        "the engine did not notice Litestream: {log}"
+    );
     let newer = tokio::task::block_in_place(|| restored_with(5, "newer.db"));
     std::fs::rename(&newer, &served).expect("move the newer restore over the served file");
     for want in [4, 5] {
