@@ -480,7 +480,12 @@ impl Drop for Serving {
 }
 
 fn serve(db: &Path, log: &Path) -> Serving {
-    let child = Command::new(bin())
+    serve_with(Command::new(bin()), db, log)
+}
+
+/// `obby-sync serve` through `cmd` (the binary, or `setpriv` in front of it).
+fn serve_with(mut cmd: Command, db: &Path, log: &Path) -> Serving {
+    let child = cmd
         .args([
             "serve",
             "--watcher-port",
@@ -685,4 +690,58 @@ async fn serve_reads_a_restored_copy_refuses_writes_and_follows_a_newer_restore(
     assert_eq!((status.changes, status.cursor), (5, 5));
     kill(streamer);
     drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_opens_a_copy_in_a_folder_it_cannot_write_as_immutable() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let v = Vault::new();
+    v.write("notes/a.md", "alpha\n");
+    v.write("notes/b.md", "bravo\n");
+    v.scan(&[]);
+    // `auto` checkpointed and removed the WAL when the scan's last
+    // connection closed: the file stands alone, as a restored one does.
+    assert!(!PathBuf::from(format!("{}-wal", v.db.display())).exists());
+    let dir = v.db.parent().expect("dir").to_path_buf();
+    let folder = dir.join("read-only");
+    std::fs::create_dir(&folder).expect("mkdir");
+    let copy = folder.join("obby.db");
+    std::fs::copy(&v.db, &copy).expect("copy");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o444)).expect("chmod");
+    std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o555)).expect("chmod");
+    // Root writes any folder: then serve runs as `nobody`, who cannot.
+    let probe = folder.join("probe");
+    let cmd = if std::fs::write(&probe, b"").is_ok() {
+        let _ = std::fs::remove_file(&probe);
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", bin()]);
+        cmd
+    } else {
+        Command::new(bin())
+    };
+    let log = dir.join("serve.log");
+    let server = serve_with(cmd, &copy, &log);
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert!(text.contains("as immutable"), "{text}");
+    let mut sy = SyncClient::new(
+        tonic::transport::Channel::from_shared(server.url.clone())
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect"),
+    );
+    let status = sy
+        .get_status(GetStatusRequest {})
+        .await
+        .expect("status")
+        .into_inner();
+    assert_eq!((status.versions, status.changes), (2, 2));
+    let names: Vec<String> = std::fs::read_dir(&folder)
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["obby.db"], "serve left files beside the copy");
+    drop(server);
+    std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o755)).expect("chmod");
 }
