@@ -257,6 +257,16 @@ fn a_litestream_replica_of_sigkilled_engines_restores_every_replicated_change_on
     for round in 0..rounds {
         let engine = v.start(&flags);
         let streamer = replicate(&config, &log);
+        if round == 0 {
+            // The first round waits for Litestream's first upload (on a
+            // loaded machine its start-up snapshot can take longer than a
+            // round), so there is always something to restore; the later
+            // rounds kill it at any moment, start-up included.
+            let uploaded = wait_for(Duration::from_secs(30), || {
+                !walk(&replica.join("ltx")).is_empty()
+            });
+            assert!(uploaded, "Litestream uploaded nothing in 30 s");
+        }
         let run_for = Duration::from_millis(editor.rng.random_range(800..2_500));
         let up = Instant::now();
         while up.elapsed() < run_for {
