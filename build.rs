@@ -6,7 +6,14 @@ use std::path::PathBuf;
 
 use prost::Message as _;
 
-const PROTOS: &[&str] = &["file_watcher.proto", "content_tracker.proto", "sync.proto"];
+const PROTOS: &[&str] = &[
+    "file_watcher.proto",
+    "content_tracker.proto",
+    "sync.proto",
+    // SSE hub (issue 12)
+    "sse.proto",
+    "query.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in PROTOS {

@@ -3,7 +3,7 @@
 //! exit code.
 //!
 //! Commands: `init`, `scan`, `run`, `serve`, `enqueue`, `status`, `log`,
-//! `diff`.
+//! `diff`, `search`, `stats`.
 //! Flags fall back to the contract's environment variables (`DB_PATH`,
 //! `LOG_LEVEL`, `WATCHER_PORT`, ...), then to defaults. The api token is
 //! read from `OBBY_TOKEN` or `--token-file`; `--token` works but is warned
@@ -26,6 +26,9 @@ use crate::engine::patterns::{DEFAULT_IGNORE, DEFAULT_WATCH, IGNORE_FILE, WATCH_
 use crate::engine::progress::ProgressSnapshot;
 use crate::engine::queue::{self, ChangeKind, NewEvent};
 use crate::engine::{Engine, Until, db, diff};
+
+// search and stats (issue 12)
+mod query;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -129,6 +132,12 @@ struct ApiArgs {
     /// Port of the ContentTracker service.
     #[arg(long, env = "TRACKER_PORT", default_value_t = 50052)]
     tracker_port: u16,
+    /// Port of the Query service (obby.query.QueryService; 0 picks a free one).
+    #[arg(long, env = "QUERY_PORT", default_value_t = 50053)]
+    query_port: u16,
+    /// Run without the Query service.
+    #[arg(long)]
+    no_query: bool,
     /// Shared secret every gRPC call must carry (`authorization: Bearer
     /// <token>`). Visible to every user in the process list: prefer
     /// OBBY_TOKEN or --token-file.
@@ -144,6 +153,17 @@ struct ApiArgs {
     /// Run without the gRPC api.
     #[arg(long)]
     no_api: bool,
+    // --- SSE hub (issue 12) ---
+    /// Port of the SSE hub's gRPC service (obby.sse.SSEService); 0 picks a free port.
+    #[arg(long, env = "SSE_GRPC_PORT", default_value_t = crate::api::sse::DEFAULT_GRPC_PORT)]
+    sse_grpc_port: u16,
+    /// Port of the SSE hub's HTTP server (/sse, /health, /api/files/updates/stream); 0 picks a free port.
+    #[arg(long, env = "SSE_HTTP_PORT", default_value_t = crate::api::sse::DEFAULT_HTTP_PORT)]
+    sse_http_port: u16,
+    /// Run without the SSE hub.
+    #[arg(long)]
+    no_hub: bool,
+    // --- end SSE hub ---
 }
 
 #[derive(Debug, Args)]
@@ -218,9 +238,16 @@ impl ApiArgs {
         let config = crate::api::ApiConfig {
             watcher: std::net::SocketAddr::new(self.listen, self.watcher_port),
             tracker: std::net::SocketAddr::new(self.listen, self.tracker_port),
+            query: (!self.no_query)
+                .then(|| std::net::SocketAddr::new(self.listen, self.query_port)),
             token: self.token()?,
             insecure_listen: self.insecure_listen,
             max_content_calls: self.max_content_calls,
+            // SSE hub (issue 12)
+            sse: (!self.no_hub).then_some(crate::api::sse::SseAddrs {
+                grpc: std::net::SocketAddr::new(self.listen, self.sse_grpc_port),
+                http: std::net::SocketAddr::new(self.listen, self.sse_http_port),
+            }),
         };
         config.check()?;
         Ok(config)
@@ -315,6 +342,41 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
+    /// Full-text search of every note: the newest version of each file, or
+    /// every version with --all-versions; best match first.
+    Search {
+        /// The words to find (all must match); "double quotes" make a phrase.
+        #[arg(required = true)]
+        words: Vec<String>,
+        #[command(flatten)]
+        location: Location,
+        /// Search every version of every file, deleted ones included.
+        #[arg(long)]
+        all_versions: bool,
+        /// The last word of each term matches as a prefix (meet finds meeting).
+        #[arg(long)]
+        prefix: bool,
+        /// Most results.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Changes, lines, topics and keywords of a period (default: all history).
+    Stats {
+        #[command(flatten)]
+        location: Location,
+        /// Start: a date (2026-11-30), "2026-11-30 14:00", an age (36h, 7d) or @unix-seconds.
+        #[arg(long)]
+        since: Option<String>,
+        /// End (included), in the same forms.
+        #[arg(long)]
+        until: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// A stored diff of a file: the newest, or the one that made --to, or
     /// between any two versions --from and --to.
     Diff {
@@ -406,6 +468,26 @@ fn run(command: Command) -> Result<ExitCode> {
             from,
             to,
         } => show_diff(&path, &location.db(), from, to),
+        Command::Search {
+            words,
+            location,
+            all_versions,
+            prefix,
+            limit,
+            json,
+        } => query::search(&location.db(), &words, all_versions, prefix, limit, json),
+        Command::Stats {
+            location,
+            since,
+            until,
+            json,
+        } => query::stats(
+            &location.db(),
+            &location.root,
+            since.as_deref(),
+            until.as_deref(),
+            json,
+        ),
     }
 }
 
@@ -476,6 +558,40 @@ struct ScanSummary {
     files_per_second: f64,
     peak_rss_bytes: u64,
     longest_write_ms: f64,
+    /// Versions the search index backfill indexed in this scan.
+    search_indexed: u64,
+}
+
+/// Builds the search index of versions that predate it, after a scan's
+/// queue drained; a progress bar on a terminal.
+fn backfill_search(db_path: &Path, quiet: bool, checkpoints: db::CheckpointMode) -> Result<u64> {
+    use crate::engine::search;
+    let conn = db::open_writer_with(db_path, checkpoints)?;
+    let Some(first) = search::progress(&conn)?.filter(|p| !p.complete()) else {
+        return Ok(0);
+    };
+    let total = u64::try_from(first.indexed + first.pending).unwrap_or(0);
+    let bar = progress_bar(total, quiet);
+    if let Some(bar) = &bar {
+        bar.set_message("search index");
+        bar.set_position(u64::try_from(first.indexed).unwrap_or(0));
+    } else if !quiet {
+        eprintln!(
+            "obby-sync: indexing {} earlier versions for search",
+            first.pending
+        );
+    }
+    let stop = AtomicBool::new(false);
+    let n = search::backfill(&conn, &stop, Duration::ZERO, &mut |p| {
+        if let Some(bar) = &bar {
+            bar.set_position(u64::try_from(p.indexed).unwrap_or(0));
+        }
+    })
+    .with_context(|| format!("building the search index in {}", db_path.display()))?;
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    Ok(n)
 }
 
 fn scan(location: &Location, tuning: &Tuning, json: bool) -> Result<ExitCode> {
@@ -494,6 +610,8 @@ fn scan(location: &Location, tuning: &Tuning, json: bool) -> Result<ExitCode> {
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
+    // The search index of versions older than it (issue 12), resumable.
+    let search_indexed = backfill_search(&engine.config().db, json, engine.config().checkpoint)?;
     let p = engine.progress().snapshot();
     let seconds = started.elapsed().as_secs_f64();
     let summary = ScanSummary {
@@ -512,6 +630,7 @@ fn scan(location: &Location, tuning: &Tuning, json: bool) -> Result<ExitCode> {
         },
         peak_rss_bytes: peak_rss_bytes(),
         longest_write_ms: p.longest_write_us as f64 / 1000.0,
+        search_indexed,
     };
     if json {
         println!("{}", serde_json::to_string(&summary)?);
@@ -602,6 +721,8 @@ fn run_engine(
         })
     });
     let status = LiveStatus::start(engine.progress(), cfg.db.clone());
+    // The search index of versions older than it (issue 12), in the background.
+    let backfill = crate::engine::search::BackfillGuard::start(&cfg.db, cfg.checkpoint)?;
     let result = engine.watch_and_process(watch, stop, &mut |p: &ProgressSnapshot| {
         tracing::debug!(
             rows = p.rows,
@@ -610,6 +731,7 @@ fn run_engine(
             "committed"
         );
     });
+    drop(backfill);
     drop(status);
     let _ = api_stop.send(());
     if let Some(server) = server {
@@ -769,6 +891,8 @@ struct Status {
     last_change: Option<String>,
     last_reconcile: Option<String>,
     watch_backend: Option<String>,
+    /// How far the search index is built (None: no index in this schema).
+    search_index: Option<crate::engine::search::IndexProgress>,
 }
 
 fn count(conn: &Connection, sql: &str) -> Result<i64> {
@@ -811,6 +935,7 @@ fn status(db_path: &Path, json: bool) -> Result<ExitCode> {
         last_change,
         last_reconcile,
         watch_backend,
+        search_index: crate::engine::search::progress(&conn)?,
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&s)?);
@@ -840,6 +965,16 @@ fn status(db_path: &Path, json: bool) -> Result<ExitCode> {
         "last reconcile {}",
         s.last_reconcile.as_deref().unwrap_or("never")
     );
+    match s.search_index {
+        None => println!("search index   none yet (made by the next scan or run)"),
+        Some(p) if p.complete() => println!("search index   complete ({} versions)", p.indexed),
+        Some(p) => println!(
+            "search index   {} of {} versions ({:.0}%; `run` or `scan` indexes the rest)",
+            p.indexed,
+            p.indexed + p.pending,
+            100.0 * p.indexed as f64 / (p.indexed + p.pending).max(1) as f64
+        ),
+    }
     if !s.failures.is_empty() {
         println!("failed changes (retried when the file changes again):");
         for f in &s.failures {

@@ -3,7 +3,7 @@
 //! slow the engine down.
 //!
 //! Every engine is the release `obby-sync` binary as a child process
-//! (`run --watcher-port 0 --tracker-port 0 --debounce-ms N
+//! (`run --watcher-port 0 --tracker-port 0 --sse-grpc-port 0 --sse-http-port 0 --debounce-ms N
 //! --rescan-interval 0`, the database outside the watched root). The bench
 //! waits until it is ready (`sync_meta` holds `api_tracker_addr`,
 //! `watch_backend` and a `last_reconcile` newer than the spawn, the initial
@@ -57,6 +57,12 @@
 //!    slowest subscriber got its last event, and the CPU seconds the engine
 //!    and the bench (the 100 clients) used meanwhile.
 //!
+//!    With `--sse` the subscribers are SSE hub clients instead: each one reads
+//!    `GET /sse?topics=file-changes` with `Last-Event-ID: 0` over its own
+//!    HTTP/1.0 connection (so the body is plain lines, no chunk framing), is
+//!    counted as connected once its `event: connected` arrived, and counts
+//!    the `id:` lines that follow (one per change). The same checks apply.
+//!
 //! The bench's clients run on the same machine as the engine and compete with
 //! it for the cores (as does anything else running), so every figure is of
 //! engine plus clients; the table's last line gives the core count.
@@ -67,7 +73,7 @@
 //! ```text
 //! cargo build --release
 //! cargo run --release --example api-bench -- [--quick] [--clients N] [--subscribers N]
-//!     [--repeat R] [--seed S] [--keep DIR]
+//!     [--sse] [--repeat R] [--seed S] [--keep DIR]
 //! ```
 //!
 //! `--quick` is a smoke run: 200 notes and 1 s per TrackChange phase, 1,000
@@ -152,6 +158,9 @@ struct Args {
     /// Fan-out rounds (one run with and one without subscribers each); default 3, 1 with --quick.
     #[arg(long)]
     repeat: Option<usize>,
+    /// The fan-out subscribers are SSE hub clients (`/sse`) instead of Subscribe streams.
+    #[arg(long)]
+    sse: bool,
     /// Seed of every generated note.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -234,8 +243,16 @@ fn run(args: &Args) -> Res<()> {
     let mut crowded = Vec::new();
     for round in 0..sizes.repeat {
         for subscribers in [0, sizes.subscribers] {
-            let (result, stop) =
-                fanout_run(&bench, &runtime, &base, round, subscribers, &corpus, keep)?;
+            let (result, stop) = fanout_run(
+                &bench,
+                &runtime,
+                &base,
+                round,
+                subscribers,
+                &corpus,
+                keep,
+                args.sse,
+            )?;
             stops.push(stop);
             if subscribers == 0 {
                 alone.push(result);
@@ -632,6 +649,90 @@ async fn read_feed(
     r
 }
 
+/// Reads an SSE hub stream (past its `connected` event) until `stop`: every
+/// `id:` line is a change's cursor.
+async fn read_sse(
+    mut lines: tokio::io::Lines<tokio::io::BufReader<tokio::net::TcpStream>>,
+    mut stop: watch::Receiver<bool>,
+    seen: Arc<AtomicUsize>,
+) -> Received {
+    let mut r = Received {
+        increasing: true,
+        ..Received::default()
+    };
+    loop {
+        tokio::select! {
+            line = lines.next_line() => match line {
+                Ok(Some(line)) => {
+                    let Some(id) = line.strip_prefix("id: ") else { continue };
+                    let Ok(cursor) = id.trim().parse::<i64>() else {
+                        r.error = Some(format!("bad id line {line:?}"));
+                        break;
+                    };
+                    if r.count == 0 {
+                        r.first = cursor;
+                    } else if cursor <= r.last {
+                        r.increasing = false;
+                    }
+                    r.last = cursor;
+                    r.count += 1;
+                    r.last_at = Some(Instant::now());
+                    seen.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(None) => {
+                    r.error = Some("the stream ended".into());
+                    break;
+                }
+                Err(e) => {
+                    r.error = Some(e.to_string());
+                    break;
+                }
+            },
+            _ = stop.wait_for(|s| *s) => break,
+        }
+    }
+    r
+}
+
+/// Connects `n` SSE clients from cursor 0, each past its `connected` event,
+/// and starts reading their streams.
+fn open_sse_clients(
+    runtime: &Runtime,
+    addr: &str,
+    n: usize,
+    stop: &watch::Receiver<bool>,
+) -> Res<Vec<(Arc<AtomicUsize>, tokio::task::JoinHandle<Received>)>> {
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+    let streams = runtime.block_on(async {
+        let mut streams = Vec::with_capacity(n);
+        for _ in 0..n {
+            let mut tcp = tokio::net::TcpStream::connect(addr).await?;
+            tcp.write_all(b"GET /sse?topics=file-changes HTTP/1.0\r\nLast-Event-ID: 0\r\n\r\n")
+                .await?;
+            let mut lines = tokio::io::BufReader::new(tcp).lines();
+            // The response head, then the connected event up to its blank line.
+            let mut blanks = 0;
+            while blanks < 2 {
+                match lines.next_line().await? {
+                    Some(line) if line.trim().is_empty() => blanks += 1,
+                    Some(_) => {}
+                    None => return Err("an SSE stream ended before its connected event".into()),
+                }
+            }
+            streams.push(lines);
+        }
+        Res::Ok(streams)
+    })?;
+    Ok(streams
+        .into_iter()
+        .map(|lines| {
+            let seen = Arc::new(AtomicUsize::new(0));
+            let task = runtime.spawn(read_sse(lines, stop.clone(), seen.clone()));
+            (seen, task)
+        })
+        .collect())
+}
+
 /// One fan-out run's figures.
 #[derive(Debug)]
 struct FanoutRun {
@@ -693,6 +794,7 @@ fn open_subscribers(
         .collect())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn fanout_run(
     bench: &Bench,
     runtime: &Runtime,
@@ -701,6 +803,7 @@ fn fanout_run(
     subscribers: usize,
     corpus: &[String],
     keep: bool,
+    sse: bool,
 ) -> Res<(FanoutRun, Stop)> {
     let name = format!("fanout-{subscribers}-{}", round + 1);
     let files = corpus.len();
@@ -744,7 +847,13 @@ fn fanout_run(
     }
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let feeds = open_subscribers(runtime, url, subscribers, &stop_rx)?;
+    let feeds = if sse {
+        let addr =
+            meta(conn, "api_sse_http_addr")?.ok_or("the SSE hub's address is not recorded")?;
+        open_sse_clients(runtime, &addr, subscribers, &stop_rx)?
+    } else {
+        open_subscribers(runtime, url, subscribers, &stop_rx)?
+    };
     progress!(
         "{name}: {files} notes written in {write_seconds:.2} s while paused; {subscribers} subscribers open; resuming ...",
     );
@@ -978,7 +1087,15 @@ fn print_table(
         dash(),
     ));
     rows.push((
-        format!("{label}, {} subscribers", sizes.subscribers),
+        format!(
+            "{label}, {} {}",
+            sizes.subscribers,
+            if args.sse {
+                "SSE clients"
+            } else {
+                "subscribers"
+            }
+        ),
         rounds(&fps_crowded, thousands),
         dash(),
     ));

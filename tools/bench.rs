@@ -72,6 +72,10 @@ const DIFF_RUNS: usize = 5;
 const TARGET_FILES_PER_SECOND: f64 = 10_000.0;
 /// Target: the initial scan's time as a multiple of the floor's.
 const TARGET_FLOOR_RATIO: f64 = 1.5;
+/// Target: an edit round at most this many times its edit floor.
+const TARGET_EDIT_FLOOR_RATIO: f64 = 1.3;
+/// Target: the last edit round's floor ratio within this factor of the first's.
+const TARGET_ROUND_DRIFT: f64 = 1.10;
 /// Target: seconds to record one 1% change of the 5 MiB file.
 const TARGET_BIG_CHANGE_SECONDS: f64 = 0.150;
 /// Target: peak resident memory of one scan, in bytes.
@@ -99,6 +103,10 @@ struct Args {
     /// Runs of each scan measurement; the table reports medians.
     #[arg(long, default_value_t = 3)]
     repeat: usize,
+    /// Edit rounds on one database (its history grows with each), each
+    /// judged against an edit floor measured just before it.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
     /// Build everything in DIR (new or empty) and keep it afterwards.
     #[arg(long, value_name = "DIR")]
     keep: Option<PathBuf>,
@@ -113,8 +121,8 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Res<()> {
-    if args.files == 0 || args.repeat == 0 {
-        return Err("--files and --repeat must be at least 1".into());
+    if args.files == 0 || args.repeat == 0 || args.rounds == 0 {
+        return Err("--files, --repeat and --rounds must be at least 1".into());
     }
     if cfg!(debug_assertions) {
         progress!(
@@ -135,7 +143,13 @@ fn run(args: &Args) -> Res<()> {
     let corpus = Corpus::generate(&base.join("vault"), args.files, args.seed)?;
     let initial = initial_scans(&bin, &corpus, &db_dir.join("obby.db"), args.repeat)?;
     let floor = floor_runs(&corpus, &db_dir.join("floor.db"), args.repeat)?;
-    let edits = edit_rounds(&bin, &corpus, &db_dir.join("obby.db"), args)?;
+    let edits = edit_rounds(
+        &bin,
+        &corpus,
+        &db_dir.join("obby.db"),
+        &db_dir.join("floor.db"),
+        args,
+    )?;
     let big = big_file(&bin, &base.join("big"), &db_dir.join("big.db"), args)?;
 
     print_table(args, &corpus, &initial, floor, &edits, &big);
@@ -649,40 +663,88 @@ fn floor_runs(corpus: &Corpus, db: &Path, repeat: usize) -> Res<f64> {
 
 /// The edit rounds' figures.
 struct Edits {
+    /// Each round's rescan seconds and its edit floor's seconds.
+    rounds: Vec<(f64, f64)>,
     /// Median seconds of a rescan after an edit round.
     seconds: f64,
     /// Highest peak RSS over the rescans.
     peak_rss: u64,
 }
 
-fn edit_rounds(bin: &Path, corpus: &Corpus, db: &Path, args: &Args) -> Res<Edits> {
+fn edit_rounds(bin: &Path, corpus: &Corpus, db: &Path, floor_db: &Path, args: &Args) -> Res<Edits> {
     let files = corpus.files.len() as u64;
-    let mut seconds = Vec::new();
+    let mut rounds = Vec::new();
     let mut peak_rss = 0;
-    for r in 1..=args.repeat {
+    // The floor's history: the last initial floor run's table, with the
+    // index a lookup of a path's newest text needs (built untimed).
+    Connection::open(floor_db)?.execute_batch("CREATE INDEX IF NOT EXISTS v_path ON v(path)")?;
+    for r in 1..=args.rounds {
         progress!(
             "edit round {r}/{}: changing {:.0}% of the lines of every note ...",
-            args.repeat,
+            args.rounds,
             EDIT_FRACTION * 100.0
         );
         corpus.edit_all(args.seed, r as u64, EDIT_FRACTION)?;
+        let floor = edit_floor(corpus, floor_db)?;
         let scan = run_scan(bin, &corpus.root, db)?;
         check_scan("edit round", &scan, files, files, files);
         progress!(
-            "edit round {r}/{}: rescan {:.3} s ({:.3} s wall), {:.0} files/s, peak RSS {:.1} MiB",
-            args.repeat,
+            "edit round {r}/{}: rescan {:.3} s ({:.3} s wall), {:.0} files/s, floor {floor:.3} s, {:.2}× the floor, peak RSS {:.1} MiB",
+            args.rounds,
             scan.seconds,
             scan.wall,
             scan.rows as f64 / scan.seconds,
+            scan.seconds / floor,
             mib(scan.peak_rss)
         );
-        seconds.push(scan.seconds);
+        rounds.push((scan.seconds, floor));
         peak_rss = peak_rss.max(scan.peak_rss);
     }
+    let seconds: Vec<f64> = rounds.iter().map(|(s, _)| *s).collect();
     Ok(Edits {
         seconds: median(&seconds),
+        rounds,
         peak_rss,
     })
+}
+
+/// The edit floor: what storing an edit round costs in bare SQLite. For
+/// every note, in one transaction: read the file, read the path's previous
+/// text from the table, insert the new text and its diff (computed
+/// beforehand, untimed, like the initial floor's creation diffs). The
+/// table keeps every round, so its history grows like the engine's.
+fn edit_floor(corpus: &Corpus, floor_db: &Path) -> Res<f64> {
+    let mut conn = Connection::open(floor_db)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    let previous = |conn: &Connection, label: &str| -> Res<String> {
+        Ok(conn
+            .prepare_cached("SELECT content FROM v WHERE path = ?1 ORDER BY rowid DESC LIMIT 1")?
+            .query_row([label], |r| r.get(0))?)
+    };
+    let mut rows = Vec::with_capacity(corpus.files.len());
+    for path in &corpus.files {
+        let label = path
+            .to_str()
+            .ok_or("a corpus path is not UTF-8")?
+            .to_owned();
+        let old = previous(&conn, &label)?;
+        let new = fs::read_to_string(path)?;
+        let diff = diff::unified(&old, &new, &label, &label).text;
+        rows.push((path.as_path(), label, diff));
+    }
+    let started = Instant::now();
+    let tx = conn.transaction()?;
+    {
+        let mut insert = tx.prepare("INSERT INTO v (path, content, diff) VALUES (?1, ?2, ?3)")?;
+        for (path, label, diff) in &rows {
+            let text = fs::read_to_string(path)?;
+            let old = previous(&tx, label)?;
+            std::hint::black_box(old.len());
+            insert.execute(params![label, text, diff])?;
+        }
+    }
+    tx.commit()?;
+    Ok(started.elapsed().as_secs_f64())
 }
 
 /// The big file's figures.
@@ -852,7 +914,7 @@ fn print_table(
     let edit_fps = n / edits.seconds;
     let target_fps = format!("≥ {}", thousands(TARGET_FILES_PER_SECOND));
     let target_rss = format!("< {:.0} MiB", mib(TARGET_PEAK_RSS));
-    let rows: Vec<Row> = vec![
+    let mut rows: Vec<Row> = vec![
         (
             "initial scan: files/s".into(),
             thousands(initial_fps),
@@ -889,6 +951,37 @@ fn print_table(
             format!("{} ({:.3} s)", thousands(edit_fps), edits.seconds),
             verdict(&target_fps, edit_fps >= TARGET_FILES_PER_SECOND),
         ),
+    ];
+    for (i, (scan, floor)) in edits.rounds.iter().enumerate() {
+        let ratio = scan / floor;
+        rows.push((
+            format!(
+                "edit round {} ÷ edit floor (read previous text, insert text + diff)",
+                i + 1
+            ),
+            format!(
+                "{ratio:.2}× ({} files/s vs {} files/s)",
+                thousands(n / scan),
+                thousands(n / floor)
+            ),
+            verdict(
+                &format!("≤ {TARGET_EDIT_FLOOR_RATIO}×"),
+                ratio <= TARGET_EDIT_FLOOR_RATIO,
+            ),
+        ));
+    }
+    if let (Some((s1, f1)), Some((sn, fnl))) = (edits.rounds.first(), edits.rounds.last()) {
+        let drift = (sn / fnl) / (s1 / f1);
+        rows.push((
+            format!("edit round {} ratio ÷ round 1 ratio", edits.rounds.len()),
+            format!("{drift:.2}"),
+            verdict(
+                &format!("≤ {TARGET_ROUND_DRIFT}"),
+                drift <= TARGET_ROUND_DRIFT,
+            ),
+        ));
+    }
+    rows.extend::<Vec<Row>>(vec![
         (
             format!(
                 "{:.1} MiB file, {:.0}% of lines changed: rescan",
@@ -926,7 +1019,7 @@ fn print_table(
             format!("{:.1} MiB", mib(big.peak_rss)),
             verdict(&target_rss, big.peak_rss < TARGET_PEAK_RSS),
         ),
-    ];
+    ]);
     print_rows(rows);
     let cores = cores();
     println!(

@@ -1,6 +1,7 @@
 //! The gRPC api: Obby's two old services (`obby.filewatcher.FileWatcher`,
 //! `obby.contenttracker.ContentTracker`) and obby-sync's own
-//! `obby.sync.v1.Sync`, plus standard health and reflection.
+//! `obby.sync.v1.Sync`, plus standard health and reflection; and, on a port
+//! of its own, the seed's `obby.query.QueryService` (`api/query.rs`).
 //!
 //! The database carries the data; the api only signals progress, answers
 //! questions and steers the engine through an [`EngineHandle`]. It depends on
@@ -14,13 +15,20 @@
 //! (`authorization: Bearer <token>` or `x-obby-token`), compared in constant
 //! time; [`serve`] refuses to bind anything but loopback without a token
 //! unless [`ApiConfig::insecure_listen`] says so.
+//!
+//! The SSE hub ([`sse`], issue 12) runs beside them on ports of its own,
+//! under the same token and loopback rules.
 
 mod content_tracker;
 mod feed;
 mod file_watcher;
 pub mod limits;
+// SSE hub (issue 12)
 pub mod paths;
+// Query service (issue 12)
+mod query;
 pub mod read;
+pub mod sse;
 mod sync;
 
 use std::future::Future;
@@ -51,7 +59,15 @@ pub mod proto {
     pub mod sync {
         tonic::include_proto!("obby.sync.v1");
     }
-    /// The encoded descriptors of all three, for reflection.
+    /// `obby.sse`: the seed's SSE hub (issue 12).
+    pub mod sse {
+        tonic::include_proto!("obby.sse");
+    }
+    /// `obby.query`: the seed's Query service.
+    pub mod query {
+        tonic::include_proto!("obby.query");
+    }
+    /// The encoded descriptors of them all, for reflection.
     pub const DESCRIPTOR: &[u8] = tonic::include_file_descriptor_set!("obby_descriptor");
 }
 
@@ -89,6 +105,9 @@ pub enum ApiError {
     /// Reflection could not be built from the descriptors.
     #[error("gRPC reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The SSE hub's HTTP server failed (issue 12).
+    #[error("SSE hub HTTP server: {0}")]
+    SseHttp(#[source] std::io::Error),
     /// The engine side failed (recording the bound addresses).
     #[error(transparent)]
     Engine(#[from] EngineError),
@@ -101,6 +120,9 @@ pub struct ApiConfig {
     pub watcher: SocketAddr,
     /// The ContentTracker port's address.
     pub tracker: SocketAddr,
+    /// The Query service's address (`obby.query.QueryService`, on a port of
+    /// its own); None without it.
+    pub query: Option<SocketAddr>,
     /// The shared secret clients must send, if any.
     pub token: Option<String>,
     /// Allows a non-loopback address without a token (a trusted network).
@@ -108,6 +130,10 @@ pub struct ApiConfig {
     /// Content calls (`GenerateDiff`, `GetContentHash`) served at once; see
     /// [`limits`].
     pub max_content_calls: usize,
+    // --- SSE hub (issue 12) ---
+    /// The SSE hub's gRPC and HTTP addresses; `None` runs without it.
+    pub sse: Option<sse::SseAddrs>,
+    // --- end SSE hub ---
 }
 
 impl ApiConfig {
@@ -117,9 +143,12 @@ impl ApiConfig {
         ApiConfig {
             watcher: SocketAddr::new(lo, watcher_port),
             tracker: SocketAddr::new(lo, tracker_port),
+            query: None,
             token: None,
             insecure_listen: false,
             max_content_calls: limits::DEFAULT_MAX_CONTENT_CALLS,
+            // SSE hub (issue 12): off, so tests need not pick its ports.
+            sse: None,
         }
     }
 
@@ -129,7 +158,13 @@ impl ApiConfig {
     /// # Errors
     /// [`ApiError::Insecure`] for the first such address.
     pub fn check(&self) -> Result<(), ApiError> {
-        for addr in [self.watcher, self.tracker] {
+        let hub = self.sse.iter().flat_map(|s| [s.grpc, s.http]); // SSE hub (issue 12)
+        let query = self.query.into_iter();
+        for addr in [self.watcher, self.tracker]
+            .into_iter()
+            .chain(hub)
+            .chain(query)
+        {
             if addr.ip().is_loopback() {
                 continue;
             }
@@ -224,9 +259,10 @@ impl tonic::service::Interceptor for Auth {
     }
 }
 
-/// Binds both ports, records the bound addresses in `sync_meta`
-/// (`api_watcher_addr`, `api_tracker_addr`; useful with port 0), and serves
-/// until `shutdown` completes.
+/// Binds both ports (and the Query service's, when configured), records the
+/// bound addresses in `sync_meta` (`api_watcher_addr`, `api_tracker_addr`,
+/// `api_query_addr`; useful with port 0), and serves until `shutdown`
+/// completes.
 ///
 /// # Errors
 /// [`ApiError::Insecure`] as [`ApiConfig::check`] says; [`ApiError::Bind`]
@@ -256,11 +292,28 @@ pub async fn serve(
             addr: config.tracker,
             source,
         })?;
+    // Query service (issue 12): its own port.
+    let query_listener = match config.query {
+        Some(addr) => {
+            let listener = bind(addr).await?;
+            let bound = listener
+                .local_addr()
+                .map_err(|source| ApiError::Bind { addr, source })?;
+            Some((listener, bound))
+        }
+        None => None,
+    };
+    let query_addr = query_listener.as_ref().map(|(_, a)| a.to_string());
     // A read-only replica records nothing, not even its addresses.
     if !handle.read_only() {
         let h = handle.clone();
         blocking(move || {
             let conn = h.conn().map_err(status_from)?;
+            // Before the tracker's address, which tells tests the api is up.
+            if let Some(addr) = &query_addr {
+                db::meta_set(&conn, "api_query_addr", addr)
+                    .map_err(|e| Status::internal(e.to_string()))?;
+            }
             db::meta_set(&conn, "api_watcher_addr", &watcher_addr.to_string())
                 .and_then(|()| db::meta_set(&conn, "api_tracker_addr", &tracker_addr.to_string()))
                 .map_err(|e| Status::internal(e.to_string()))
@@ -284,6 +337,22 @@ pub async fn serve(
             .as_deref()
             .map(|t| Arc::new(token_hash(t.as_bytes()))),
     };
+    // --- SSE hub (issue 12) ---
+    let sse_servers = match config.sse {
+        Some(addrs) => {
+            sse::start(
+                handle.clone(),
+                addrs,
+                auth.token.clone(),
+                hub.clone(),
+                commits.clone(),
+                stop_rx.clone(),
+            )
+            .await?
+        }
+        None => Vec::new(),
+    };
+    // --- end SSE hub ---
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
     let reflection = tonic_reflection::server::Builder::configure()
@@ -320,7 +389,17 @@ pub async fn serve(
         .add_service(InterceptedService::new(reflection, auth.clone()))
         .add_service(InterceptedService::new(fw, auth.clone()))
         .add_service(InterceptedService::new(ct, auth.clone()))
-        .add_service(InterceptedService::new(sy, auth));
+        .add_service(InterceptedService::new(sy, auth.clone()));
+    // Query service (issue 12).
+    let query_server = query_listener.map(|(listener, addr)| {
+        tracing::info!(%addr, "gRPC query service listening");
+        tokio::spawn(query::serve(
+            handle.clone(),
+            listener,
+            auth,
+            stop_rx.clone(),
+        ))
+    });
     let second = router.clone();
     let mut stop_a = stop_rx.clone();
     let mut stop_b = stop_rx;
@@ -339,7 +418,7 @@ pub async fn serve(
     shutdown.await;
     // Waiters (TrackChange, Subscribe, Sync) see this and end their calls.
     let _ = stop_tx.send(true);
-    for server in [a, b] {
+    for server in [Some(a), Some(b), query_server].into_iter().flatten() {
         let abort = server.abort_handle();
         match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
             Ok(Ok(result)) => result?,
@@ -352,6 +431,19 @@ pub async fn serve(
             }
         }
     }
+    // --- SSE hub (issue 12) ---
+    for server in sse_servers {
+        let abort = server.abort_handle();
+        match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
+            Ok(Ok(result)) => result?,
+            Ok(Err(e)) => tracing::warn!(error = %e, "SSE hub task ended abnormally"),
+            Err(_) => {
+                tracing::warn!("SSE clients still connected after the grace period; closing");
+                abort.abort();
+            }
+        }
+    }
+    // --- end SSE hub ---
     Ok(())
 }
 
@@ -380,5 +472,9 @@ mod tests {
         cfg.insecure_listen = false;
         cfg.token = Some("t".into());
         assert!(cfg.check().is_ok());
+        // The Query service's port follows the same rule.
+        let mut cfg = ApiConfig::local(0, 0);
+        cfg.query = Some("0.0.0.0:0".parse().expect("addr"));
+        assert!(matches!(cfg.check(), Err(ApiError::Insecure { .. })));
     }
 }

@@ -4,16 +4,20 @@
 //! Runs on its own thread with its own write connection (only `event_queue`
 //! and `sync_meta` are written here, in short transactions). Each event is
 //! matched against the patterns (hot-reloaded when `.obbywatch` or
-//! `.obbyignore` changes), then a per-path [`Debouncer`] holds it until the
-//! path has been quiet for `debounce` (or `max_wait` passed since its first
-//! event, so a file written continuously is not starved). Due paths go into
-//! the queue in one transaction and the processing loop is woken. Renames the
+//! `.obbyignore` changes), then the [`Debouncer`] holds it until the path
+//! has been quiet for `debounce` (or `max_wait` passed since its first event,
+//! so a file written continuously is not starved). Due paths go into the
+//! queue in one transaction and the processing loop is woken. Renames the
 //! watcher paired become one `moved` row. While a VCS lock (`.git/index.lock`)
-//! exists the root's events are held and released as one batch. Lost events
-//! (a full channel, an overflow, a new folder) become subtree rescans through
-//! [`super::reconcile`], as does a periodic safety rescan; the polling backend
-//! is that same reconciliation on a timer. A canary cookie file checks that
-//! native events arrive and switches the root to polling when they do not.
+//! exists the root's events are held and released as one batch. A new folder
+//! gets its watches at once ([`WatchGuard::sync`]) and a rescan once quiet.
+//! Lost events (a full channel, an overflow) become subtree rescans through
+//! [`super::reconcile`], as does a periodic safety rescan; every rescan
+//! first brings the scope's watches up to date with the patterns. The polling
+//! backend is that same reconciliation on a timer. A canary cookie file
+//! checks that native events arrive and switches the root to polling when
+//! they do not. Every timed thing (held paths, unpaired renames, scheduled
+//! rescans) is kept in due order, so a loop turn never walks all of them.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -24,11 +28,13 @@ use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
+use super::control::Barriers;
 use super::db;
+use super::debounce::{Deadlines, Debouncer, Release};
 use super::error::EngineError;
 use super::patterns::{COOKIE_PREFIX, IGNORE_FILE, Patterns, SharedPatterns, WATCH_FILE};
 use super::progress::Doorbell;
-use super::queue::{self, ChangeKind, NewEvent};
+use super::queue::{ChangeKind, NewEvent};
 use super::reconcile;
 use super::watcher::{self, Backend, FsEvent, RescanRequests, WatchGuard};
 
@@ -38,18 +44,11 @@ pub const EVENT_CHANNEL_CAPACITY: usize = 65_536;
 /// Paths held by the debouncer before it gives up and asks for a full rescan.
 pub const MAX_PENDING_PATHS: usize = 200_000;
 
-/// Queue rows per insert transaction.
-const FLUSH_CHUNK: usize = 2_000;
-
 /// Longest a VCS lock may hold events back (a crashed git leaves its lock).
 pub const MAX_VCS_HOLD: Duration = Duration::from_secs(120);
 
 /// How long an unpaired rename source waits for its pair.
 const RENAME_PAIRING: Duration = Duration::from_millis(50);
-
-/// The enqueuer retries a busy database until it gets through: its rows
-/// must not be dropped, even while stopping.
-static NEVER_STOP: AtomicBool = AtomicBool::new(false);
 
 /// Housekeeping tick when no event is due.
 const TICK: Duration = Duration::from_millis(500);
@@ -57,25 +56,7 @@ const TICK: Duration = Duration::from_millis(500);
 /// Events taken from the channel per loop turn before flushing.
 const DRAIN_BATCH: usize = 10_000;
 
-/// How long a barrier waits for its cookie's event before it rescans instead.
-const BARRIER_COOKIE_WAIT: Duration = Duration::from_secs(5);
-
-/// Requests to the enqueuer from the rest of the process (the api).
-#[derive(Debug)]
-pub enum Control {
-    /// Rescan a folder or file under the root.
-    Rescan(PathBuf),
-    /// Pause (true) or resume (false) recording live events. Resuming
-    /// rescans the root, so nothing changed meanwhile is missed.
-    Pause(bool),
-    /// A new quiet time per path.
-    SetDebounce(Duration),
-    /// Reload the patterns (files and api patterns) and rescan.
-    ReloadPatterns,
-    /// Answer once every change made before this request is in the queue
-    /// (a tokio channel, so an async caller awaits it without a thread).
-    Barrier(tokio::sync::oneshot::Sender<()>),
-}
+pub use super::control::Control;
 
 /// Watch settings, from `run`'s flags.
 #[derive(Debug, Clone)]
@@ -114,134 +95,6 @@ impl Default for WatchConfig {
     }
 }
 
-#[derive(Debug, Clone)]
-struct Held {
-    kind: ChangeKind,
-    old_path: Option<PathBuf>,
-    first: Instant,
-    last: Instant,
-}
-
-/// Per-path debouncing; pure (time is passed in), so it is unit-tested
-/// without a file system.
-#[derive(Debug)]
-pub struct Debouncer {
-    debounce: Duration,
-    max_wait: Duration,
-    held: HashMap<PathBuf, Held>,
-}
-
-impl Debouncer {
-    /// A debouncer with the given quiet time and starvation bound.
-    pub fn new(debounce: Duration, max_wait: Duration) -> Self {
-        Debouncer {
-            debounce,
-            max_wait: max_wait.max(debounce),
-            held: HashMap::new(),
-        }
-    }
-
-    /// Paths held.
-    pub fn len(&self) -> usize {
-        self.held.len()
-    }
-
-    /// True when nothing is held.
-    pub fn is_empty(&self) -> bool {
-        self.held.is_empty()
-    }
-
-    /// Forgets everything (the caller rescans instead).
-    pub fn clear(&mut self) {
-        self.held.clear();
-    }
-
-    /// Records an event for `path`. A later event restarts the quiet time but
-    /// not the `max_wait` clock; a pending move keeps its source.
-    pub fn observe(&mut self, path: PathBuf, kind: ChangeKind, now: Instant) {
-        self.held
-            .entry(path)
-            .and_modify(|h| {
-                // Times may come out of order (the poller passes file mtimes).
-                h.last = h.last.max(now);
-                h.first = h.first.min(now);
-                if h.kind != ChangeKind::Moved {
-                    h.kind = kind;
-                }
-            })
-            .or_insert(Held {
-                kind,
-                old_path: None,
-                first: now,
-                last: now,
-            });
-    }
-
-    /// Records a rename. The source's own held event is folded in (the move
-    /// carries it), and a chain a → b → c within the window stays a → c.
-    /// A rename onto a destination that is itself held as a move from `x`
-    /// (an editor renames a note, then saves the new name atomically through
-    /// a temp file) keeps `x` as the origin, so the move is not lost. The
-    /// source's own end is not held: a temp file was never recorded, and a
-    /// tracked file renamed onto the destination is found gone by the next
-    /// rescan.
-    pub fn observe_move(&mut self, from: PathBuf, to: PathBuf, now: Instant) {
-        let source = self.held.remove(&from);
-        let origin = source
-            .as_ref()
-            .and_then(|h| h.old_path.clone())
-            .unwrap_or(from);
-        let first = source.map_or(now, |h| h.first);
-        let first = self.held.get(&to).map_or(first, |h| h.first.min(first));
-        let displaced = self
-            .held
-            .get(&to)
-            .filter(|h| h.kind == ChangeKind::Moved)
-            .and_then(|h| h.old_path.clone())
-            .filter(|x| *x != origin && *x != to);
-        let origin = displaced.unwrap_or(origin);
-        self.held.insert(
-            to.clone(),
-            Held {
-                kind: ChangeKind::Moved,
-                old_path: Some(origin),
-                first,
-                last: now,
-            },
-        );
-    }
-
-    /// When the next path becomes due, if any is held.
-    pub fn next_due(&self) -> Option<Instant> {
-        self.held.values().map(|h| self.due(h)).min()
-    }
-
-    fn due(&self, h: &Held) -> Instant {
-        (h.last + self.debounce).min(h.first + self.max_wait)
-    }
-
-    /// Takes every path that is due at `now` (all of them with `all`).
-    pub fn take_due(
-        &mut self,
-        now: Instant,
-        all: bool,
-    ) -> Vec<(PathBuf, ChangeKind, Option<PathBuf>)> {
-        let (debounce, max_wait) = (self.debounce, self.max_wait);
-        let due: Vec<PathBuf> = self
-            .held
-            .iter()
-            .filter(|(_, h)| all || (h.last + debounce).min(h.first + max_wait) <= now)
-            .map(|(p, _)| p.clone())
-            .collect();
-        let mut out: Vec<_> = due
-            .into_iter()
-            .filter_map(|p| self.held.remove(&p).map(|h| (p, h.kind, h.old_path)))
-            .collect();
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        out
-    }
-}
-
 /// A cookie file that proves native events arrive.
 #[derive(Debug)]
 struct Canary {
@@ -263,10 +116,12 @@ pub struct Enqueuer {
     rescans: Arc<RescanRequests>,
     tx: SyncSender<FsEvent>,
     watch: WatchGuard,
-    /// Rename sources waiting for their pair.
-    unpaired: HashMap<PathBuf, Instant>,
-    /// Folders to rescan once quiet (new folders, dirs moved around).
-    scheduled: HashMap<PathBuf, Instant>,
+    /// Rename sources waiting for their pair, due when the pairing window
+    /// closes.
+    unpaired: Deadlines<PathBuf>,
+    /// Folders to rescan once quiet (new folders, dirs moved around), due a
+    /// debounce after they were last seen.
+    scheduled: Deadlines<PathBuf>,
     /// VCS lock files seen; events are held while one exists.
     vcs_locks: HashSet<PathBuf>,
     hold_since: Option<Instant>,
@@ -284,15 +139,17 @@ pub struct Enqueuer {
     control: Receiver<Control>,
     /// True while StopWatching holds live events off.
     paused: bool,
-    /// Barriers waiting for their cookie's event: cookie, deadline, replies.
-    barriers: Vec<(PathBuf, Instant, tokio::sync::oneshot::Sender<()>)>,
-    /// Counter for unique barrier cookie names.
-    barrier_seq: u64,
+    /// Barriers waiting for their cookie's event.
+    barriers: Barriers,
     /// True while the root folder itself is gone (deleted, unmounted).
     root_gone: bool,
     /// Modification times of `.obbywatch` and `.obbyignore` when last loaded,
     /// compared when polling and at the start of every rescan.
     pattern_stamp: (Option<std::time::SystemTime>, Option<std::time::SystemTime>),
+    /// [`RescanRequests::losses`] at the last rescan: after a loss the
+    /// rescanned folders are watched anew, since the events that told a
+    /// folder's watch was gone may be among those lost.
+    losses_seen: u64,
 }
 
 /// Everything [`Enqueuer::start`] needs.
@@ -330,8 +187,9 @@ impl Enqueuer {
         let cfg = parts.cfg;
         let (backend, reason) =
             watcher::choose_backend(&parts.root, cfg.force_poll, cfg.poll_interval);
+        let patterns = parts.patterns.get();
         let (watch, reason) =
-            match watcher::start(&parts.root, backend, tx.clone(), rescans.clone()) {
+            match watcher::start(&parts.root, backend, tx.clone(), rescans.clone(), &patterns) {
                 Ok(w) => (w, reason),
                 Err(e) if backend == Backend::Native => {
                     tracing::warn!(error = %e, "native watching failed; polling instead");
@@ -339,7 +197,7 @@ impl Enqueuer {
                         interval: cfg.poll_interval,
                     };
                     (
-                        watcher::start(&parts.root, poll, tx.clone(), rescans.clone())?,
+                        watcher::start(&parts.root, poll, tx.clone(), rescans.clone(), &patterns)?,
                         e.to_string(),
                     )
                 }
@@ -358,8 +216,8 @@ impl Enqueuer {
             rescans,
             tx,
             watch,
-            unpaired: HashMap::new(),
-            scheduled: HashMap::new(),
+            unpaired: Deadlines::default(),
+            scheduled: Deadlines::default(),
             vcs_locks: HashSet::new(),
             hold_since: None,
             stale_locks: HashMap::new(),
@@ -370,9 +228,9 @@ impl Enqueuer {
             pattern_stamp: (None, None),
             control: parts.control,
             paused: false,
-            barriers: Vec::new(),
-            barrier_seq: 0,
+            barriers: Barriers::default(),
             root_gone: false,
+            losses_seen: 0,
         };
         enqueuer.pattern_stamp = enqueuer.pattern_files_stamp();
         enqueuer.record_backend(&reason);
@@ -431,14 +289,11 @@ impl Enqueuer {
     fn next_wakeup(&self, now: Instant) -> Instant {
         let candidates = [
             self.debouncer.next_due(),
-            self.unpaired.values().min().map(|t| *t + RENAME_PAIRING),
-            self.scheduled
-                .values()
-                .min()
-                .map(|t| *t + self.cfg.debounce),
+            self.unpaired.next(),
+            self.scheduled.next(),
             self.reload_at,
             self.canary.as_ref().map(|c| c.deadline),
-            self.barriers.iter().map(|(_, deadline, _)| *deadline).min(),
+            self.barriers.next_deadline(),
             matches!(self.watch.backend, Backend::Poll { .. }).then_some(self.next_poll),
             (!self.vcs_locks.is_empty() || self.root_gone).then(|| now + Duration::from_millis(50)),
             (self.watch.backend == Backend::Native && self.canary.is_none())
@@ -468,26 +323,37 @@ impl Enqueuer {
                     self.debouncer.observe(path, ChangeKind::Modified, now);
                 }
             }
+            FsEvent::RenamedTo(path) if path.is_dir() => self.new_folder(path, &patterns, now),
+            FsEvent::RenamedTo(path) => {
+                self.notice_special(&path, now);
+                if patterns.is_tracked(&path) {
+                    self.debouncer.observe(path, ChangeKind::Modified, now);
+                }
+            }
             FsEvent::Removed(path) => {
+                self.watch.forget(&path);
                 self.notice_special(&path, now);
                 if patterns.is_tracked(&path) {
                     self.debouncer.observe(path, ChangeKind::Deleted, now);
                 }
             }
-            FsEvent::DirCreated(path) => {
-                if !patterns.is_ignored_dir(&path) {
-                    self.scheduled.insert(path, now);
-                }
-            }
+            FsEvent::DirCreated(path) => self.new_folder(path, &patterns, now),
             FsEvent::RenamedFrom(path) => {
-                self.unpaired.insert(path, now);
+                self.watch.forget(&path);
+                self.unpaired.set(path, now + RENAME_PAIRING);
             }
             FsEvent::Renamed { from, to } => {
                 self.unpaired.remove(&from);
+                self.watch.forget(&from);
                 self.notice_special(&to, now);
                 if to.is_dir() {
-                    self.scheduled.insert(from, now);
-                    self.scheduled.insert(to, now);
+                    // Its destination half (RenamedTo) came first and set
+                    // the watches; this only catches up on a lost one.
+                    if let Err(e) = self.watch.sync(&to, &patterns, false) {
+                        watch_failed(&to, &e);
+                    }
+                    self.scheduled.set(from, now + self.cfg.debounce);
+                    self.scheduled.set(to, now + self.cfg.debounce);
                     return;
                 }
                 match (patterns.is_tracked(&from), patterns.is_tracked(&to)) {
@@ -505,6 +371,18 @@ impl Enqueuer {
             );
             self.debouncer.clear();
             self.rescans.mark(None);
+        }
+    }
+
+    /// A folder created or moved in: watched at once (its subfolders too),
+    /// then rescanned once quiet, so files that landed in it before its
+    /// watch existed are found too.
+    fn new_folder(&mut self, path: PathBuf, patterns: &Patterns, now: Instant) {
+        if let Err(e) = self.watch.sync(&path, patterns, true) {
+            watch_failed(&path, &e);
+        }
+        if !patterns.is_ignored_dir(&path) {
+            self.scheduled.set(path, now + self.cfg.debounce);
         }
     }
 
@@ -535,20 +413,11 @@ impl Enqueuer {
         }
         // Barriers whose cookie event never came (polling, or events lost):
         // a rescan of the root stands in for it.
-        if self
-            .barriers
-            .iter()
-            .any(|(_, deadline, _)| *deadline <= now)
-        {
-            let (late, waiting): (Vec<_>, Vec<_>) = self
-                .barriers
-                .drain(..)
-                .partition(|(_, deadline, _)| *deadline <= now);
-            self.barriers = waiting;
+        let late = self.barriers.take_late(now);
+        if !late.is_empty() {
             self.rescan(None)?;
             self.flush_all(now)?;
-            for (cookie, _, reply) in late {
-                let _ = std::fs::remove_file(cookie);
+            for reply in late {
                 let _ = reply.send(());
             }
         }
@@ -557,20 +426,13 @@ impl Enqueuer {
             self.reload_patterns();
         }
         // Unpaired rename sources: moved out of the tree (or a folder moved).
-        let stale: Vec<PathBuf> = self
-            .unpaired
-            .iter()
-            .filter(|(_, t)| stopping || now.duration_since(**t) >= RENAME_PAIRING)
-            .map(|(p, _)| p.clone())
-            .collect();
-        for path in stale {
-            self.unpaired.remove(&path);
+        for path in self.unpaired.take_due(now, stopping) {
             let patterns = self.patterns.get();
             if patterns.is_tracked(&path) {
                 self.debouncer
                     .observe(path.clone(), ChangeKind::Deleted, now);
             }
-            self.scheduled.insert(path, now);
+            self.scheduled.set(path, now + self.cfg.debounce);
         }
         self.canary_check(now);
         if let Backend::Poll { interval } = self.watch.backend
@@ -590,14 +452,7 @@ impl Enqueuer {
             self.next_rescan = self.cfg.rescan_interval.map(|d| now + d);
         }
         // Folders to rescan once quiet for a debounce.
-        let due: Vec<PathBuf> = self
-            .scheduled
-            .iter()
-            .filter(|(_, t)| stopping || now.duration_since(**t) >= self.cfg.debounce)
-            .map(|(p, _)| p.clone())
-            .collect();
-        for path in due {
-            self.scheduled.remove(&path);
+        for path in self.scheduled.take_due(now, stopping) {
             self.rescans.mark(Some(&path));
         }
         // While a VCS operation runs, hold both events and rescans: a
@@ -663,10 +518,7 @@ impl Enqueuer {
         true
     }
 
-    fn flush(
-        &mut self,
-        due: Vec<(PathBuf, ChangeKind, Option<PathBuf>)>,
-    ) -> Result<(), EngineError> {
+    fn flush(&mut self, due: Vec<Release>) -> Result<(), EngineError> {
         if due.is_empty() {
             return Ok(());
         }
@@ -684,14 +536,7 @@ impl Enqueuer {
                 })
             })
             .collect();
-        for chunk in events.chunks(FLUSH_CHUNK) {
-            db::retry_busy(&NEVER_STOP, || queue::enqueue(&self.conn, chunk, "watch")).map_err(
-                |source| EngineError::Db {
-                    path: "event_queue".into(),
-                    source,
-                },
-            )?;
-        }
+        reconcile::enqueue_all(&self.conn, &events, "watch")?;
         tracing::debug!(rows = events.len(), "enqueued");
         self.doorbell.ring();
         Ok(())
@@ -720,6 +565,16 @@ impl Enqueuer {
         if scopes.is_empty() {
             return Ok(());
         }
+        // Watches first, then the walk: a file created after its folder's
+        // watch is an event, one created before is found by the walk.
+        let losses = self.rescans.losses();
+        let lost = losses != self.losses_seen;
+        self.losses_seen = losses;
+        for scope in &scopes {
+            if let Err(e) = self.watch.sync(scope, &patterns, lost) {
+                watch_failed(scope, &e);
+            }
+        }
         let (found, _report) = reconcile::differences(&self.conn, &patterns, &scopes)?;
         if found.is_empty() {
             return Ok(());
@@ -731,13 +586,7 @@ impl Enqueuer {
         );
         if self.debouncer.len() + found.len() > MAX_PENDING_PATHS {
             let events: Vec<NewEvent> = found.into_iter().map(|d| d.event).collect();
-            for chunk in events.chunks(FLUSH_CHUNK) {
-                db::retry_busy(&NEVER_STOP, || queue::enqueue(&self.conn, chunk, "rescan"))
-                    .map_err(|source| EngineError::Db {
-                        path: "event_queue".into(),
-                        source,
-                    })?;
-            }
+            reconcile::enqueue_all(&self.conn, &events, "rescan")?;
             self.doorbell.ring();
             return Ok(());
         }
@@ -788,8 +637,7 @@ impl Enqueuer {
             Control::SetDebounce(debounce) => {
                 self.cfg.debounce = debounce;
                 self.cfg.max_wait = debounce * 10;
-                self.debouncer.debounce = debounce;
-                self.debouncer.max_wait = debounce * 10;
+                self.debouncer.set_timing(debounce, debounce * 10);
             }
             Control::ReloadPatterns => self.reload_patterns(),
             Control::Barrier(reply) => {
@@ -806,22 +654,11 @@ impl Enqueuer {
                     let _ = reply.send(());
                     return Ok(());
                 }
-                self.barrier_seq += 1;
-                let cookie = self.root.join(format!(
-                    "{COOKIE_PREFIX}barrier-{}-{}",
-                    std::process::id(),
-                    self.barrier_seq
-                ));
-                match std::fs::write(&cookie, b"obby-sync barrier\n") {
-                    Ok(()) => self
-                        .barriers
-                        .push((cookie, now + BARRIER_COOKIE_WAIT, reply)),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot write a barrier cookie; rescanning instead");
-                        self.rescan(None)?;
-                        self.flush_all(now)?;
-                        let _ = reply.send(());
-                    }
+                if let Err((e, reply)) = self.barriers.arm(&self.root, reply, now) {
+                    tracing::warn!(error = %e, "cannot write a barrier cookie; rescanning instead");
+                    self.rescan(None)?;
+                    self.flush_all(now)?;
+                    let _ = reply.send(());
                 }
             }
         }
@@ -839,14 +676,21 @@ impl Enqueuer {
         } else if present && self.root_gone {
             self.root_gone = false;
             let backend = self.watch.backend;
-            match watcher::start(&self.root, backend, self.tx.clone(), self.rescans.clone()) {
+            self.reload_patterns();
+            let patterns = self.patterns.get();
+            match watcher::start(
+                &self.root,
+                backend,
+                self.tx.clone(),
+                self.rescans.clone(),
+                &patterns,
+            ) {
                 Ok(guard) => {
                     self.watch = guard;
                     tracing::info!(root = %self.root.display(), "the root folder is back; watching and rescanning it");
                 }
                 Err(e) => tracing::error!(error = %e, "cannot watch the recreated root"),
             }
-            self.reload_patterns();
             self.rescans.mark(None);
         }
     }
@@ -854,15 +698,9 @@ impl Enqueuer {
     /// When `path` is a barrier's cookie: every event before it has been
     /// read, so flush everything held and answer the barrier.
     fn barrier_seen(&mut self, path: &Path) -> bool {
-        let Some(index) = self
-            .barriers
-            .iter()
-            .position(|(cookie, _, _)| cookie == path)
-        else {
+        let Some(reply) = self.barriers.seen(path) else {
             return false;
         };
-        let (cookie, _, reply) = self.barriers.swap_remove(index);
-        let _ = std::fs::remove_file(&cookie);
         // Renames still waiting for their pair and due folder rescans first.
         let now = Instant::now();
         let result = self
@@ -939,7 +777,14 @@ impl Enqueuer {
             let poll = Backend::Poll {
                 interval: self.cfg.poll_interval,
             };
-            match watcher::start(&self.root, poll, self.tx.clone(), self.rescans.clone()) {
+            let patterns = self.patterns.get();
+            match watcher::start(
+                &self.root,
+                poll,
+                self.tx.clone(),
+                self.rescans.clone(),
+                &patterns,
+            ) {
                 Ok(guard) => {
                     self.watch = guard;
                     self.record_backend(&reason);
@@ -965,6 +810,20 @@ impl Enqueuer {
                 Err(e) => tracing::warn!(error = %e, "cannot write the canary file"),
             }
         }
+    }
+}
+
+/// Logs a folder that could not be watched; its changes are then found by
+/// rescans only.
+fn watch_failed(scope: &Path, e: &notify::Error) {
+    if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) {
+        tracing::warn!(
+            scope = %scope.display(),
+            "inotify watch limit reached: changes in folders without a watch are found by rescans only; \
+             raise it with `sysctl fs.inotify.max_user_watches=524288`"
+        );
+    } else {
+        tracing::warn!(scope = %scope.display(), error = %e, "cannot watch a folder; its changes are found by rescans only");
     }
 }
 
@@ -1166,85 +1025,6 @@ mod tests {
 
     fn p(s: &str) -> PathBuf {
         PathBuf::from(s)
-    }
-
-    #[test]
-    fn a_burst_of_writes_is_one_change_once_quiet() {
-        let t0 = Instant::now();
-        let ms = Duration::from_millis;
-        let mut d = Debouncer::new(ms(100), ms(1000));
-        for i in 0..10 {
-            d.observe(p("/r/a.md"), ChangeKind::Modified, t0 + ms(i * 10));
-        }
-        assert!(
-            d.take_due(t0 + ms(150), false).is_empty(),
-            "still within the quiet time"
-        );
-        let due = d.take_due(t0 + ms(190), false);
-        assert_eq!(due, vec![(p("/r/a.md"), ChangeKind::Modified, None)]);
-        assert!(d.is_empty());
-    }
-
-    #[test]
-    fn a_file_written_continuously_is_not_starved() {
-        let t0 = Instant::now();
-        let ms = Duration::from_millis;
-        let mut d = Debouncer::new(ms(100), ms(1000));
-        let mut emitted = Vec::new();
-        for i in 0..300 {
-            let now = t0 + ms(i * 10);
-            d.observe(p("/r/log.md"), ChangeKind::Modified, now);
-            if !d.take_due(now, false).is_empty() {
-                emitted.push(i * 10);
-            }
-        }
-        assert_eq!(emitted, vec![1000, 2010], "one row per max_wait at least");
-    }
-
-    #[test]
-    fn delete_then_recreate_within_the_window_is_one_change() {
-        let t0 = Instant::now();
-        let ms = Duration::from_millis;
-        let mut d = Debouncer::new(ms(100), ms(1000));
-        d.observe(p("/r/a.md"), ChangeKind::Deleted, t0);
-        d.observe(p("/r/a.md"), ChangeKind::Modified, t0 + ms(5));
-        assert_eq!(d.take_due(t0 + ms(200), false).len(), 1);
-    }
-
-    #[test]
-    fn write_temp_then_rename_becomes_a_move_that_carries_the_origin() {
-        let t0 = Instant::now();
-        let ms = Duration::from_millis;
-        let mut d = Debouncer::new(ms(100), ms(1000));
-        d.observe(p("/r/a.md.tmp"), ChangeKind::Modified, t0);
-        d.observe_move(p("/r/a.md.tmp"), p("/r/a.md"), t0 + ms(1));
-        let due = d.take_due(t0 + ms(200), false);
-        assert_eq!(
-            due,
-            vec![(p("/r/a.md"), ChangeKind::Moved, Some(p("/r/a.md.tmp")))]
-        );
-        // A chain a -> b -> c stays a -> c.
-        d.observe_move(p("/r/a"), p("/r/b"), t0);
-        d.observe_move(p("/r/b"), p("/r/c"), t0);
-        assert_eq!(
-            d.take_due(t0 + ms(200), false),
-            vec![(p("/r/c"), ChangeKind::Moved, Some(p("/r/a")))]
-        );
-    }
-
-    #[test]
-    fn rename_then_atomic_save_of_the_new_name_keeps_the_origin() {
-        let t0 = Instant::now();
-        let ms = Duration::from_millis;
-        let mut d = Debouncer::new(ms(100), ms(1000));
-        // rename(a, b), then write(.b.md.tmp1), rename(.b.md.tmp1, b).
-        d.observe_move(p("/r/a.md"), p("/r/b.md"), t0);
-        d.observe(p("/r/.b.md.tmp1"), ChangeKind::Modified, t0 + ms(1));
-        d.observe_move(p("/r/.b.md.tmp1"), p("/r/b.md"), t0 + ms(2));
-        assert_eq!(
-            d.take_due(t0 + ms(200), false),
-            vec![(p("/r/b.md"), ChangeKind::Moved, Some(p("/r/a.md")))]
-        );
     }
 
     #[test]

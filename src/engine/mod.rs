@@ -17,11 +17,14 @@
 
 pub mod clock;
 pub mod confined;
+pub mod control;
 pub mod db;
+pub mod debounce;
 pub mod diff;
 pub mod enqueue;
 mod error;
 pub mod hash;
+pub mod history;
 pub mod litestream;
 pub mod patterns;
 pub mod progress;
@@ -29,6 +32,7 @@ pub mod queue;
 pub mod reconcile;
 pub mod replica;
 pub mod schema;
+pub mod search;
 pub mod store;
 pub mod watcher;
 pub mod worker;

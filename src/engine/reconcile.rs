@@ -6,9 +6,9 @@
 //! tracked files that are gone become pending queue rows. A vanished tracked
 //! file whose content (same size, then same hash) reappears at a new path is
 //! enqueued as one move. Reads `sync_files` (never the backend's `file_states`,
-//! which other programs rewrite); writes only `event_queue`, in
-//! transactions of [`ENQUEUE_CHUNK`] rows, in file-name order so a tree is
-//! always processed the same way. Never hashes a file it need not. A file
+//! which other programs rewrite); writes only `event_queue`, through
+//! [`enqueue_all`] (transactions of [`ENQUEUE_CHUNK`] rows, a busy database
+//! retried), in file-name order so a tree is always processed the same way. Never hashes a file it need not. A file
 //! whose last change `failed` and that was not modified after the failure is
 //! left alone: it is tried again when it changes, not at every start. A file
 //! with a whole-second mtime read within one tick of that mtime is read
@@ -97,13 +97,37 @@ pub fn reconcile_scopes(
 ) -> Result<ReconcileReport, EngineError> {
     let (found, report) = differences(conn, patterns, scopes)?;
     let events: Vec<NewEvent> = found.into_iter().map(|d| d.event).collect();
-    for chunk in events.chunks(ENQUEUE_CHUNK) {
-        queue::enqueue(conn, chunk, "reconcile").map_err(|source| EngineError::Db {
-            path: "event_queue".into(),
-            source,
-        })?;
-    }
+    enqueue_all(conn, &events, "reconcile")?;
     Ok(report)
+}
+
+/// Rows that must get into the queue are retried while the database is
+/// busy, even while stopping: dropped, they would be lost until the next
+/// reconciliation.
+static NEVER_STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Writes `events` into `event_queue` in transactions of [`ENQUEUE_CHUNK`]
+/// rows, retrying a busy database until they get through: the one way into
+/// the queue for changes a reconciliation found and for those the watcher
+/// debounced (`source` names which, for the coalescing rules of
+/// [`queue::enqueue`]).
+///
+/// # Errors
+/// [`EngineError::Db`] for a database error other than busy.
+pub fn enqueue_all(
+    conn: &Connection,
+    events: &[NewEvent],
+    source: &str,
+) -> Result<(), EngineError> {
+    for chunk in events.chunks(ENQUEUE_CHUNK) {
+        super::db::retry_busy(&NEVER_STOP, || queue::enqueue(conn, chunk, source)).map_err(
+            |source| EngineError::Db {
+                path: "event_queue".into(),
+                source,
+            },
+        )?;
+    }
+    Ok(())
 }
 
 /// One difference between the disk and `sync_files`.

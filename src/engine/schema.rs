@@ -36,6 +36,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../../schema/0003_claims.sql")),
     (4, include_str!("../../schema/0004_racy.sql")),
     (5, include_str!("../../schema/0005_lean.sql")),
+    (6, include_str!("../../schema/0006_search.sql")),
 ];
 
 /// The declared shape of the shared tables.

@@ -7,13 +7,22 @@
 //! that one compares mtimes in whole seconds and only when they grow, so a
 //! second save within the same second is never reported. The enqueuer polls
 //! through reconciliation instead (size and nanosecond mtime, moves paired by
-//! hash, only changed files hashed), so a poll start here watches nothing. The notify callback never blocks: it
+//! hash, only changed files hashed), so a poll start here watches nothing.
+//!
+//! Native watches are per folder, never recursive: [`WatchGuard::sync`] walks
+//! a scope (symlinks not followed) and watches every folder the ignore
+//! patterns do not exclude, so an ignored tree costs no watch; the enqueuer
+//! calls it for a new folder as soon as its event arrives, and for every
+//! rescan (pattern changes, lost events). The notify callback never blocks: it
 //! `try_send`s, and when the channel is full it records the event's folder in
 //! [`RescanRequests`] instead of dropping the change. Overflow signals
-//! (`Flag::Rescan`) and watch-limit errors become rescan requests too. No SQL,
-//! no pattern matching: that is the enqueuer's job.
+//! (`Flag::Rescan`) and backend errors become rescan requests too; a folder
+//! that [`WatchGuard::sync`] cannot watch (the inotify watch limit) is the
+//! caller's to log, and its changes are found by rescans. No SQL; the
+//! patterns are only asked which folders to watch.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
@@ -24,6 +33,7 @@ use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RemoveKind, 
 use notify::{EventKind, RecursiveMode, Watcher as _};
 
 use super::error::EngineError;
+use super::patterns::Patterns;
 
 /// Distinct folders remembered for rescans before the whole root is rescanned.
 const MAX_RESCAN_SCOPES: usize = 256;
@@ -72,6 +82,9 @@ pub enum FsEvent {
     },
     /// The source half of a rename (moved out, or not yet paired).
     RenamedFrom(PathBuf),
+    /// The destination half of a rename (moved in from outside the root, or
+    /// before its pair): a folder moved in needs watches and a rescan.
+    RenamedTo(PathBuf),
     /// No change: wakes the enqueuer to read its control messages.
     Nudge,
 }
@@ -161,10 +174,159 @@ impl RescanRequests {
 }
 
 /// A running watcher; dropping it stops the events.
+///
+/// With native events every folder has a watch of its own (not one
+/// recursive watch of the root), so folders the ignore patterns exclude
+/// (`node_modules/`, `.git/objects/`) spend none of the inotify watch limit.
+/// An ignored `.git` or `.hg` folder keeps one watch of its own, not of its
+/// subfolders, so a VCS lock appearing in it is still seen.
 pub struct WatchGuard {
-    _watcher: Option<Box<dyn notify::Watcher + Send>>,
+    watcher: Option<Box<dyn notify::Watcher + Send>>,
     /// The backend in use.
     pub backend: Backend,
+    /// Folders with a native watch, by path, with the inode they had: a
+    /// folder replaced at the same path is watched again.
+    watched: BTreeMap<PathBuf, u64>,
+}
+
+/// How a folder is watched under the current patterns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Watch {
+    /// Watched, and its subfolders looked at.
+    Tree,
+    /// Watched alone (an ignored VCS folder, for its lock files).
+    Alone,
+    /// Not watched (ignored).
+    None,
+}
+
+fn disposition(patterns: &Patterns, dir: &Path) -> Watch {
+    if !patterns.is_ignored_dir(dir) {
+        Watch::Tree
+    } else if dir.file_name().is_some_and(|n| n == ".git" || n == ".hg") {
+        Watch::Alone
+    } else {
+        Watch::None
+    }
+}
+
+impl WatchGuard {
+    /// Folders with a native watch.
+    pub fn watched_folders(&self) -> usize {
+        self.watched.len()
+    }
+
+    /// Forgets the watches of `path` and of everything under it: the
+    /// backend drops them itself when a folder is deleted or moved away.
+    pub fn forget(&mut self, path: &Path) {
+        if self.watcher.is_none() {
+            return;
+        }
+        let under: Vec<PathBuf> = self
+            .watched
+            .range::<Path, _>((Bound::Included(path), Bound::Unbounded))
+            .take_while(|(p, _)| p.starts_with(path))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in under {
+            self.watched.remove(&p);
+        }
+    }
+
+    /// Makes the watches under `scope` match the folders on disk and the
+    /// patterns: a folder without a watch gets one, a watch whose folder is
+    /// gone or now ignored is dropped. With `fresh` (a folder just created
+    /// or moved in) every folder in it is watched anew, whatever was known
+    /// of its path. Returns the watches added. A no-op when polling.
+    ///
+    /// # Errors
+    /// The first error other than a folder vanishing meanwhile; the inotify
+    /// watch limit ends the walk ([`notify::ErrorKind::MaxFilesWatch`]).
+    pub fn sync(
+        &mut self,
+        scope: &Path,
+        patterns: &Patterns,
+        fresh: bool,
+    ) -> Result<usize, notify::Error> {
+        let Some(watcher) = self.watcher.as_mut() else {
+            return Ok(0);
+        };
+        if fresh {
+            let under: Vec<PathBuf> = self
+                .watched
+                .range::<Path, _>((Bound::Included(scope), Bound::Unbounded))
+                .take_while(|(p, _)| p.starts_with(scope))
+                .map(|(p, _)| p.clone())
+                .collect();
+            for p in under {
+                self.watched.remove(&p);
+            }
+        }
+        let mut seen: HashSet<PathBuf> = HashSet::new();
+        let mut added = 0;
+        let mut result = Ok(());
+        let mut stack = Vec::new();
+        if let Ok(meta) = std::fs::symlink_metadata(scope)
+            && meta.is_dir()
+        {
+            use std::os::unix::fs::MetadataExt as _;
+            stack.push((scope.to_path_buf(), meta.ino()));
+        }
+        while let Some((dir, ino)) = stack.pop() {
+            let how = disposition(patterns, &dir);
+            if how == Watch::None {
+                continue;
+            }
+            if self.watched.get(&dir) != Some(&ino) {
+                match watcher.watch(&dir, RecursiveMode::NonRecursive) {
+                    Ok(()) => {
+                        self.watched.insert(dir.clone(), ino);
+                        added += 1;
+                    }
+                    Err(e) if matches!(e.kind, notify::ErrorKind::PathNotFound) => continue,
+                    Err(e) if matches!(e.kind, notify::ErrorKind::Io(ref io) if io.kind() == std::io::ErrorKind::NotFound) =>
+                    {
+                        continue;
+                    }
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                }
+            }
+            seen.insert(dir.clone());
+            if how == Watch::Alone {
+                continue;
+            }
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                use std::os::unix::fs::DirEntryExt as _;
+                // Symlinks are not followed: a linked folder is outside the root.
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push((entry.path(), entry.ino()));
+                }
+            }
+        }
+        if result.is_ok() {
+            // Folders under the scope that are gone or ignored now.
+            let stale: Vec<PathBuf> = self
+                .watched
+                .range::<Path, _>((Bound::Included(scope), Bound::Unbounded))
+                .take_while(|(p, _)| p.starts_with(scope))
+                .filter(|(p, _)| !seen.contains(*p))
+                .map(|(p, _)| p.clone())
+                .collect();
+            for p in stale {
+                self.watched.remove(&p);
+                // Gone folders lost their watch already: only an ignored
+                // one that still exists has one to drop.
+                let _ = watcher.unwatch(&p);
+            }
+        }
+        result.map(|()| added)
+    }
 }
 
 /// Picks the backend for `root`: polling when forced, or when the file system
@@ -232,7 +394,8 @@ fn unescape_mount(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Starts watching `root` recursively with `backend`, sending events to `tx`.
+/// Starts watching `root` with `backend`, sending events to `tx`: a watch
+/// on every folder the patterns do not exclude (see [`WatchGuard`]).
 ///
 /// # Errors
 /// [`EngineError::Watch`] when the watch cannot be set up; for the inotify
@@ -242,25 +405,40 @@ pub fn start(
     backend: Backend,
     tx: SyncSender<FsEvent>,
     rescans: Arc<RescanRequests>,
+    patterns: &Patterns,
 ) -> Result<WatchGuard, EngineError> {
     let Backend::Native = backend else {
         // Polling is driven by the enqueuer's timer: nothing to start here.
         return Ok(WatchGuard {
-            _watcher: None,
+            watcher: None,
             backend,
+            watched: BTreeMap::new(),
         });
     };
     let handler = move |result: notify::Result<notify::Event>| handle(result, &tx, &rescans);
     let config = notify::Config::default().with_follow_symlinks(false);
-    let mut watcher =
+    let watcher =
         notify::RecommendedWatcher::new(handler, config).map_err(|e| watch_error(root, e))?;
-    watcher
-        .watch(root, RecursiveMode::Recursive)
-        .map_err(|e| watch_error(root, e))?;
-    Ok(WatchGuard {
-        _watcher: Some(Box::new(watcher)),
+    let mut guard = WatchGuard {
+        watcher: Some(Box::new(watcher)),
         backend,
-    })
+        watched: BTreeMap::new(),
+    };
+    guard
+        .sync(root, patterns, true)
+        .map_err(|e| watch_error(root, e))?;
+    if !guard.watched.contains_key(root) {
+        return Err(EngineError::Watch {
+            root: root.to_path_buf(),
+            message: "the root folder cannot be watched".into(),
+        });
+    }
+    tracing::info!(
+        root = %root.display(),
+        folders = guard.watched_folders(),
+        "native watches set (ignored folders have none)"
+    );
+    Ok(guard)
 }
 
 fn watch_error(root: &Path, e: notify::Error) -> EngineError {
@@ -311,7 +489,8 @@ fn handle(
             FsEvent::Changed(p)
             | FsEvent::DirCreated(p)
             | FsEvent::Removed(p)
-            | FsEvent::RenamedFrom(p) => p.parent().map(Path::to_path_buf),
+            | FsEvent::RenamedFrom(p)
+            | FsEvent::RenamedTo(p) => p.parent().map(Path::to_path_buf),
             FsEvent::Nudge => None,
         };
         match tx.try_send(fs_event) {
@@ -340,9 +519,15 @@ pub fn classify(event: &notify::Event) -> Vec<FsEvent> {
             }]
         }
         // inotify sends From, To, then Both for a paired rename; Both carries
-        // the pairing, so From and To are only used when unpaired.
+        // the pairing, so From and To are only used when unpaired. A From
+        // without a cookie is a watched folder's own IN_MOVE_SELF: its
+        // parent's watch reports the same rename with one (and the root's
+        // own disappearance is noticed by the enqueuer).
+        EventKind::Modify(ModifyKind::Name(RenameMode::From)) if event.tracker().is_none() => {
+            Vec::new()
+        }
         EventKind::Modify(ModifyKind::Name(RenameMode::From)) => each(FsEvent::RenamedFrom),
-        EventKind::Modify(ModifyKind::Name(RenameMode::To)) => each(FsEvent::Changed),
+        EventKind::Modify(ModifyKind::Name(RenameMode::To)) => each(FsEvent::RenamedTo),
         EventKind::Modify(ModifyKind::Name(_)) => each(FsEvent::Changed),
         EventKind::Modify(_) => each(FsEvent::Changed),
         EventKind::Access(AccessKind::Close(AccessMode::Write)) => each(FsEvent::Changed),
@@ -419,6 +604,92 @@ mod tests {
             classify(&close_write),
             vec![FsEvent::Changed(PathBuf::from("/r/a.md"))]
         );
+    }
+
+    #[test]
+    fn a_folder_moving_itself_is_left_to_its_parent_s_rename_event() {
+        let name = |mode| EventKind::Modify(ModifyKind::Name(mode));
+        let move_self = notify::Event::new(name(RenameMode::From)).add_path(PathBuf::from("/r/d"));
+        assert!(classify(&move_self).is_empty());
+        let moved_from = notify::Event::new(name(RenameMode::From))
+            .set_tracker(7)
+            .add_path(PathBuf::from("/r/d"));
+        assert_eq!(
+            classify(&moved_from),
+            vec![FsEvent::RenamedFrom(PathBuf::from("/r/d"))]
+        );
+        let moved_to = notify::Event::new(name(RenameMode::To))
+            .set_tracker(7)
+            .add_path(PathBuf::from("/r/e"));
+        assert_eq!(
+            classify(&moved_to),
+            vec![FsEvent::RenamedTo(PathBuf::from("/r/e"))]
+        );
+    }
+
+    #[test]
+    fn sync_watches_every_folder_but_ignored_ones_and_follows_pattern_changes() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let root = std::fs::canonicalize(dir.path()).expect("canonical");
+        for d in [
+            "notes/a/b",
+            "node_modules/x/y",
+            ".git/objects/ab",
+            "drafts/d",
+        ] {
+            std::fs::create_dir_all(root.join(d)).expect("mkdir");
+        }
+        std::os::unix::fs::symlink(root.join("notes"), root.join("link")).expect("symlink");
+        let ignore = |extra: &str| {
+            Patterns::from_text(&root, "notes/\n", &format!("node_modules/\n.git/\n{extra}"))
+                .expect("patterns")
+        };
+        let (tx, _rx) = std::sync::mpsc::sync_channel(1024);
+        let mut guard = start(
+            &root,
+            Backend::Native,
+            tx,
+            Arc::default(),
+            &ignore("drafts/\n"),
+        )
+        .expect("start");
+        let watched = |g: &WatchGuard| -> Vec<String> {
+            g.watched
+                .keys()
+                .map(|p| {
+                    p.strip_prefix(&root)
+                        .expect("under the root")
+                        .display()
+                        .to_string()
+                })
+                .collect()
+        };
+        // The root, notes/a/b, and .git alone (for its locks); not the link.
+        assert_eq!(
+            watched(&guard),
+            ["", ".git", "notes", "notes/a", "notes/a/b"]
+        );
+        // Un-ignoring drafts/ watches it.
+        let added = guard.sync(&root, &ignore(""), false).expect("sync");
+        assert_eq!(added, 2);
+        assert!(watched(&guard).contains(&"drafts/d".to_owned()));
+        // Ignoring notes/a drops its watches; a gone folder is forgotten.
+        std::fs::remove_dir_all(root.join("drafts")).expect("rm");
+        guard
+            .sync(&root, &ignore("notes/a/\n"), false)
+            .expect("sync");
+        assert_eq!(watched(&guard), ["", ".git", "notes"]);
+        // A folder replaced at the same path is watched anew.
+        std::fs::create_dir_all(root.join("notes/new/deeper")).expect("mkdir");
+        assert_eq!(
+            guard
+                .sync(&root.join("notes/new"), &ignore(""), true)
+                .expect("sync"),
+            2
+        );
+        guard.forget(&root.join("notes/new"));
+        assert_eq!(watched(&guard), ["", ".git", "notes"]);
+        assert_eq!(guard.watched_folders(), 3);
     }
 
     #[test]

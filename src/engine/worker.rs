@@ -396,9 +396,20 @@ pub fn process(
 /// file is read as it is (a log written forever still gets versions).
 pub const MAX_DEFER: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// How long an empty file must have been quiet before it becomes a
+/// version. Empty is what a file is between `open(O_TRUNC)` (or a create)
+/// and its first write; a writer starved of CPU for longer than the settle
+/// time left such states behind as versions under heavy load. A note that
+/// really is empty is recorded this much later, and no deferral cap cuts
+/// the wait short: a file that keeps being rewritten is read when it is
+/// not empty.
+pub const EMPTY_SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Errs with [`ItemError::Unsettled`] when the file was modified less than
 /// `settle` ago (a writer may be between truncating and writing it), unless
-/// the row was deferred often enough to have waited [`MAX_DEFER`] already.
+/// the row was deferred often enough to have waited [`MAX_DEFER`] already;
+/// an empty file waits for [`EMPTY_SETTLE`] instead, with no cap (a zero
+/// `settle` waits for nothing).
 /// Deferrals are counted, not timed, and an mtime in the future counts as
 /// settled, so a clock stepped backwards defers nothing for longer.
 fn settled(row: &QueueRow, meta: &Metadata, settle: std::time::Duration) -> Result<(), ItemError> {
@@ -409,6 +420,12 @@ fn settled(row: &QueueRow, meta: &Metadata, settle: std::time::Duration) -> Resu
         // Modified "in the future": the clock went back; nothing to wait for.
         return Ok(());
     };
+    if !settle.is_zero() && meta.len() == 0 && age < EMPTY_SETTLE.max(settle) {
+        return Err(ItemError::Unsettled {
+            path: row.path.clone(),
+            wait: EMPTY_SETTLE.max(settle) - age,
+        });
+    }
     let max_deferrals = i64::try_from(MAX_DEFER.as_millis() / settle.as_millis().max(1))
         .unwrap_or(i64::MAX)
         .max(1);
@@ -567,4 +584,56 @@ fn stream_digest(file: &mut File) -> io::Result<Digest> {
         }
     }
     Ok(digester.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn row(path: &str, deferrals: i64) -> QueueRow {
+        QueueRow {
+            id: super::super::queue::QueueId(1),
+            path: path.to_owned(),
+            kind: ChangeKind::Modified,
+            old_path: None,
+            attempts: 1,
+            enqueued_ms: 0,
+            deferrals,
+        }
+    }
+
+    #[test]
+    fn an_empty_file_waits_for_empty_settle_with_no_cap_a_written_one_for_settle() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let empty = dir.path().join("empty.md");
+        let full = dir.path().join("full.md");
+        std::fs::write(&empty, "").expect("write");
+        std::fs::write(&full, "# note\n").expect("write");
+        let meta = |p: &std::path::Path| std::fs::metadata(p).expect("stat");
+        let settle = Duration::from_millis(100);
+        let capped = i64::MAX;
+
+        // Just written: both wait; the empty one for about EMPTY_SETTLE.
+        match settled(&row("empty.md", 0), &meta(&empty), settle) {
+            Err(ItemError::Unsettled { wait, .. }) => {
+                assert!(wait > settle && wait <= EMPTY_SETTLE, "{wait:?}");
+            }
+            other => panic!("an empty fresh file must wait, got {other:?}"),
+        }
+        assert!(settled(&row("full.md", 0), &meta(&full), settle).is_err());
+        // At the deferral cap a written file is read, an empty one still waits.
+        assert!(settled(&row("full.md", capped), &meta(&full), settle).is_ok());
+        assert!(settled(&row("empty.md", capped), &meta(&empty), settle).is_err());
+        // A zero settle waits for nothing.
+        assert!(settled(&row("empty.md", 0), &meta(&empty), Duration::ZERO).is_ok());
+        // Once older than EMPTY_SETTLE, an empty file is a state like any other.
+        let old = std::time::SystemTime::now() - EMPTY_SETTLE * 2;
+        std::fs::File::options()
+            .write(true)
+            .open(&empty)
+            .and_then(|f| f.set_modified(old))
+            .expect("set mtime");
+        assert!(settled(&row("empty.md", 0), &meta(&empty), settle).is_ok());
+    }
 }

@@ -1089,6 +1089,8 @@ fn listening_beyond_loopback_without_a_token_is_refused() {
             "0",
             "--tracker-port",
             "0",
+            "--query-port",
+            "0",
         ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())

@@ -389,6 +389,8 @@ impl Vault {
         }
         // Ephemeral api ports, so tests run side by side.
         let mut args = vec!["run", "--watcher-port", "0", "--tracker-port", "0"];
+        args.extend_from_slice(&["--sse-grpc-port", "0", "--sse-http-port", "0"]); // SSE hub (issue 12)
+        args.extend(["--query-port", "0"]);
         args.extend_from_slice(extra);
         let child = self
             .command(&args)
@@ -469,6 +471,33 @@ impl Running {
             .unwrap_or(0)
     }
 
+    /// Inotify watches the process holds now: the `inotify wd:` lines of
+    /// the fdinfo of each of its inotify descriptors (from /proc).
+    pub fn inotify_watches(&self) -> usize {
+        let pid = self.child.id();
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            return 0;
+        };
+        fds.flatten()
+            .filter(|fd| {
+                std::fs::read_link(fd.path())
+                    .is_ok_and(|target| target.to_string_lossy() == "anon_inode:inotify")
+            })
+            .filter_map(|fd| {
+                std::fs::read_to_string(format!(
+                    "/proc/{pid}/fdinfo/{}",
+                    fd.file_name().to_string_lossy()
+                ))
+                .ok()
+            })
+            .map(|info| {
+                info.lines()
+                    .filter(|l| l.starts_with("inotify wd:"))
+                    .count()
+            })
+            .sum()
+    }
+
     /// SIGKILL, then reap.
     pub fn kill9(mut self) {
         self.child.kill().expect("SIGKILL");
@@ -494,6 +523,15 @@ impl Drop for Running {
 }
 
 impl Running {
+    /// The Query service's address (a port of its own).
+    #[allow(dead_code)]
+    pub fn query_url(&self, v: &Vault) -> String {
+        format!(
+            "http://{}",
+            v.meta("api_query_addr").expect("query address recorded")
+        )
+    }
+
     /// The api's address (both ports serve every service).
     pub fn api_url(&self, v: &Vault) -> String {
         format!(

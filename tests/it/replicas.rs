@@ -502,6 +502,12 @@ fn serve_with(mut cmd: Command, db: &Path, log: &Path) -> Serving {
             "0",
             "--tracker-port",
             "0",
+            "--query-port",
+            "0",
+            "--sse-grpc-port",
+            "0",
+            "--sse-http-port",
+            "0",
             "--db",
         ])
         .arg(db)

@@ -243,8 +243,11 @@ fn new_folders(poll: bool) {
         v.write(&format!("notes/fresh/deep/er/f{i}.md"), format!("{i}\n"));
     }
     let changes = settle(&v, 30);
-    assert_eq!(changes.len(), 30);
-    assert!(changes.iter().all(|(k, _, _)| k == "created"));
+    assert_eq!(changes.len(), 30, "poll={poll}: {changes:?}");
+    assert!(
+        changes.iter().all(|(k, _, _)| k == "created"),
+        "{changes:?}"
+    );
     assert!(engine.stop().success());
 }
 
@@ -340,7 +343,18 @@ fn a_flood_of_20000_new_files_is_tracked_exactly_once_each() {
         total.as_secs_f64(),
         engine.peak_rss_kib() / 1024
     );
-    assert_eq!(v.count("SELECT COUNT(*) FROM file_versions"), files as i64);
+    let twice: Vec<(String, Option<String>)> = crate::fixture::query(
+        &v.conn(),
+        "SELECT file_path, content FROM file_versions WHERE file_path IN
+           (SELECT file_path FROM file_versions GROUP BY file_path HAVING COUNT(*) > 1)
+         ORDER BY id",
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    );
+    assert_eq!(
+        v.count("SELECT COUNT(*) FROM file_versions"),
+        files as i64,
+        "versions of the files recorded more than once: {twice:?}"
+    );
     assert_eq!(
         v.count("SELECT COUNT(DISTINCT file_path) FROM file_versions"),
         files as i64
@@ -446,5 +460,95 @@ fn a_stale_vcs_lock_holds_changes_once_then_is_ignored_until_it_changes() {
     assert!(wait_for(WAIT, || v
         .count("SELECT COUNT(*) FROM file_changes")
         == 4));
+    assert!(engine.stop().success());
+}
+
+/// Folders under `rel` (itself included) that no ignore pattern of the test
+/// below excludes.
+fn watchable_folders(v: &Vault, rel: &str, ignored: &[&str]) -> usize {
+    let mut count = 0;
+    let mut stack = vec![v.path(rel)];
+    while let Some(dir) = stack.pop() {
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned());
+        if name.is_some_and(|n| ignored.contains(&n.as_str())) {
+            continue;
+        }
+        count += 1;
+        for entry in std::fs::read_dir(&dir).expect("read_dir").flatten() {
+            if entry.file_type().expect("file type").is_dir() {
+                stack.push(entry.path());
+            }
+        }
+    }
+    count
+}
+
+/// Issue 10: folders the ignore patterns exclude (`node_modules/`) spend no
+/// inotify watch, at start or when created later; a new nested folder is
+/// watched as soon as it appears (a file written into it at once is found,
+/// and a later one arrives through its watch); a pattern change that
+/// un-ignores a folder adds its watches.
+#[test]
+fn ignored_folders_get_no_inotify_watch_and_new_folders_are_watched_at_once() {
+    let v = Vault::new();
+    v.write(".obbyignore", "node_modules/\ndrafts/\n");
+    for i in 0..150 {
+        std::fs::create_dir_all(v.path(&format!("node_modules/pkg{i}/lib"))).expect("mkdir");
+    }
+    v.write("notes/a.md", "a\n");
+    v.write("notes/drafts/d1/x.md", "x\n");
+    std::fs::create_dir_all(v.path("notes/drafts/d2")).expect("mkdir");
+    let engine = v.start(&flags(false));
+    assert!(wait_for(WAIT, || v.changes().len() == 1));
+    let ignored = ["node_modules", "drafts"];
+    let expected = watchable_folders(&v, "", &ignored);
+    assert_eq!(expected, 2, "the root and notes/");
+    assert_eq!(
+        engine.inotify_watches(),
+        expected,
+        "no watch in an ignored tree"
+    );
+
+    // More ignored folders while running, in a watched folder, then a new
+    // nested tracked folder with a file written right after mkdir.
+    for i in 0..150 {
+        std::fs::create_dir_all(v.path(&format!("notes/node_modules/late{i}/lib"))).expect("mkdir");
+    }
+    std::fs::create_dir_all(v.path("notes/new/a/b")).expect("mkdir");
+    v.write("notes/new/a/b/f.md", "f\n");
+    assert!(
+        wait_for(WAIT, || v.changes().len() == 2),
+        "{:?}",
+        v.changes()
+    );
+    assert_eq!(v.changes()[1], c("created", "notes/new/a/b/f.md", None));
+    // The event of notes/node_modules came before the new folder's, so it
+    // has been handled (and its own folders send none).
+    assert_eq!(
+        engine.inotify_watches(),
+        expected + 3,
+        "notes/new, a, b only"
+    );
+    // Only the new folder's watch can see this one (no rescan is due).
+    v.write("notes/new/a/b/g.md", "g\n");
+    assert!(wait_for(WAIT, || v.changes().len() == 3));
+    assert_eq!(v.changes()[2], c("created", "notes/new/a/b/g.md", None));
+
+    // Un-ignoring drafts/ watches it and its folders.
+    v.write(".obbyignore", "node_modules/\n");
+    assert!(wait_for(WAIT, || v.changes().len() == 4));
+    assert_eq!(v.changes()[3], c("created", "notes/drafts/d1/x.md", None));
+    assert_eq!(engine.inotify_watches(), expected + 3 + 3, "drafts, d1, d2");
+    v.write("notes/drafts/d2/y.md", "y\n");
+    assert!(wait_for(WAIT, || v.changes().len() == 5));
+    assert_eq!(v.changes()[4], c("created", "notes/drafts/d2/y.md", None));
+
+    // Ignoring it again gives its watches back.
+    v.write(".obbyignore", "node_modules/\ndrafts/\n");
+    assert!(
+        wait_for(WAIT, || engine.inotify_watches() == expected + 3),
+        "{} watches",
+        engine.inotify_watches()
+    );
     assert!(engine.stop().success());
 }

@@ -331,7 +331,15 @@ impl Engine {
             .arg("--db")
             .arg(&db);
         if api {
-            command.args(["--watcher-port", "0", "--tracker-port", "0"]);
+            command.args([
+                "--watcher-port",
+                "0",
+                "--tracker-port",
+                "0",
+                "--query-port",
+                "0",
+            ]);
+            command.args(["--sse-grpc-port", "0", "--sse-http-port", "0"]);
         } else {
             // No api: nothing to collide with another obby-sync's ports.
             command.arg("--no-api");

@@ -716,8 +716,9 @@ class BackendCompatTest(unittest.TestCase):
 
     def test_backend_writes_beside_ours(self) -> None:
         """The backend's own writes work on this file: its start-up migration,
-        a semantic entry found through its FTS5 search, a version it inserts,
-        its INSERT OR REPLACE of file_states. Rolled back afterwards."""
+        a semantic entry found through its FTS5 search, a version it inserts
+        (indexed for obby-sync's search by its triggers) and deletes, its
+        INSERT OR REPLACE of file_states. Rolled back afterwards."""
         conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
         self.addCleanup(conn.close)
         conn.execute("PRAGMA foreign_keys = ON")
@@ -744,6 +745,25 @@ class BackendCompatTest(unittest.TestCase):
             ).fetchall()
             self.assertEqual(hits, [(self.abs_path("notes/plain.md"),)])
             text = "backend wrote this\n"
+            conn.execute(
+                "INSERT INTO file_versions (file_path, content_hash, content, line_count,"
+                " timestamp, change_description) VALUES (?, ?, ?, ?, ?, ?)",
+                (self.abs_path("notes/plain.md"), sha256_hex(text), text, 1, now,
+                 "File modified"),
+            )
+            # obby-sync's search index (its triggers) takes the backend's
+            # version in the same transaction, and lets it go with a delete.
+            found = conn.execute(
+                "SELECT fv.file_path FROM file_versions_fts JOIN file_versions fv"
+                " ON fv.id = file_versions_fts.rowid WHERE file_versions_fts MATCH ?",
+                ('"backend" "wrote"',),
+            ).fetchall()
+            self.assertEqual(found, [(self.abs_path("notes/plain.md"),)])
+            conn.execute("DELETE FROM file_versions WHERE content = ?", (text,))
+            conn.execute(
+                "INSERT INTO file_versions_fts (file_versions_fts, rank)"
+                " VALUES ('integrity-check', 1)"
+            )
             conn.execute(
                 "INSERT INTO file_versions (file_path, content_hash, content, line_count,"
                 " timestamp, change_description) VALUES (?, ?, ?, ?, ?, ?)",

@@ -261,7 +261,8 @@ class EngineCase(unittest.TestCase):
             self.write(rel, data)
 
         env = {**os.environ, "TZ": TEST_TZ, "LOG_LEVEL": "warn"}
-        for var in ("DB_PATH", "WATCHER_PORT", "TRACKER_PORT", "DEBOUNCE_MS", "OBBY_TOKEN"):
+        for var in ("DB_PATH", "WATCHER_PORT", "TRACKER_PORT", "DEBOUNCE_MS", "OBBY_TOKEN",
+                    "SSE_GRPC_PORT", "SSE_HTTP_PORT"):
             env.pop(var, None)
         log = open(self.log_path, "wb")  # noqa: SIM115 (closed by a cleanup)
         self.addCleanup(log.close)
@@ -272,6 +273,9 @@ class EngineCase(unittest.TestCase):
                 "--db", str(self.db_path),
                 "--watcher-port", "0",
                 "--tracker-port", "0",
+                "--sse-grpc-port", "0",
+                "--sse-http-port", "0",
+                "--query-port", "0",
                 # The engine's default; StartWatching lowers it to 50 in one test.
                 "--debounce-ms", "500",
                 "--rescan-interval", "0",

@@ -1,0 +1,460 @@
+//! The hub's HTTP side (axum): `GET /sse?topics=a,b`, `GET /health`, and
+//! the web UI's `GET /api/files/updates/stream`.
+//!
+//! `/sse` answers `text/event-stream`: first `event: connected` with the
+//! client id as data, then every message of the client's topics as `event:
+//! <event>` with `data: {"event","topic","data"}` (JSON; for a file change
+//! `data` is itself a JSON text, [`super::ChangeData`]), and `event: ping`
+//! with an RFC 3339 time every 30 s. A file change carries `id: <cursor>`,
+//! and so does `connected` (the cursor the stream starts after), so a
+//! browser's `EventSource` resumes by itself: a request with `Last-Event-ID`
+//! first gets every change after it from the database. A `Last-Event-ID`
+//! this database cannot serve (pruned, or another database's) starts from
+//! the newest change after an `event: reset` saying why. A client that falls
+//! too far behind on published messages gets `event: dropped` and is
+//! disconnected.
+//!
+//! `/api/files/updates/stream` sends what Obby's backend sends there, only
+//! `data:` lines in its JSON form (Python's `json.dumps`): first
+//! `{"type": "connected", "clientId", "message"}`, then `{"type",
+//! "filePath", "timestamp"}` per change (`filePath` relative to the root,
+//! `timestamp` the change's time in UTC ISO 8601 with `Z`), `{"type":
+//! "keepalive"}` after 5 s of silence. A move is sent as `deleted` of the
+//! old path, then `created` of the new one. Unlike the backend's, these
+//! messages carry `id:` lines too (the payloads are the same), so the web
+//! UI's `EventSource` resumes without a gap after a reconnect (an id it
+//! cannot serve just starts after the newest change).
+//!
+//! Every response allows any origin (`Access-Control-Allow-Origin: *`).
+//! With a token, every endpoint but `/health` needs it, as `Authorization:
+//! Bearer <token>` or, since `EventSource` cannot set headers, `?token=`;
+//! compared in constant time.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use chrono::TimeZone as _;
+use futures_util::stream::{self, StreamExt as _};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
+
+use super::{ChangeData, Client, Hub, Item, Keepalive, PING_EVERY, Resume, Topics, WEB_KEEPALIVE};
+use crate::api::{ApiError, token_matches};
+
+/// The web UI's first message's text (the backend's).
+const WEB_CONNECTED: &str = "Connected to file updates";
+
+#[derive(Clone)]
+struct AppState {
+    hub: Hub,
+    token: Option<Arc<[u8; 32]>>,
+}
+
+/// Serves the HTTP side on `listener` until `stop` turns true.
+///
+/// # Errors
+/// [`ApiError::SseHttp`] when the server fails.
+pub(crate) async fn serve(
+    hub: Hub,
+    token: Option<Arc<[u8; 32]>>,
+    listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), ApiError> {
+    axum::serve(listener, router(hub, token))
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await
+        .map_err(ApiError::SseHttp)
+}
+
+fn router(hub: Hub, token: Option<Arc<[u8; 32]>>) -> Router {
+    Router::new()
+        .route("/sse", get(sse))
+        .route("/health", get(health))
+        .route("/api/files/updates/stream", get(web_updates))
+        .layer(axum::middleware::map_response(allow_any_origin))
+        .with_state(AppState { hub, token })
+}
+
+async fn allow_any_origin(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    response
+}
+
+/// True when no token is set or the request carries it (header or query).
+fn authorized(state: &AppState, headers: &HeaderMap, query: &HashMap<String, String>) -> bool {
+    let Some(token) = &state.token else {
+        return true;
+    };
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes)
+        .and_then(|v| v.strip_prefix(b"Bearer "));
+    let plain = headers.get("x-obby-token").map(HeaderValue::as_bytes);
+    let param = query.get("token").map(String::as_bytes);
+    // All are checked, so the time does not say which one was tried.
+    let a = token_matches(token, bearer);
+    let b = token_matches(token, plain);
+    let c = token_matches(token, param);
+    a | b | c
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+fn unauthorized() -> Response {
+    error(
+        StatusCode::UNAUTHORIZED,
+        "this obby-sync needs a token: send `Authorization: Bearer <token>` or `?token=<token>`",
+    )
+}
+
+/// The `Last-Event-ID` header as a cursor; `None` when it is not one.
+fn resume_of(headers: &HeaderMap) -> Option<Resume> {
+    let Some(value) = headers.get("last-event-id") else {
+        return Some(Resume::Now);
+    };
+    let text = value.to_str().unwrap_or_default().trim();
+    if text.is_empty() {
+        return Some(Resume::Now);
+    }
+    match text.parse::<i64>() {
+        Ok(c) if c >= 0 => Some(Resume::After(c)),
+        _ => None,
+    }
+}
+
+fn bad_last_event_id() -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        "Last-Event-ID must be a cursor (a number) this hub sent",
+    )
+}
+
+/// Opens a client; a cursor the database cannot serve starts from now, with
+/// the reason returned.
+async fn open(
+    hub: &Hub,
+    topics: Topics,
+    resume: Resume,
+    keepalive: Keepalive,
+) -> Result<(Client, Option<String>), Response> {
+    match hub.open(topics.clone(), resume, keepalive).await {
+        Ok(client) => Ok((client, None)),
+        Err(status)
+            if resume != Resume::Now
+                && matches!(status.code(), Code::OutOfRange | Code::InvalidArgument) =>
+        {
+            let client = hub
+                .open(topics, Resume::Now, keepalive)
+                .await
+                .map_err(|s| error(StatusCode::SERVICE_UNAVAILABLE, s.message()))?;
+            Ok((client, Some(status.message().to_owned())))
+        }
+        Err(status) => Err(error(StatusCode::SERVICE_UNAVAILABLE, status.message())),
+    }
+}
+
+/// A field value axum accepts (no line breaks).
+fn one_line(s: &str) -> String {
+    s.replace(['\n', '\r'], " ")
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    event: &'a str,
+    topic: &'a str,
+    data: &'a str,
+}
+
+fn envelope(event: &str, topic: &str, data: &str) -> String {
+    // Serializing plain strings into a String cannot fail.
+    serde_json::to_string(&Envelope { event, topic, data }).unwrap_or_default()
+}
+
+async fn sse(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if !authorized(&state, &headers, &query) {
+        return unauthorized();
+    }
+    let topics = Topics::parse(query.get("topics").into_iter().flat_map(|t| t.split(',')));
+    let Some(resume) = resume_of(&headers) else {
+        return bad_last_event_id();
+    };
+    let (client, reset) = match open(&state.hub, topics, resume, Keepalive::Every(PING_EVERY)).await
+    {
+        Ok(opened) => opened,
+        Err(response) => return response,
+    };
+    let mut first = Event::default().event("connected").data(&client.id);
+    if let Some(start) = client.start {
+        first = first.id(start.to_string());
+    }
+    let mut head = vec![first];
+    if let Some(reason) = reset {
+        let data = serde_json::json!({ "reason": reason, "cursor": client.start });
+        head.push(Event::default().event("reset").data(data.to_string()));
+    }
+    let root = state.hub.root().to_path_buf();
+    let items = ReceiverStream::new(client.items).filter_map(move |item| {
+        let event = sse_event(&root, item);
+        async move { event }
+    });
+    let body = stream::iter(head).chain(items).map(Ok::<_, Infallible>);
+    Sse::new(body).into_response()
+}
+
+/// One `/sse` event.
+fn sse_event(root: &Path, item: Item) -> Option<Event> {
+    Some(match item {
+        Item::Change { row, topic } => {
+            let data = ChangeData::of(root, &row).to_json();
+            Event::default()
+                .event(one_line(&row.change_type))
+                .id(row.cursor.to_string())
+                .data(envelope(&row.change_type, &topic, &data))
+        }
+        Item::Published(m) => {
+            let event = Event::default().data(envelope(&m.event, &m.topic, &m.data));
+            if m.event.is_empty() {
+                event
+            } else {
+                event.event(one_line(&m.event))
+            }
+        }
+        Item::Ping => Event::default()
+            .event("ping")
+            .data(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        Item::Closing(status) => Event::default()
+            .event("dropped")
+            .data(serde_json::json!({ "reason": status.message() }).to_string()),
+    })
+}
+
+async fn health(State(state): State<AppState>) -> Response {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    axum::Json(serde_json::json!({
+        "status": "healthy",
+        "timestamp": now,
+        "clients": state.hub.clients(),
+    }))
+    .into_response()
+}
+
+#[derive(Serialize)]
+struct WebConnected<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    #[serde(rename = "clientId")]
+    client_id: &'a str,
+    message: &'a str,
+}
+
+#[derive(Serialize)]
+struct WebUpdate<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    #[serde(rename = "filePath")]
+    file_path: &'a str,
+    timestamp: &'a str,
+}
+
+#[derive(Serialize)]
+struct WebOther<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a str>,
+}
+
+async fn web_updates(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if !authorized(&state, &headers, &query) {
+        return unauthorized();
+    }
+    let Some(resume) = resume_of(&headers) else {
+        return bad_last_event_id();
+    };
+    let (client, _reset) = match open(
+        &state.hub,
+        Topics::all_changes(),
+        resume,
+        Keepalive::AfterSilence(WEB_KEEPALIVE),
+    )
+    .await
+    {
+        Ok(opened) => opened,
+        Err(response) => return response,
+    };
+    let mut first = Event::default().data(python_json(&WebConnected {
+        kind: "connected",
+        client_id: &client.id,
+        message: WEB_CONNECTED,
+    }));
+    if let Some(start) = client.start {
+        first = first.id(start.to_string());
+    }
+    let root = state.hub.root().to_path_buf();
+    let items = ReceiverStream::new(client.items)
+        .flat_map(move |item| stream::iter(web_events(&root, item)));
+    let body = stream::iter([first]).chain(items).map(Ok::<_, Infallible>);
+    Sse::new(body).into_response()
+}
+
+/// The web UI's events for one item (two for a move).
+fn web_events(root: &Path, item: Item) -> Vec<Event> {
+    match item {
+        Item::Change { row, .. } => {
+            let timestamp = utc_iso(&row.timestamp);
+            let rel = super::relative(root, &row.path);
+            let update = |kind: &str, path: &str| {
+                Event::default().data(python_json(&WebUpdate {
+                    kind,
+                    file_path: path,
+                    timestamp: &timestamp,
+                }))
+            };
+            let id = row.cursor.to_string();
+            match (row.change_type.as_str(), row.old_path.as_deref()) {
+                ("moved", Some(old)) => vec![
+                    // Only the second carries the id: a reconnect between
+                    // the two sends both again.
+                    update("deleted", &super::relative(root, old)),
+                    update("created", &rel).id(id),
+                ],
+                ("moved", None) => vec![update("created", &rel).id(id)],
+                (kind, _) => vec![update(kind, &rel).id(id)],
+            }
+        }
+        Item::Published(_) => Vec::new(),
+        Item::Ping => vec![Event::default().data(python_json(&WebOther {
+            kind: "keepalive",
+            message: None,
+        }))],
+        Item::Closing(status) => vec![Event::default().data(python_json(&WebOther {
+            kind: "error",
+            message: Some(status.message()),
+        }))],
+    }
+}
+
+/// A stored local time (`YYYY-MM-DD HH:MM:SS.ffffff`) as the backend's
+/// `datetime.utcnow().isoformat() + 'Z'`; now when the text is not a time.
+pub fn utc_iso(local: &str) -> String {
+    let utc = chrono::NaiveDateTime::parse_from_str(local, "%Y-%m-%d %H:%M:%S%.f")
+        .ok()
+        .and_then(|naive| chrono::Local.from_local_datetime(&naive).earliest())
+        .map_or_else(chrono::Utc::now, |t| t.with_timezone(&chrono::Utc))
+        .naive_utc();
+    // Python's isoformat leaves out a zero fraction.
+    if utc.and_utc().timestamp_subsec_micros() == 0 {
+        format!("{}Z", utc.format("%Y-%m-%dT%H:%M:%S"))
+    } else {
+        format!("{}Z", utc.format("%Y-%m-%dT%H:%M:%S%.6f"))
+    }
+}
+
+/// JSON as Python's `json.dumps` writes it: `", "` and `": "` separators,
+/// non-ASCII as `\uXXXX`.
+pub fn python_json<T: Serialize>(value: &T) -> String {
+    let mut out = Vec::new();
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, PythonFormatter);
+    // Serializing plain structs of strings into memory cannot fail.
+    let _ = value.serialize(&mut ser);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+struct PythonFormatter;
+
+impl serde_json::ser::Formatter for PythonFormatter {
+    fn begin_array_value<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
+        if first { Ok(()) } else { w.write_all(b", ") }
+    }
+
+    fn begin_object_key<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
+        if first { Ok(()) } else { w.write_all(b", ") }
+    }
+
+    fn begin_object_value<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        w.write_all(b": ")
+    }
+
+    fn write_string_fragment<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
+        for c in fragment.chars() {
+            if c.is_ascii() {
+                w.write_all(&[c as u8])?;
+            } else {
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    write!(w, "\\u{unit:04x}")?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn python_json_matches_json_dumps() {
+        // json.dumps({"type": "modified", "filePath": "notes/é 😀.md", "timestamp": "t"})
+        let got = python_json(&WebUpdate {
+            kind: "modified",
+            file_path: "notes/é 😀.md",
+            timestamp: "t",
+        });
+        assert_eq!(
+            got,
+            r#"{"type": "modified", "filePath": "notes/\u00e9 \ud83d\ude00.md", "timestamp": "t"}"#
+        );
+    }
+
+    #[test]
+    fn utc_iso_is_the_backends_isoformat() {
+        let s = utc_iso("2026-03-01 12:00:00.250000");
+        assert!(s.ends_with(".250000Z") && s.len() == 27, "{s}");
+        let whole = utc_iso("2026-03-01 12:00:00.000000");
+        assert!(whole.ends_with(":00Z") && whole.len() == 20, "{whole}");
+    }
+}

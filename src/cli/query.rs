@@ -1,0 +1,253 @@
+//! `obby-sync search` and `obby-sync stats`: the Query service's answers for
+//! people, read straight from the database (no running engine needed).
+//!
+//! Both open `obby.db` read-only and call [`crate::engine::search`] and
+//! [`crate::engine::history`], the code behind the gRPC service; bad input
+//! (a wordless query, an unreadable `--since`) is one clear line and exit 1.
+
+use std::io::IsTerminal as _;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result, bail};
+use chrono::{Local, NaiveDate, NaiveDateTime, TimeZone as _};
+
+use crate::engine::history::{self, Period, Source};
+use crate::engine::search::{self, SearchOptions};
+use crate::engine::{db, search::SearchError};
+
+/// `obby-sync search`.
+pub(super) fn search(
+    db_path: &Path,
+    words: &[String],
+    all_versions: bool,
+    prefix: bool,
+    limit: usize,
+    json: bool,
+) -> Result<ExitCode> {
+    let query = words.join(" ");
+    // The query is checked before the database is opened: a wordless query
+    // is the user's mistake whatever the database holds.
+    search::fts_query(&query, prefix)?;
+    if limit == 0 || limit > history::MAX_LIMIT {
+        bail!("--limit must be between 1 and {}", history::MAX_LIMIT);
+    }
+    let conn = db::open_reader(db_path)?;
+    let opts = SearchOptions {
+        all_versions,
+        prefix,
+        limit,
+    };
+    let hits = match search::search(&conn, &query, &opts) {
+        Ok(hits) => hits,
+        Err(SearchError::Db(e)) => {
+            return Err(e).with_context(|| format!("searching {}", db_path.display()));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(p) = search::progress(&conn)?.filter(|p| !p.complete()) {
+        eprintln!(
+            "obby-sync: the search index holds {} of {} versions so far (`obby-sync run` or `scan` builds the rest)",
+            p.indexed,
+            p.indexed + p.pending
+        );
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&hits)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if hits.is_empty() {
+        eprintln!("no match for {query:?}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (open, close) = if std::io::stdout().is_terminal() {
+        ("\x1b[1m", "\x1b[0m")
+    } else {
+        ("**", "**")
+    };
+    for hit in hits {
+        println!(
+            "{}  version {}  {}  rank {:.3}",
+            hit.file_path,
+            hit.version_id,
+            hit.timestamp.as_deref().unwrap_or("-"),
+            hit.rank
+        );
+        let text = unescape(&hit.highlighted)
+            .replace("<mark>", open)
+            .replace("</mark>", close);
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            println!("    {line}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A snippet's HTML escapes back to text (for a terminal).
+fn unescape(html: &str) -> String {
+    html.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&")
+}
+
+/// Parses a `--since` / `--until` value: a date (`2026-11-30`, midnight
+/// local time), a local date and time (`2026-11-30 14:00[:00]`), an age
+/// (`90m`, `36h`, `7d`, `2w`) or unix seconds (`@1764500000`).
+fn parse_time(value: &str, flag: &str) -> Result<i64> {
+    let v = value.trim();
+    if let Some(secs) = v.strip_prefix('@') {
+        return secs
+            .parse::<i64>()
+            .ok()
+            .filter(|s| *s >= 0)
+            .with_context(|| format!("{flag} {value:?}: @ must be followed by unix seconds"));
+    }
+    let age = v
+        .char_indices()
+        .last()
+        .filter(|(_, unit)| matches!(unit, 'm' | 'h' | 'd' | 'w'))
+        .and_then(|(i, unit)| Some((v[..i].parse::<i64>().ok()?, unit)));
+    if let Some((n, unit)) = age {
+        let secs = match unit {
+            'm' => 60,
+            'h' => 3_600,
+            'd' => 86_400,
+            _ => 604_800,
+        };
+        return Ok(Local::now().timestamp() - n.saturating_mul(secs));
+    }
+    let naive = [
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+    ]
+    .iter()
+    .find_map(|f| NaiveDateTime::parse_from_str(v, f).ok())
+    .or_else(|| {
+        NaiveDate::parse_from_str(v, "%Y-%m-%d")
+            .ok()
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+    });
+    let Some(naive) = naive else {
+        bail!(
+            "{flag} {value:?} is not a time: give a date (2026-11-30), a local date and time \
+             (\"2026-11-30 14:00\"), an age (90m, 36h, 7d, 2w) or unix seconds (@1764500000)"
+        );
+    };
+    Local
+        .from_local_datetime(&naive)
+        .earliest()
+        .map(|t| t.timestamp())
+        .with_context(|| format!("{flag} {value:?} does not exist in local time"))
+}
+
+#[derive(serde::Serialize)]
+struct Stats {
+    since: Option<i64>,
+    until: Option<i64>,
+    activity: history::Activity,
+    analysis: history::TimeAnalysis,
+}
+
+/// `obby-sync stats`.
+pub(super) fn stats(
+    db_path: &Path,
+    root: &Path,
+    since: Option<&str>,
+    until: Option<&str>,
+    json: bool,
+) -> Result<ExitCode> {
+    let since = since.map(|s| parse_time(s, "--since")).transpose()?;
+    let until = until.map(|s| parse_time(s, "--until")).transpose()?;
+    if let (Some(s), Some(u)) = (since, until)
+        && u < s
+    {
+        bail!("--until is before --since");
+    }
+    let period = Period::new(since.unwrap_or(0), until.unwrap_or(0))?;
+    let conn = db::open_reader(db_path)?;
+    let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    let stats = Stats {
+        since,
+        until,
+        activity: history::activity(&conn, &period)?,
+        analysis: history::time_analysis(&conn, &root, &period)?,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&stats)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let when = |t: Option<i64>, open: &str| {
+        t.and_then(|t| Local.timestamp_opt(t, 0).single())
+            .map_or_else(
+                || open.to_owned(),
+                |t| t.format("%Y-%m-%d %H:%M").to_string(),
+            )
+    };
+    let a = &stats.activity;
+    let t = &stats.analysis;
+    let from = |s: Source, semantic: &str, notes: &str| match s {
+        Source::Semantic => semantic.to_owned(),
+        Source::Notes => notes.to_owned(),
+    };
+    println!(
+        "period        {} to {}",
+        when(since, "the beginning"),
+        when(until, "now")
+    );
+    println!(
+        "changes       {} in {} files ({:.1} per file)",
+        a.total_changes, a.files_changed, a.avg_changes_per_file
+    );
+    println!("lines         +{} -{}", a.lines_added, a.lines_removed);
+    println!(
+        "top topics    {} ({})",
+        list(&t.top_topics),
+        from(t.topics_from, "the backend's topics", "folders")
+    );
+    println!(
+        "top keywords  {} ({})",
+        list(&t.top_keywords),
+        from(
+            t.keywords_from,
+            "the backend's keywords",
+            "words added, rarest first"
+        )
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn list(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".to_owned()
+    } else {
+        items.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_parse_in_every_documented_form_and_bad_ones_say_what_is_accepted() {
+        assert_eq!(
+            parse_time("@1764500000", "--since").ok(),
+            Some(1_764_500_000)
+        );
+        let now = Local::now().timestamp();
+        let week = parse_time("1w", "--since").expect("age");
+        assert!((now - 604_800 - week).abs() <= 2);
+        let day = parse_time("2026-11-30", "--since").expect("date");
+        assert_eq!(
+            parse_time("2026-11-30 00:00", "--since").expect("date and time"),
+            day
+        );
+        let err = parse_time("last tuesday", "--since").expect_err("not a time");
+        assert!(err.to_string().contains("an age (90m"), "{err}");
+        assert!(parse_time("@-5", "--since").is_err());
+    }
+}

@@ -1,0 +1,590 @@
+//! Full-text search over every version of every note.
+//!
+//! The index is `file_versions_fts`, an external-content FTS5 table over
+//! `file_versions` (`file_path` and `content`; the text is stored once, in
+//! `file_versions`), created by `schema/0006_search.sql` and kept in step by
+//! its triggers: a version and its index entry commit in the same
+//! transaction, whoever inserts the version (the store or the Python
+//! backend). This module never writes `file_versions`.
+//!
+//! Versions older than that migration are indexed by a resumable backfill
+//! ([`backfill_step`], [`backfill`], [`BackfillGuard`]): batches of at most
+//! [`BACKFILL_BATCH_ROWS`] rows or [`BACKFILL_BATCH_BYTES`] of text, each one
+//! short `BEGIN IMMEDIATE` transaction that indexes the batch and moves the
+//! cursor (`sync_meta` `search_backfill_next`, up to `search_backfill_end`)
+//! together, so a kill -9 loses nothing and indexes nothing twice. Only the
+//! process holding the engine lock runs it (`run` on a thread of its own,
+//! `scan` after its queue drains).
+//!
+//! [`search`] takes a person's words, never raw FTS5 syntax: each word (or
+//! `"quoted phrase"`) is quoted for FTS5 and all must match; malformed input
+//! is a [`QueryError`]. Hits are ranked by bm25 (the path weighs
+//! [`PATH_WEIGHT`], the text 1), with a snippet whose matches are wrapped in
+//! `<mark>`…`</mark>` and whose text is HTML-escaped. By default only the
+//! newest version of each file that is not deleted is searched; with
+//! [`SearchOptions::all_versions`], every version.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
+
+use super::EngineError;
+use super::db;
+
+/// `sync_meta` key: the lowest version id not indexed yet.
+pub const NEXT_KEY: &str = "search_backfill_next";
+/// `sync_meta` key: the highest version id the backfill has to index.
+pub const END_KEY: &str = "search_backfill_end";
+
+/// Most versions indexed in one backfill transaction.
+pub const BACKFILL_BATCH_ROWS: usize = 256;
+/// Most bytes of text indexed in one backfill transaction (4 MiB): keeps
+/// each write short whatever the notes' sizes.
+pub const BACKFILL_BATCH_BYTES: i64 = 4 * 1024 * 1024;
+/// Pause between two backfill batches under `run`, so the engine's own
+/// writes get the write lock in between.
+pub const BACKFILL_PAUSE: Duration = Duration::from_millis(20);
+/// Environment variable that overrides [`BACKFILL_BATCH_ROWS`] (tests use a
+/// small batch to stop a backfill midway).
+pub const BACKFILL_ROWS_VAR: &str = "OBBY_SEARCH_BACKFILL_ROWS";
+
+/// Longest query accepted, in bytes.
+pub const MAX_QUERY_BYTES: usize = 1024;
+/// Most words and phrases in one query.
+pub const MAX_QUERY_TERMS: usize = 32;
+/// bm25 weight of a path match (the text weighs 1): a note named after the
+/// words is a strong hit.
+pub const PATH_WEIGHT: f64 = 2.0;
+/// Tokens in a snippet.
+pub const SNIPPET_TOKENS: i32 = 24;
+
+/// Markers the snippet is built with before HTML escaping (private-use
+/// characters, which notes do not contain in practice).
+const OPEN: char = '\u{E000}';
+const CLOSE: char = '\u{E001}';
+
+/// A query that cannot be searched for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    /// Nothing but white space.
+    #[error("the query is empty: give one or more words to search for")]
+    Empty,
+    /// Only punctuation or symbols, which the index does not hold.
+    #[error("the query {0:?} has no letters or digits to search for")]
+    NoWords(String),
+    /// A `"` without its closing one.
+    #[error("the query has an unbalanced double quote: close the phrase with a second \"")]
+    Unbalanced,
+    /// Over [`MAX_QUERY_BYTES`].
+    #[error("the query is longer than {MAX_QUERY_BYTES} bytes")]
+    TooLong,
+    /// Over [`MAX_QUERY_TERMS`].
+    #[error("the query has more than {MAX_QUERY_TERMS} words and phrases")]
+    TooManyTerms,
+    /// A NUL character.
+    #[error("the query contains a NUL character")]
+    Nul,
+}
+
+/// What a search can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    /// The query itself (the caller's fault).
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    /// The database has no index (an older schema that no engine migrated).
+    #[error(
+        "this database has no search index yet: run `obby-sync scan` or `obby-sync run` once to create it"
+    )]
+    NoIndex,
+    /// The database.
+    #[error("search: {0}")]
+    Db(#[from] rusqlite::Error),
+}
+
+/// How to search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SearchOptions {
+    /// Every version of every file, not only the newest of each file that
+    /// still exists.
+    pub all_versions: bool,
+    /// The last word of each term matches as a prefix (`meet` finds `meeting`).
+    pub prefix: bool,
+    /// Most hits returned.
+    pub limit: usize,
+}
+
+/// One hit.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Hit {
+    /// The version's id.
+    pub version_id: i64,
+    /// Its absolute path.
+    pub file_path: String,
+    /// Its whole text (None for a binary or oversized file, found by path).
+    pub content: Option<String>,
+    /// A snippet of the best matching column, HTML-escaped, matches in
+    /// `<mark>`…`</mark>`.
+    pub highlighted: String,
+    /// bm25 score negated: larger is better.
+    pub rank: f64,
+    /// The version's stored timestamp (local-time text).
+    pub timestamp: Option<String>,
+}
+
+/// Turns a person's query into an FTS5 expression: words split on white
+/// space, `"…"` kept as phrases, each quoted (inner quotes doubled) so no
+/// FTS5 operator or column filter can be smuggled in; all terms must match.
+/// With `prefix`, each term's last word matches as a prefix. Terms without
+/// a letter or digit are dropped (the index holds none).
+///
+/// # Errors
+/// A [`QueryError`] for an empty, overlong, unbalanced or wordless query.
+pub fn fts_query(input: &str, prefix: bool) -> Result<String, QueryError> {
+    if input.len() > MAX_QUERY_BYTES {
+        return Err(QueryError::TooLong);
+    }
+    if input.contains('\0') {
+        return Err(QueryError::Nul);
+    }
+    if input.trim().is_empty() {
+        return Err(QueryError::Empty);
+    }
+    let mut terms: Vec<String> = Vec::new();
+    let mut rest = input;
+    loop {
+        rest = rest.trim_start();
+        if rest.is_empty() {
+            break;
+        }
+        let term = if let Some(after) = rest.strip_prefix('"') {
+            let end = after.find('"').ok_or(QueryError::Unbalanced)?;
+            let phrase = &after[..end];
+            rest = &after[end + 1..];
+            phrase
+        } else {
+            let end = rest
+                .find(|c: char| c.is_whitespace() || c == '"')
+                .unwrap_or(rest.len());
+            let word = &rest[..end];
+            rest = &rest[end..];
+            word
+        };
+        if term.chars().any(char::is_alphanumeric) {
+            terms.push(term.to_owned());
+        }
+    }
+    if terms.is_empty() {
+        return Err(QueryError::NoWords(input.trim().to_owned()));
+    }
+    if terms.len() > MAX_QUERY_TERMS {
+        return Err(QueryError::TooManyTerms);
+    }
+    let star = if prefix { "*" } else { "" };
+    Ok(terms
+        .iter()
+        .map(|t| format!("\"{}\"{star}", t.replace('"', "\"\"")))
+        .collect::<Vec<_>>()
+        .join(" "))
+}
+
+/// True when the database has the search index (schema 6 or later).
+///
+/// # Errors
+/// Any SQLite error.
+pub fn has_index(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'file_versions_fts')",
+        [],
+        |r| r.get(0),
+    )
+}
+
+/// Searches the index.
+///
+/// # Errors
+/// [`SearchError::Query`] for a malformed query, [`SearchError::NoIndex`]
+/// on a database without the index, [`SearchError::Db`] otherwise.
+pub fn search(
+    conn: &Connection,
+    input: &str,
+    opts: &SearchOptions,
+) -> Result<Vec<Hit>, SearchError> {
+    let expr = fts_query(input, opts.prefix)?;
+    if !has_index(conn)? {
+        return Err(SearchError::NoIndex);
+    }
+    let limit = i64::try_from(opts.limit).unwrap_or(i64::MAX);
+    // Phase 1: the best ids by score, without snippets (a common word can
+    // match many versions; snippets are made only for those returned).
+    let newest_only = if opts.all_versions {
+        ""
+    } else {
+        "AND fv.id = (SELECT MAX(n.id) FROM file_versions n WHERE n.file_path = fv.file_path)
+         AND NOT EXISTS (SELECT 1 FROM sync_files s WHERE s.path = fv.file_path AND s.deleted <> 0)"
+    };
+    let sql = format!(
+        "SELECT f.rowid, bm25(file_versions_fts, {PATH_WEIGHT}, 1.0) AS score
+         FROM file_versions_fts f JOIN file_versions fv ON fv.id = f.rowid
+         WHERE file_versions_fts MATCH ?1 {newest_only}
+         ORDER BY score, f.rowid DESC
+         LIMIT ?2"
+    );
+    let ranked: Vec<(i64, f64)> = conn
+        .prepare(&sql)?
+        .query_map(params![expr, limit], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    // Phase 2: each hit's snippet and row.
+    let mut snippet = conn.prepare(&format!(
+        "SELECT snippet(file_versions_fts, -1, '{OPEN}', '{CLOSE}', '…', {SNIPPET_TOKENS})
+         FROM file_versions_fts WHERE file_versions_fts MATCH ?1 AND rowid = ?2"
+    ))?;
+    let mut row =
+        conn.prepare("SELECT file_path, content, timestamp FROM file_versions WHERE id = ?1")?;
+    let mut hits = Vec::with_capacity(ranked.len());
+    for (id, score) in ranked {
+        let marked: Option<String> = snippet
+            .query_row(params![expr, id], |r| r.get(0))
+            .optional()?;
+        let Some((file_path, content, timestamp)) = row
+            .query_row([id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                ))
+            })
+            .optional()?
+        else {
+            // Deleted between the two phases (by another program).
+            continue;
+        };
+        hits.push(Hit {
+            version_id: id,
+            file_path,
+            content,
+            highlighted: marked.map(|m| markup(&m)).unwrap_or_default(),
+            rank: -score,
+            timestamp,
+        });
+    }
+    Ok(hits)
+}
+
+/// HTML-escapes a snippet and turns its markers into `<mark>` tags.
+fn markup(marked: &str) -> String {
+    let mut out = String::with_capacity(marked.len() + 16);
+    for c in marked.chars() {
+        match c {
+            OPEN => out.push_str("<mark>"),
+            CLOSE => out.push_str("</mark>"),
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// How far the index is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct IndexProgress {
+    /// Versions in the index.
+    pub indexed: i64,
+    /// Versions the backfill has still to index.
+    pub pending: i64,
+}
+
+impl IndexProgress {
+    /// True when every version is indexed.
+    pub fn complete(&self) -> bool {
+        self.pending == 0
+    }
+}
+
+/// The backfill's range still to index, `(next, end)`; empty when done.
+fn range(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
+    let get = |key: &str, default: i64| -> rusqlite::Result<i64> {
+        Ok(db::meta_get(conn, key)?
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(default))
+    };
+    Ok((get(NEXT_KEY, 1)?, get(END_KEY, 0)?))
+}
+
+/// How far the index is built (None when the database has no index).
+///
+/// # Errors
+/// Any SQLite error.
+pub fn progress(conn: &Connection) -> rusqlite::Result<Option<IndexProgress>> {
+    if !has_index(conn)? {
+        return Ok(None);
+    }
+    let (next, end) = range(conn)?;
+    let pending: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM file_versions WHERE id BETWEEN ?1 AND ?2",
+        [next, end],
+        |r| r.get(0),
+    )?;
+    let total: i64 = conn.query_row("SELECT COUNT(*) FROM file_versions", [], |r| r.get(0))?;
+    Ok(Some(IndexProgress {
+        indexed: total - pending,
+        pending,
+    }))
+}
+
+/// Rows per backfill batch: [`BACKFILL_BATCH_ROWS`] or the environment's.
+pub fn batch_rows() -> usize {
+    std::env::var(BACKFILL_ROWS_VAR)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(BACKFILL_BATCH_ROWS)
+}
+
+/// Indexes the next batch of not yet indexed versions (at most `max_rows`,
+/// and no more than [`BACKFILL_BATCH_BYTES`] of text unless one row is
+/// larger) and moves the cursor, in one `BEGIN IMMEDIATE` transaction.
+/// Returns the number of versions indexed; 0 when the backfill is done.
+///
+/// # Errors
+/// Any SQLite error (nothing is changed then).
+pub fn backfill_step(conn: &Connection, max_rows: usize) -> rusqlite::Result<usize> {
+    let tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
+    let (next, end) = range(&tx)?;
+    if next > end {
+        return Ok(0);
+    }
+    let mut last = None;
+    let mut bytes = 0_i64;
+    let mut rows = 0_usize;
+    {
+        let mut sizes = tx.prepare(
+            "SELECT id, COALESCE(size, length(content), 0) FROM file_versions
+             WHERE id BETWEEN ?1 AND ?2 ORDER BY id LIMIT ?3",
+        )?;
+        let mut found = sizes.query(params![
+            next,
+            end,
+            i64::try_from(max_rows.max(1)).unwrap_or(i64::MAX)
+        ])?;
+        while let Some(r) = found.next()? {
+            let (id, size): (i64, i64) = (r.get(0)?, r.get(1)?);
+            if rows > 0 && bytes + size > BACKFILL_BATCH_BYTES {
+                break;
+            }
+            bytes += size;
+            rows += 1;
+            last = Some(id);
+        }
+    }
+    // No row left in the range: the backfill is done.
+    let upto = last.unwrap_or(end);
+    tx.execute(
+        "INSERT INTO file_versions_fts (rowid, file_path, content)
+         SELECT id, file_path, content FROM file_versions WHERE id BETWEEN ?1 AND ?2",
+        [next, upto],
+    )?;
+    db::meta_set(&tx, NEXT_KEY, &(upto + 1).to_string())?;
+    tx.commit()?;
+    Ok(rows)
+}
+
+/// Runs [`backfill_step`] until the backfill is done or `stop` is set,
+/// pausing `pause` between batches and calling `on_step` after each. A busy
+/// database is waited out ([`db::retry_busy`]). Returns the versions indexed.
+///
+/// # Errors
+/// The first SQLite error that is not "busy".
+pub fn backfill(
+    conn: &Connection,
+    stop: &AtomicBool,
+    pause: Duration,
+    on_step: &mut dyn FnMut(&IndexProgress),
+) -> rusqlite::Result<u64> {
+    if !has_index(conn)? {
+        return Ok(0);
+    }
+    let rows = batch_rows();
+    let mut total = 0_u64;
+    while !stop.load(Ordering::Relaxed) {
+        let n = db::retry_busy(stop, || backfill_step(conn, rows))?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        if let Some(p) = progress(conn)? {
+            on_step(&p);
+            if p.complete() {
+                break;
+            }
+        }
+        if !pause.is_zero() {
+            std::thread::sleep(pause);
+        }
+    }
+    Ok(total)
+}
+
+/// The backfill on a thread of its own, with its own write connection, for
+/// `run`. Stops (between two batches) and joins when dropped.
+#[derive(Debug)]
+pub struct BackfillGuard {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl BackfillGuard {
+    /// Starts the thread when there is something to backfill; logs the
+    /// progress and any error (a failed backfill resumes at the next start).
+    ///
+    /// # Errors
+    /// [`db::open_writer`]'s errors; [`EngineError::Io`] when the thread
+    /// cannot start.
+    pub fn start(
+        db_path: &Path,
+        checkpoints: db::CheckpointMode,
+    ) -> Result<BackfillGuard, EngineError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        // As the engine's own connections: no checkpoint on close unless `auto`.
+        let conn = db::open_writer_with(db_path, checkpoints)?;
+        let sql = |source| EngineError::from_sqlite(db_path, source);
+        let pending = progress(&conn).map_err(sql)?.filter(|p| !p.complete());
+        let Some(first) = pending else {
+            return Ok(BackfillGuard { stop, thread: None });
+        };
+        tracing::info!(
+            indexed = first.indexed,
+            pending = first.pending,
+            "building the search index of existing versions in the background"
+        );
+        let flag = stop.clone();
+        let path: PathBuf = db_path.to_path_buf();
+        let thread = std::thread::Builder::new()
+            .name("obby-search-backfill".into())
+            .spawn(move || {
+                let mut last_log = std::time::Instant::now();
+                let result = backfill(&conn, &flag, BACKFILL_PAUSE, &mut |p| {
+                    if last_log.elapsed() >= Duration::from_secs(5) {
+                        last_log = std::time::Instant::now();
+                        tracing::info!(
+                            indexed = p.indexed,
+                            pending = p.pending,
+                            "search index backfill"
+                        );
+                    }
+                });
+                match result {
+                    Ok(n) if !flag.load(Ordering::Relaxed) => {
+                        tracing::info!(versions = n, "search index complete");
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(
+                        db = %path.display(),
+                        error = %e,
+                        "search index backfill stopped; it resumes at the next start"
+                    ),
+                }
+            })
+            .map_err(|source| EngineError::Io {
+                path: db_path.to_path_buf(),
+                source,
+            })?;
+        Ok(BackfillGuard {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for BackfillGuard {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_are_quoted_and_cannot_be_fts_syntax() {
+        assert_eq!(
+            fts_query("meeting notes", false).as_deref(),
+            Ok("\"meeting\" \"notes\"")
+        );
+        assert_eq!(
+            fts_query("meet not", true).as_deref(),
+            Ok("\"meet\"* \"not\"*")
+        );
+        assert_eq!(
+            fts_query("\"exact phrase\" other", false).as_deref(),
+            Ok("\"exact phrase\" \"other\"")
+        );
+        // Operators and column filters are just words.
+        assert_eq!(
+            fts_query("a OR content:b NEAR(c)", false).as_deref(),
+            Ok("\"a\" \"OR\" \"content:b\" \"NEAR(c)\"")
+        );
+        assert_eq!(
+            fts_query("it's a\"b", false),
+            Err(QueryError::Unbalanced),
+            "a quote inside a word opens a phrase"
+        );
+        assert_eq!(fts_query("  ", false), Err(QueryError::Empty));
+        assert_eq!(
+            fts_query("!!! --", false),
+            Err(QueryError::NoWords("!!! --".into()))
+        );
+        assert_eq!(fts_query("\"open", false), Err(QueryError::Unbalanced));
+        assert_eq!(fts_query("a\0b", false), Err(QueryError::Nul));
+        assert_eq!(
+            fts_query(&"x".repeat(MAX_QUERY_BYTES + 1), false),
+            Err(QueryError::TooLong)
+        );
+        assert_eq!(
+            fts_query(&"w ".repeat(MAX_QUERY_TERMS + 1), false),
+            Err(QueryError::TooManyTerms)
+        );
+    }
+
+    #[test]
+    fn snippets_are_escaped_and_marked() {
+        assert_eq!(
+            markup(&format!("a <b> & {OPEN}word{CLOSE} \"q\"")),
+            "a &lt;b&gt; &amp; <mark>word</mark> &quot;q&quot;"
+        );
+    }
+
+    #[test]
+    fn every_quoted_query_is_valid_fts5() {
+        let conn = Connection::open_in_memory().expect("db");
+        conn.execute_batch("CREATE VIRTUAL TABLE t USING fts5(a)")
+            .expect("fts5");
+        for q in [
+            "plain",
+            "a\"\"b\"",
+            "\"\"\"",
+            "x* ^y -z +w (v) {u} [t]",
+            "col:val AND OR NOT",
+        ] {
+            for prefix in [false, true] {
+                if let Ok(expr) = fts_query(q, prefix) {
+                    conn.query_row("SELECT COUNT(*) FROM t WHERE t MATCH ?1", [&expr], |r| {
+                        r.get::<_, i64>(0)
+                    })
+                    .unwrap_or_else(|e| panic!("{q:?} -> {expr:?}: {e}"));
+                }
+            }
+        }
+    }
+}
