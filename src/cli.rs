@@ -2,8 +2,8 @@
 //! engine errors arrive typed and leave as one line on stderr with a non-zero
 //! exit code.
 //!
-//! Commands: `init`, `scan`, `run`, `enqueue`, `status`, `log`, `diff`,
-//! `search`, `stats`.
+//! Commands: `init`, `scan`, `run`, `serve`, `enqueue`, `status`, `log`,
+//! `diff`, `search`, `stats`.
 //! Flags fall back to the contract's environment variables (`DB_PATH`,
 //! `LOG_LEVEL`, `WATCHER_PORT`, ...), then to defaults. The api token is
 //! read from `OBBY_TOKEN` or `--token-file`; `--token` works but is warned
@@ -110,6 +110,11 @@ struct Tuning {
     /// Hours to keep finished queue rows before pruning them.
     #[arg(long, default_value_t = config::DEFAULT_RETENTION.as_secs() / 3600)]
     retention_hours: u64,
+    /// Who checkpoints the WAL: auto (obby-sync), passive (obby-sync, PASSIVE
+    /// only, the WAL never truncated) or external (nobody here: use it with
+    /// Litestream, which must see every WAL frame).
+    #[arg(long, default_value = "auto", value_name = "MODE")]
+    checkpoint: crate::engine::db::CheckpointMode,
 }
 
 #[derive(Debug, Args)]
@@ -301,6 +306,16 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Serve the read parts of the api from a read-only copy of obby.db (a
+    /// Litestream restore): status, the change feed; no watching, no writes.
+    /// A newer restore moved over the file is picked up.
+    Serve {
+        /// The copy to serve.
+        #[arg(long, env = "DB_PATH")]
+        db: PathBuf,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Add files to the queue (a running engine picks them up).
     Enqueue {
         #[command(flatten)]
@@ -439,6 +454,7 @@ fn run(command: Command) -> Result<ExitCode> {
             watch,
             api,
         } => run_engine(&location, &tuning, &watch, &api),
+        Command::Serve { db, api } => serve_replica(&db, &api),
         Command::Enqueue { location, paths } => enqueue(&location, &paths),
         Command::Status { location, json } => status(&location.db(), json),
         Command::Log {
@@ -499,6 +515,7 @@ fn config(location: &Location, tuning: &Tuning) -> Result<Config> {
     cfg.policy.backoff = Duration::from_millis(tuning.retry_backoff_ms);
     cfg.retention = Duration::from_secs(tuning.retention_hours.saturating_mul(3600));
     cfg.settle = Duration::from_millis(tuning.settle_ms);
+    cfg.checkpoint = tuning.checkpoint;
     Ok(cfg)
 }
 
@@ -547,9 +564,9 @@ struct ScanSummary {
 
 /// Builds the search index of versions that predate it, after a scan's
 /// queue drained; a progress bar on a terminal.
-fn backfill_search(db_path: &Path, quiet: bool) -> Result<u64> {
+fn backfill_search(db_path: &Path, quiet: bool, checkpoints: db::CheckpointMode) -> Result<u64> {
     use crate::engine::search;
-    let conn = db::open_writer(db_path)?;
+    let conn = db::open_writer_with(db_path, checkpoints)?;
     let Some(first) = search::progress(&conn)?.filter(|p| !p.complete()) else {
         return Ok(0);
     };
@@ -594,7 +611,7 @@ fn scan(location: &Location, tuning: &Tuning, json: bool) -> Result<ExitCode> {
         bar.finish_and_clear();
     }
     // The search index of versions older than it (issue 12), resumable.
-    let search_indexed = backfill_search(&engine.config().db, json)?;
+    let search_indexed = backfill_search(&engine.config().db, json, engine.config().checkpoint)?;
     let p = engine.progress().snapshot();
     let seconds = started.elapsed().as_secs_f64();
     let summary = ScanSummary {
@@ -705,7 +722,7 @@ fn run_engine(
     });
     let status = LiveStatus::start(engine.progress(), cfg.db.clone());
     // The search index of versions older than it (issue 12), in the background.
-    let backfill = crate::engine::search::BackfillGuard::start(&cfg.db)?;
+    let backfill = crate::engine::search::BackfillGuard::start(&cfg.db, cfg.checkpoint)?;
     let result = engine.watch_and_process(watch, stop, &mut |p: &ProgressSnapshot| {
         tracing::debug!(
             rows = p.rows,
@@ -735,6 +752,38 @@ fn run_engine(
         failed = p.failed,
         "stopped cleanly"
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `serve`: the api on a read-only copy until SIGINT or SIGTERM.
+fn serve_replica(db_path: &Path, api: &ApiArgs) -> Result<ExitCode> {
+    if api.no_api {
+        bail!("serve is the api: --no-api leaves nothing to do");
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
+    }
+    let api_config = api.config()?;
+    let (handle, guard) = crate::engine::replica::open(db_path)?;
+    eprintln!(
+        "obby-sync: serving {} read-only; Ctrl-C stops",
+        handle.db_path().display()
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("obby-api")
+        .enable_all()
+        .build()
+        .context("starting the api runtime")?;
+    let result = runtime.block_on(crate::api::serve(handle, api_config, async move {
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }));
+    drop(guard);
+    result?;
+    tracing::info!("stopped cleanly");
     Ok(ExitCode::SUCCESS)
 }
 

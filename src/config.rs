@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::engine::EngineError;
+use crate::engine::db::CheckpointMode;
 use crate::engine::queue::QueuePolicy;
 
 /// Where the database lives unless `--db` or `DB_PATH` says otherwise,
@@ -65,6 +66,8 @@ pub struct Config {
     pub idle_poll: Duration,
     /// Quiet time a file needs before it is read.
     pub settle: Duration,
+    /// Who checkpoints the WAL (`--checkpoint`; Litestream wants `external`).
+    pub checkpoint: CheckpointMode,
 }
 
 impl Config {
@@ -101,6 +104,7 @@ impl Config {
             retention: DEFAULT_RETENTION,
             idle_poll: DEFAULT_IDLE_POLL,
             settle: DEFAULT_SETTLE,
+            checkpoint: CheckpointMode::default(),
         })
     }
 

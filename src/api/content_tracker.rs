@@ -26,7 +26,7 @@ use super::proto::contenttracker::{
     BatchRequest, DiffRequest, DiffResponse, HashRequest, HashResponse, TrackProgress,
     TrackRequest, TrackResponse,
 };
-use super::{MAX_BATCH_FILES, blocking, status_from};
+use super::{MAX_BATCH_FILES, blocking, status_from, writable};
 use crate::engine::queue::{self, ChangeKind, NewEvent};
 use crate::engine::{EngineHandle, diff};
 
@@ -231,6 +231,7 @@ impl ContentTracker for ContentTrackerService {
         &self,
         request: Request<TrackRequest>,
     ) -> Result<Response<TrackResponse>, Status> {
+        writable(&self.handle, "ContentTracker.TrackChange")?;
         let deadline = deadline_of(&request);
         let req = request.into_inner();
         let path = utf8(&resolve(&self.handle, &req)?)?;
@@ -275,6 +276,7 @@ impl ContentTracker for ContentTrackerService {
         &self,
         request: Request<BatchRequest>,
     ) -> Result<Response<Self::TrackBatchStream>, Status> {
+        writable(&self.handle, "ContentTracker.TrackBatch")?;
         let deadline = deadline_of(&request);
         let req = request.into_inner();
         if req.requests.len() > MAX_BATCH_FILES {
@@ -389,6 +391,7 @@ impl ContentTracker for ContentTrackerService {
         &self,
         request: Request<HashRequest>,
     ) -> Result<Response<HashResponse>, Status> {
+        writable(&self.handle, "ContentTracker.GetContentHash")?;
         let req = request.into_inner();
         let path = inside_root(self.handle.root(), &req.file_path, None, "file_path")?;
         let max = self.handle.max_file_size();
@@ -418,6 +421,7 @@ impl ContentTracker for ContentTrackerService {
             && req.new_content.is_empty()
             && !(req.old_file_path.is_empty() && req.new_file_path.is_empty());
         let (old, new, old_label, new_label) = if by_path {
+            writable(&self.handle, "ContentTracker.GenerateDiff of files")?;
             let root = self.handle.root();
             let old_path = inside_root(root, &req.old_file_path, None, "old_file_path")?;
             let new_path = inside_root(root, &req.new_file_path, None, "new_file_path")?;

@@ -21,7 +21,7 @@ use super::proto::filewatcher::{
     EventRequest, FileEvent, PatternResponse, PatternUpdate, StopRequest, StopResponse,
     WatchRequest, WatchResponse,
 };
-use super::{blocking, status_from};
+use super::{blocking, status_from, writable};
 use crate::engine::clock::TIMESTAMP_FORMAT;
 use crate::engine::enqueue::Control;
 use crate::engine::patterns::ApiPatterns;
@@ -118,6 +118,7 @@ impl FileWatcher for FileWatcherService {
         &self,
         request: Request<WatchRequest>,
     ) -> Result<Response<WatchResponse>, Status> {
+        writable(&self.handle, "FileWatcher.StartWatching")?;
         let req = request.into_inner();
         if req.debounce_ms < 0 || req.debounce_ms > MAX_DEBOUNCE_MS {
             return Err(Status::invalid_argument(format!(
@@ -174,6 +175,7 @@ impl FileWatcher for FileWatcherService {
         &self,
         _request: Request<StopRequest>,
     ) -> Result<Response<StopResponse>, Status> {
+        writable(&self.handle, "FileWatcher.StopWatching")?;
         let running = self.handle.send(Control::Pause(true));
         Ok(Response::new(StopResponse {
             success: running,
@@ -221,6 +223,7 @@ impl FileWatcher for FileWatcherService {
         &self,
         request: Request<PatternUpdate>,
     ) -> Result<Response<PatternResponse>, Status> {
+        writable(&self.handle, "FileWatcher.UpdatePatterns")?;
         let req = request.into_inner();
         let watch = req
             .watch_patterns

@@ -190,6 +190,20 @@ pub(crate) fn status_from(e: EngineError) -> Status {
     }
 }
 
+/// Refuses `rpc` on a read-only replica (`obby-sync serve`) with
+/// `FAILED_PRECONDITION`: it would write the database, steer a watcher, or
+/// read the notes folder, none of which a replica has. Every service checks
+/// this first in such a call.
+pub(crate) fn writable(handle: &EngineHandle, rpc: &str) -> Result<(), Status> {
+    if handle.read_only() {
+        return Err(Status::failed_precondition(format!(
+            "{rpc} is refused: this obby-sync serves a read-only copy of {} (obby-sync serve);              call the obby-sync run that records the notes",
+            handle.db_path().display()
+        )));
+    }
+    Ok(())
+}
+
 /// Runs a blocking closure (a database query) off the runtime.
 pub(crate) async fn blocking<T, F>(f: F) -> Result<T, Status>
 where
@@ -290,7 +304,8 @@ pub async fn serve(
         None => None,
     };
     let query_addr = query_listener.as_ref().map(|(_, a)| a.to_string());
-    {
+    // A read-only replica records nothing, not even its addresses.
+    if !handle.read_only() {
         let h = handle.clone();
         blocking(move || {
             let conn = h.conn().map_err(status_from)?;

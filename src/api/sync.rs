@@ -19,7 +19,7 @@ use super::proto::sync::{
     ChangeEvent, FailedChange, GetStatusRequest, QueueDepth, RescanRequest, RescanResponse,
     StatusResponse, SubscribeRequest, SyncRequest, SyncResponse, WatchRoot,
 };
-use super::{blocking, status_from};
+use super::{blocking, status_from, writable};
 use crate::engine::enqueue::Control;
 use crate::engine::{EngineHandle, db, queue};
 
@@ -66,9 +66,14 @@ fn status(handle: &EngineHandle) -> Result<StatusResponse, Status> {
     let count = |q: &str| conn.query_row(q, [], |r| r.get::<_, i64>(0)).map_err(sql);
     let counts = queue::counts(&conn).map_err(sql)?;
     let failures = queue::failures(&conn, 20).map_err(sql)?;
-    let backend = db::meta_get(&conn, "watch_backend")
-        .map_err(sql)?
-        .unwrap_or_default();
+    // A replica's stored backend is the recording machine's, not its own.
+    let backend = if handle.read_only() {
+        format!("replica (read-only {})", handle.db_path().display())
+    } else {
+        db::meta_get(&conn, "watch_backend")
+            .map_err(sql)?
+            .unwrap_or_default()
+    };
     let (name, detail) = match backend.split_once(' ') {
         Some((name, detail)) => (
             name.to_owned(),
@@ -151,6 +156,7 @@ impl Sync for SyncService {
     }
 
     async fn sync(&self, request: Request<SyncRequest>) -> Result<Response<SyncResponse>, Status> {
+        writable(&self.handle, "Sync.Sync")?;
         let req = request.into_inner();
         if req.timeout_ms < 0 {
             return Err(Status::invalid_argument("timeout_ms must not be negative"));
@@ -226,6 +232,7 @@ impl Sync for SyncService {
         &self,
         request: Request<RescanRequest>,
     ) -> Result<Response<RescanResponse>, Status> {
+        writable(&self.handle, "Sync.Rescan")?;
         let req = request.into_inner();
         let root = self.handle.root().to_path_buf();
         let scope = if req.path.trim().is_empty() {

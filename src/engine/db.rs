@@ -7,6 +7,15 @@
 //! to date ([`super::schema::migrate`]). [`reader_pool`] hands
 //! out read connections for workers and queries. [`EngineLock`] makes sure only
 //! one engine works on a database at a time.
+//!
+//! Who checkpoints the WAL is the [`CheckpointMode`]: `auto`, the engine's
+//! [`Checkpointer`] (PASSIVE from [`CHECKPOINT_WAL_BYTES`], TRUNCATE when the
+//! queue drains); `passive`, the same thread but PASSIVE only and the WAL
+//! file never truncated; `external`, nobody in this process (Litestream
+//! does). In the last two every connection is told not to checkpoint when it
+//! closes (`SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE`) and never to checkpoint by
+//! itself (`wal_autocheckpoint = 0`). [`replica_pool`] opens a copy read-only
+//! (`obby-sync serve`): nothing in this module writes such a file.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Write as _;
@@ -48,10 +57,74 @@ pub fn latest_version() -> i64 {
     super::schema::latest_version()
 }
 
+/// Who checkpoints the WAL back into the database (`--checkpoint`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CheckpointMode {
+    /// The engine: PASSIVE checkpoints from [`CHECKPOINT_WAL_BYTES`] of WAL
+    /// on a thread of their own, a TRUNCATE when the queue drains (at the end
+    /// of `scan`, when `run` stops or idles); the WAL file is cut back to
+    /// [`JOURNAL_SIZE_LIMIT`] when it starts over.
+    #[default]
+    Auto,
+    /// The engine's PASSIVE checkpoints only (they never wait for a reader,
+    /// so Litestream's read transaction holds them back from frames it has
+    /// not copied yet); the WAL file is never truncated.
+    Passive,
+    /// None at all: another program (Litestream) checkpoints. The WAL grows
+    /// until it does.
+    External,
+}
+
+impl CheckpointMode {
+    /// The flag's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckpointMode::Auto => "auto",
+            CheckpointMode::Passive => "passive",
+            CheckpointMode::External => "external",
+        }
+    }
+}
+
+impl std::fmt::Display for CheckpointMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for CheckpointMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(CheckpointMode::Auto),
+            "passive" => Ok(CheckpointMode::Passive),
+            "external" => Ok(CheckpointMode::External),
+            other => Err(format!(
+                "unknown checkpoint mode {other:?} (auto, passive or external)"
+            )),
+        }
+    }
+}
+
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+/// What `mode` asks of every connection: in `passive` and `external` no
+/// checkpoint when it closes (SQLite checkpoints and deletes the WAL when
+/// the last connection to a database closes) and none after a commit.
+fn configure_checkpoints(conn: &Connection, mode: CheckpointMode) -> rusqlite::Result<()> {
+    if mode != CheckpointMode::Auto {
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+            true,
+        )?;
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    }
     Ok(())
 }
 
@@ -63,6 +136,17 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 /// [`EngineError::SchemaTooNew`] for files the engine must not touch; any other
 /// SQLite failure as [`EngineError::Db`].
 pub fn open_writer(path: &Path) -> Result<Connection, EngineError> {
+    open_writer_with(path, CheckpointMode::Auto)
+}
+
+/// [`open_writer`] for an engine whose WAL is checkpointed as `mode` says.
+///
+/// # Errors
+/// As [`open_writer`].
+pub fn open_writer_with(
+    path: &Path,
+    checkpoints: CheckpointMode,
+) -> Result<Connection, EngineError> {
     let err = |e| EngineError::from_sqlite(path, e);
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
@@ -74,6 +158,7 @@ pub fn open_writer(path: &Path) -> Result<Connection, EngineError> {
         });
     }
     configure(&conn).map_err(err)?;
+    configure_checkpoints(&conn, checkpoints).map_err(err)?;
     let pages: i64 = conn
         .pragma_query_value(None, "page_count", |r| r.get(0))
         .map_err(err)?;
@@ -92,7 +177,14 @@ pub fn open_writer(path: &Path) -> Result<Connection, EngineError> {
             reason: format!("cannot switch it to WAL (journal mode stays {mode})"),
         });
     }
-    conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)
+    // -1: the WAL file keeps its size when it starts over (only `auto`
+    // truncates it).
+    let limit = if checkpoints == CheckpointMode::Auto {
+        JOURNAL_SIZE_LIMIT
+    } else {
+        -1
+    };
+    conn.pragma_update(None, "journal_size_limit", limit)
         .map_err(err)?;
     conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)
         .map_err(err)?;
@@ -142,10 +234,186 @@ pub fn open_reader(path: &Path) -> Result<Connection, EngineError> {
 /// # Errors
 /// [`EngineError::Pool`] when the first connection cannot be made.
 pub fn reader_pool(path: &Path, size: u32) -> Result<ReaderPool, EngineError> {
+    reader_pool_with(path, size, CheckpointMode::Auto)
+}
+
+/// [`reader_pool`] whose connections follow `mode` (see [`CheckpointMode`]).
+///
+/// # Errors
+/// As [`reader_pool`].
+pub fn reader_pool_with(
+    path: &Path,
+    size: u32,
+    mode: CheckpointMode,
+) -> Result<ReaderPool, EngineError> {
     let manager = SqliteConnectionManager::file(path)
         .with_flags(OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-        .with_init(|c| configure(c));
+        .with_init(move |c| {
+            configure(c)?;
+            configure_checkpoints(c, mode)
+        });
     Ok(r2d2::Pool::builder().max_size(size.max(1)).build(manager)?)
+}
+
+/// How [`replica_pool`] opened a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicaOpen {
+    /// `SQLITE_OPEN_READ_ONLY`: SQLite may create the `-shm` and an empty
+    /// `-wal` beside the file (it needs them to read a WAL database), and
+    /// sees what another process commits.
+    ReadOnly,
+    /// The folder is not writable and there is no `-shm`: opened
+    /// `immutable=1` (no side files, no locks), as a restored file, which
+    /// holds everything in the database file itself, allows. Only a new
+    /// file at the path (see `engine::replica`) brings new rows.
+    Immutable,
+}
+
+/// A pool of read-only connections to a copy of an obby-sync database (a
+/// Litestream restore), for `obby-sync serve`. Checks that the file is an
+/// obby-sync database this binary can read; never writes it.
+///
+/// # Errors
+/// [`EngineError::Io`] when the file is missing; [`EngineError::NotObby`]
+/// for another program's file; [`EngineError::SchemaTooNew`] for a newer
+/// obby-sync's; [`EngineError::Pool`] or [`EngineError::Db`] when it cannot
+/// be read.
+pub fn replica_pool(path: &Path, size: u32) -> Result<(ReaderPool, ReplicaOpen), EngineError> {
+    if !path.is_file() {
+        return Err(EngineError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no database file here (restore one first: litestream restore -o PATH ...)",
+            ),
+        });
+    }
+    let plain = replica_manager(path, false);
+    let how = match probe_replica(path, &plain) {
+        Ok(()) => ReplicaOpen::ReadOnly,
+        Err(e) if needs_immutable(path, &e) => {
+            probe_replica(path, &replica_manager(path, true))?;
+            ReplicaOpen::Immutable
+        }
+        Err(e) => return Err(e),
+    };
+    let manager = replica_manager(path, how == ReplicaOpen::Immutable);
+    let pool = r2d2::Pool::builder().max_size(size.max(1)).build(manager)?;
+    Ok((pool, how))
+}
+
+/// A read-only manager; `immutable` opens through a `file:` URI with
+/// `mode=ro&immutable=1`.
+fn replica_manager(path: &Path, immutable: bool) -> SqliteConnectionManager {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let manager = if immutable {
+        SqliteConnectionManager::file(format!("file:{}?mode=ro&immutable=1", uri_path(path)))
+            .with_flags(flags | OpenFlags::SQLITE_OPEN_URI)
+    } else {
+        SqliteConnectionManager::file(path).with_flags(flags)
+    };
+    manager.with_init(|c| c.busy_timeout(BUSY_TIMEOUT))
+}
+
+/// `path` as the path part of a `file:` URI (RFC 3986: unreserved bytes and
+/// `/` as they are, every other byte percent-encoded).
+fn uri_path(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt as _;
+    let mut out = String::new();
+    for &b in path.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Opens one connection from `manager` and checks the file is a readable
+/// obby-sync database.
+fn probe_replica(path: &Path, manager: &SqliteConnectionManager) -> Result<(), EngineError> {
+    use r2d2::ManageConnection as _;
+    let err = |e| EngineError::from_sqlite(path, e);
+    let conn = manager.connect().map_err(err)?;
+    let app_id: i32 = conn
+        .pragma_query_value(None, "application_id", |r| r.get(0))
+        .map_err(err)?;
+    if app_id != APPLICATION_ID {
+        return Err(EngineError::NotObby {
+            path: path.to_path_buf(),
+            reason: "it is not an obby-sync database (no obby-sync application_id)".into(),
+        });
+    }
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(err)?;
+    if version > latest_version() {
+        return Err(EngineError::SchemaTooNew {
+            path: path.to_path_buf(),
+            found: version,
+            known: latest_version(),
+        });
+    }
+    conn.query_row("SELECT COUNT(*) FROM file_changes", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map_err(err)?;
+    Ok(())
+}
+
+/// True when a read-only open failed only for want of the `-shm` (an
+/// unwritable folder) and the file can be read as immutable: no `-wal` with
+/// frames in it, which immutable would ignore.
+fn needs_immutable(path: &Path, e: &EngineError) -> bool {
+    let refused = matches!(
+        e,
+        EngineError::ReadOnly { .. }
+            | EngineError::CannotOpen { .. }
+            | EngineError::Db { .. }
+            | EngineError::Io { .. }
+    );
+    let side = |suffix: &str| {
+        let mut name = path.as_os_str().to_os_string();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    let wal_empty = std::fs::metadata(side("-wal")).map_or(true, |m| m.len() == 0);
+    refused && wal_empty && !side("-shm").exists()
+}
+
+/// A reader pool that can be swapped for a new one while handles to it are
+/// out (`serve` reopens a replica file replaced by a newer restore).
+#[derive(Clone)]
+pub struct SharedPool(std::sync::Arc<std::sync::RwLock<ReaderPool>>);
+
+impl SharedPool {
+    /// Wraps `pool`.
+    pub fn new(pool: ReaderPool) -> Self {
+        SharedPool(std::sync::Arc::new(std::sync::RwLock::new(pool)))
+    }
+
+    /// A connection from the current pool.
+    ///
+    /// # Errors
+    /// [`EngineError::Pool`] when none can be had.
+    pub fn get(&self) -> Result<r2d2::PooledConnection<SqliteConnectionManager>, EngineError> {
+        let pool = self
+            .0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        Ok(pool.get()?)
+    }
+
+    /// Replaces the pool: connections handed out before stay on the old
+    /// file until they are returned, then close.
+    pub fn replace(&self, pool: ReaderPool) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = pool;
+    }
 }
 
 /// Decides whether the file is ours, an Obby database to adopt, or foreign.
@@ -268,17 +536,43 @@ pub fn checkpoint(conn: &Connection) {
     }
 }
 
+/// Attempts of a PASSIVE checkpoint when the queue drains in `passive` mode.
+const DRAINED_TRIES: usize = 5;
+
+/// Runs a PASSIVE checkpoint; returns the WAL's frames and how many of them
+/// are now in the database (None when it could not run).
+fn passive(conn: &Connection) -> Option<(i64, i64)> {
+    match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    }) {
+        Ok((0, log, copied)) => Some((log, copied)),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::debug!(error = %e, "passive checkpoint skipped");
+            None
+        }
+    }
+}
+
 /// Checkpoints the WAL on a thread of its own, so the single writer never
 /// stalls on copying pages back into the database: the engine's connections
 /// switch SQLite's automatic checkpoint off ([`Checkpointer::adopt`]) and this
 /// thread runs a `PASSIVE` checkpoint (which never blocks writers or readers)
-/// whenever the WAL passes [`CHECKPOINT_WAL_BYTES`]. Stops when dropped.
+/// whenever the WAL passes [`CHECKPOINT_WAL_BYTES`], unless the mode is
+/// `external`. The same thread looks for a Litestream process replicating the
+/// database every [`super::litestream::LOOK_EVERY`] and says so in the log
+/// ([`super::litestream::Watch`]). Stops when dropped.
 #[derive(Debug)]
 pub struct Checkpointer {
     /// Set (and the thread woken) to stop it: dropping the checkpointer
     /// does not wait out a poll interval.
     stop: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
     thread: Option<std::thread::JoinHandle<()>>,
+    mode: CheckpointMode,
 }
 
 impl Checkpointer {
@@ -287,16 +581,25 @@ impl Checkpointer {
     /// # Errors
     /// [`EngineError::Pool`] when no connection can be had;
     /// [`EngineError::Io`] when the thread cannot start.
-    pub fn start(db: &Path, pool: &ReaderPool) -> Result<Checkpointer, EngineError> {
+    pub fn start(
+        db: &Path,
+        pool: &ReaderPool,
+        mode: CheckpointMode,
+    ) -> Result<Checkpointer, EngineError> {
         let conn = pool.get()?;
         let stop = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
         let flag = stop.clone();
         let mut wal = db.as_os_str().to_os_string();
         wal.push("-wal");
         let wal = PathBuf::from(wal);
+        let mut litestream = super::litestream::Watch::new(db, mode);
+        litestream.look(&conn);
         let thread = std::thread::Builder::new()
             .name("obby-checkpoint".into())
             .spawn(move || {
+                let mut last_look = std::time::Instant::now();
+                // The WAL's size and mtime when a checkpoint last copied all of it.
+                let mut done_at = None;
                 loop {
                     let (lock, bell) = &*flag;
                     let stopped = lock
@@ -309,14 +612,24 @@ impl Checkpointer {
                         break;
                     }
                     drop(stopped);
-                    let size = std::fs::metadata(&wal).map_or(0, |m| m.len());
-                    if size < CHECKPOINT_WAL_BYTES {
+                    if last_look.elapsed() >= super::litestream::LOOK_EVERY {
+                        litestream.look(&conn);
+                        last_look = std::time::Instant::now();
+                    }
+                    if mode == CheckpointMode::External {
                         continue;
                     }
-                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                    {
-                        tracing::debug!(error = %e, "background checkpoint skipped");
+                    let now = std::fs::metadata(&wal)
+                        .ok()
+                        .map(|m| (m.len(), m.modified().ok()));
+                    let size = now.map_or(0, |(len, _)| len);
+                    // A WAL that is not truncated keeps its size: nothing is
+                    // new in it until it is written again.
+                    if size < CHECKPOINT_WAL_BYTES || (done_at.is_some() && done_at == now) {
+                        continue;
                     }
+                    done_at =
+                        passive(&conn).and_then(|(log, copied)| (copied >= log).then_some(now?));
                 }
             })
             .map_err(|source| EngineError::Io {
@@ -326,6 +639,7 @@ impl Checkpointer {
         Ok(Checkpointer {
             stop,
             thread: Some(thread),
+            mode,
         })
     }
 
@@ -335,6 +649,26 @@ impl Checkpointer {
     /// Any SQLite error.
     pub fn adopt(&self, conn: &Connection) -> rusqlite::Result<()> {
         conn.pragma_update(None, "wal_autocheckpoint", 0)
+    }
+
+    /// The checkpoint that ends a burst of work (the queue drained, the
+    /// engine stopping or idle): TRUNCATE in `auto`, PASSIVE in `passive`,
+    /// none in `external`. Best effort.
+    pub fn drained(&self, conn: &Connection) {
+        match self.mode {
+            CheckpointMode::Auto => checkpoint(conn),
+            CheckpointMode::Passive => {
+                // The background thread may be checkpointing at this moment
+                // (then this one is refused at once): a few tries, short.
+                for _ in 0..DRAINED_TRIES {
+                    if passive(conn).is_some_and(|(log, copied)| copied >= log) {
+                        break;
+                    }
+                    std::thread::sleep(CHECKPOINT_POLL / 4);
+                }
+            }
+            CheckpointMode::External => {}
+        }
     }
 }
 

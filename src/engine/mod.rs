@@ -25,10 +25,12 @@ pub mod enqueue;
 mod error;
 pub mod hash;
 pub mod history;
+pub mod litestream;
 pub mod patterns;
 pub mod progress;
 pub mod queue;
 pub mod reconcile;
+pub mod replica;
 pub mod schema;
 pub mod search;
 pub mod store;
@@ -46,7 +48,7 @@ use rayon::prelude::*;
 pub use error::{EngineError, ItemError};
 
 use crate::config::Config;
-use db::{Checkpointer, EngineLock, ReaderPool};
+use db::{Checkpointer, EngineLock, ReaderPool, SharedPool};
 use enqueue::{Control, Enqueuer, EnqueuerParts, WatchConfig};
 use patterns::{Patterns, SharedPatterns};
 use progress::{Doorbell, Progress, ProgressSnapshot};
@@ -109,7 +111,11 @@ pub struct EngineHandle {
     root: PathBuf,
     db: PathBuf,
     /// The api's own connections: api calls can never starve the workers.
-    readers: ReaderPool,
+    /// Swapped for a new pool when a replica's file is replaced.
+    readers: SharedPool,
+    /// A read-only replica (`obby-sync serve`): nothing records or writes,
+    /// and the api refuses every call that would.
+    read_only: bool,
     progress: Arc<Progress>,
     doorbell: Arc<Doorbell>,
     control: mpsc::Sender<Control>,
@@ -128,6 +134,13 @@ impl EngineHandle {
     /// The database file.
     pub fn db_path(&self) -> &Path {
         &self.db
+    }
+
+    /// True for a read-only replica (`obby-sync serve`): no watcher, no
+    /// workers, no writes; services must refuse calls that would write or
+    /// steer the engine (the api answers them `FAILED_PRECONDITION`).
+    pub fn read_only(&self) -> bool {
+        self.read_only
     }
 
     /// The committed-work counters.
@@ -162,7 +175,7 @@ impl EngineHandle {
     pub fn conn(
         &self,
     ) -> Result<r2d2::PooledConnection<r2d2_sqlite::SqliteConnectionManager>, EngineError> {
-        Ok(self.readers.get()?)
+        self.readers.get()
     }
 
     /// Wakes the processing loop (after queue rows were written).
@@ -192,8 +205,13 @@ impl Engine {
             tracing::warn!(root = %config.root.display(), ".obbywatch selects nothing: no file will be tracked");
         }
         let lock = EngineLock::acquire(&config.db)?;
-        let conn = db::open_writer(&config.db)?;
-        tracing::info!(db = %config.db.display(), root = %config.root.display(), "using database");
+        let conn = db::open_writer_with(&config.db, config.checkpoint)?;
+        tracing::info!(
+            db = %config.db.display(),
+            root = %config.root.display(),
+            checkpoint = %config.checkpoint,
+            "using database"
+        );
         let sql = |source| EngineError::Db {
             path: config.db.clone(),
             source,
@@ -235,8 +253,12 @@ impl Engine {
                 path: config.root.clone(),
                 source: std::io::Error::other(e.to_string()),
             })?;
-        let readers = db::reader_pool(&config.db, u32::try_from(config.workers + 3).unwrap_or(8))?;
-        let checkpointer = Checkpointer::start(&config.db, &readers)?;
+        let readers = db::reader_pool_with(
+            &config.db,
+            u32::try_from(config.workers + 3).unwrap_or(8),
+            config.checkpoint,
+        )?;
+        let checkpointer = Checkpointer::start(&config.db, &readers, config.checkpoint)?;
         checkpointer.adopt(store.conn()).map_err(sql)?;
         let (event_tx, event_rx) = mpsc::sync_channel(enqueue::EVENT_CHANNEL_CAPACITY);
         let (control_tx, control_rx) = mpsc::channel();
@@ -272,7 +294,12 @@ impl Engine {
         Ok(EngineHandle {
             root: self.config.root.clone(),
             db: self.config.db.clone(),
-            readers: db::reader_pool(&self.config.db, API_POOL_SIZE)?,
+            readers: SharedPool::new(db::reader_pool_with(
+                &self.config.db,
+                API_POOL_SIZE,
+                self.config.checkpoint,
+            )?),
+            read_only: false,
             progress: self.progress.clone(),
             doorbell: self.doorbell.clone(),
             control: self.control.0.clone(),
@@ -463,7 +490,7 @@ impl Engine {
             u64::try_from(watch.debounce.as_millis()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
-        let conn = db::open_writer(&self.config.db)?;
+        let conn = db::open_writer_with(&self.config.db, self.config.checkpoint)?;
         self.checkpointer.adopt(&conn).map_err(|e| self.sql(e))?;
         let (Some(event_rx), Some(control_rx)) = (self.events.1.take(), self.control.1.take())
         else {
@@ -517,7 +544,8 @@ impl Engine {
             .map_err(|e| self.sql(e))
     }
 
-    /// Prunes old done rows and checkpoints the WAL; failures only log.
+    /// Prunes old done rows and checkpoints the WAL as the checkpoint mode
+    /// says; failures only log.
     fn maintenance(&self) {
         let retention = i64::try_from(self.config.retention.as_millis()).unwrap_or(i64::MAX);
         match queue::prune_done(self.store.conn(), clock::now_ms().saturating_sub(retention)) {
@@ -525,7 +553,7 @@ impl Engine {
             Ok(n) => tracing::debug!(rows = n, "pruned done queue rows"),
             Err(e) => tracing::warn!(error = %e, "could not prune the queue"),
         }
-        db::checkpoint(self.store.conn());
+        self.checkpointer.drained(self.store.conn());
         // Give back the page cache an idle engine does not need.
         if let Err(e) = self.store.conn().execute_batch("PRAGMA shrink_memory") {
             tracing::debug!(error = %e, "shrink_memory skipped");

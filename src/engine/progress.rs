@@ -82,6 +82,12 @@ impl Progress {
         }
     }
 
+    /// Calls every hook without a commit: the rows under the api changed
+    /// another way (`serve` reopened a replaced replica file).
+    pub fn notify(&self) {
+        self.record(&BatchStats::default(), None);
+    }
+
     /// Calls `hook` after every committed batch from now on. Hooks must be
     /// quick and must not block: they run on the writer thread.
     pub fn on_commit(&self, hook: CommitHook) {

@@ -447,9 +447,13 @@ impl BackfillGuard {
     /// # Errors
     /// [`db::open_writer`]'s errors; [`EngineError::Io`] when the thread
     /// cannot start.
-    pub fn start(db_path: &Path) -> Result<BackfillGuard, EngineError> {
+    pub fn start(
+        db_path: &Path,
+        checkpoints: db::CheckpointMode,
+    ) -> Result<BackfillGuard, EngineError> {
         let stop = Arc::new(AtomicBool::new(false));
-        let conn = db::open_writer(db_path)?;
+        // As the engine's own connections: no checkpoint on close unless `auto`.
+        let conn = db::open_writer_with(db_path, checkpoints)?;
         let sql = |source| EngineError::from_sqlite(db_path, source);
         let pending = progress(&conn).map_err(sql)?.filter(|p| !p.complete());
         let Some(first) = pending else {

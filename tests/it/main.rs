@@ -15,6 +15,7 @@ mod pipeline;
 mod poison;
 mod query;
 mod replay;
+mod replicas;
 mod sse;
 mod traps;
 mod watch;

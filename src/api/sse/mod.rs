@@ -674,7 +674,8 @@ pub(crate) async fn start(
     };
     let (grpc_listener, grpc_addr) = bind(addrs.grpc).await?;
     let (http_listener, http_addr) = bind(addrs.http).await?;
-    {
+    // A read-only replica (`obby-sync serve`) records nothing.
+    if !handle.read_only() {
         let h = handle.clone();
         blocking(move || {
             let conn = h.conn().map_err(status_from)?;
