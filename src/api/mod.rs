@@ -259,6 +259,35 @@ impl tonic::service::Interceptor for Auth {
     }
 }
 
+/// Records bound addresses in `sync_meta`, in order (useful with port 0);
+/// a read-only replica (`obby-sync serve`) records nothing.
+///
+/// # Errors
+/// [`ApiError::Engine`] when the database cannot be written.
+pub(crate) async fn record_addrs(
+    handle: &EngineHandle,
+    addrs: Vec<(&'static str, String)>,
+) -> Result<(), ApiError> {
+    if handle.read_only() {
+        return Ok(());
+    }
+    let h = handle.clone();
+    blocking(move || {
+        let conn = h.conn().map_err(status_from)?;
+        for (key, addr) in &addrs {
+            db::meta_set(&conn, key, addr).map_err(|e| Status::internal(e.to_string()))?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|s| {
+        ApiError::Engine(EngineError::Watch {
+            root: handle.root().to_path_buf(),
+            message: s.message().to_owned(),
+        })
+    })
+}
+
 /// Binds both ports (and the Query service's, when configured), records the
 /// bound addresses in `sync_meta` (`api_watcher_addr`, `api_tracker_addr`,
 /// `api_query_addr`; useful with port 0), and serves until `shutdown`
@@ -304,28 +333,15 @@ pub async fn serve(
         None => None,
     };
     let query_addr = query_listener.as_ref().map(|(_, a)| a.to_string());
-    // A read-only replica records nothing, not even its addresses.
-    if !handle.read_only() {
-        let h = handle.clone();
-        blocking(move || {
-            let conn = h.conn().map_err(status_from)?;
-            // Before the tracker's address, which tells tests the api is up.
-            if let Some(addr) = &query_addr {
-                db::meta_set(&conn, "api_query_addr", addr)
-                    .map_err(|e| Status::internal(e.to_string()))?;
-            }
-            db::meta_set(&conn, "api_watcher_addr", &watcher_addr.to_string())
-                .and_then(|()| db::meta_set(&conn, "api_tracker_addr", &tracker_addr.to_string()))
-                .map_err(|e| Status::internal(e.to_string()))
-        })
-        .await
-        .map_err(|s| {
-            ApiError::Engine(EngineError::Watch {
-                root: handle.root().to_path_buf(),
-                message: s.message().to_owned(),
-            })
-        })?;
+    // The query address goes before the tracker's, which tells tests the
+    // api is up.
+    let mut addrs: Vec<(&'static str, String)> = Vec::new();
+    if let Some(addr) = query_addr {
+        addrs.push(("api_query_addr", addr));
     }
+    addrs.push(("api_watcher_addr", watcher_addr.to_string()));
+    addrs.push(("api_tracker_addr", tracker_addr.to_string()));
+    record_addrs(&handle, addrs).await?;
     tracing::info!(%watcher_addr, %tracker_addr, "gRPC api listening");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

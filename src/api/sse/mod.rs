@@ -53,7 +53,7 @@ use super::feed::{self, ChangeRow, Commits, check_cursor, newest_cursor, stream_
 use super::proto::sse::sse_service_server::{SseService, SseServiceServer};
 use super::proto::sse::{ClientRequest, PublishRequest, PublishResponse, SseMessage};
 use super::{ApiError, Auth, blocking, limits, status_from};
-use crate::engine::{EngineError, EngineHandle, db};
+use crate::engine::EngineHandle;
 
 /// The gRPC port's default (the seed's).
 pub const DEFAULT_GRPC_PORT: u16 = 50054;
@@ -674,23 +674,14 @@ pub(crate) async fn start(
     };
     let (grpc_listener, grpc_addr) = bind(addrs.grpc).await?;
     let (http_listener, http_addr) = bind(addrs.http).await?;
-    // A read-only replica (`obby-sync serve`) records nothing.
-    if !handle.read_only() {
-        let h = handle.clone();
-        blocking(move || {
-            let conn = h.conn().map_err(status_from)?;
-            db::meta_set(&conn, "api_sse_grpc_addr", &grpc_addr.to_string())
-                .and_then(|()| db::meta_set(&conn, "api_sse_http_addr", &http_addr.to_string()))
-                .map_err(|e| Status::internal(e.to_string()))
-        })
-        .await
-        .map_err(|s| {
-            ApiError::Engine(EngineError::Watch {
-                root: handle.root().to_path_buf(),
-                message: s.message().to_owned(),
-            })
-        })?;
-    }
+    super::record_addrs(
+        &handle,
+        vec![
+            ("api_sse_grpc_addr", grpc_addr.to_string()),
+            ("api_sse_http_addr", http_addr.to_string()),
+        ],
+    )
+    .await?;
     tracing::info!(%grpc_addr, %http_addr, "SSE hub listening");
     let hub = Hub::new(handle, feed, commits);
 
