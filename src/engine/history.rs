@@ -725,14 +725,14 @@ mod tests {
     fn folders_are_the_fallback_topics() {
         let root = Path::new("/r");
         let files = vec![
-            ("/r/notes/work/a.md".to_owned(), 3),
-            ("/r/notes/work/b.md".to_owned(), 1),
+            ("/r/notes/work-notes/a.md".to_owned(), 3),
+            ("/r/notes/work-notes/b.md".to_owned(), 1),
             ("/r/notes/home/c.md".to_owned(), 2),
             ("/r/top.md".to_owned(), 9),
         ];
         assert_eq!(
             folder_topics(root, &files),
-            vec!["notes/work", "notes/home"]
+            vec!["notes/work-notes", "notes/home"]
         );
     }
 }

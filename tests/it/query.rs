@@ -54,11 +54,11 @@ fn history() -> (Vault, i64) {
         assert_eq!(s["failed"], 0, "{s}");
     };
     v.write(
-        "notes/work/meeting.md",
+        "notes/work-notes/meeting.md",
         "# Meeting\nBudget review with the finance team.\n",
     );
     v.write(
-        "notes/work/plan.md",
+        "notes/work-notes/plan.md",
         "Budget plan: budget, budget and more budget.\n",
     );
     v.write(
@@ -75,10 +75,10 @@ fn history() -> (Vault, i64) {
     }
     scan(&v);
     v.write(
-        "notes/work/meeting.md",
+        "notes/work-notes/meeting.md",
         "# Meeting\nBudget approved by the finance team.\nNext: the roadmap.\n",
     );
-    v.rename("notes/rust.md", "notes/work/rust.md");
+    v.rename("notes/rust.md", "notes/work-notes/rust.md");
     v.remove("notes/old.md");
     scan(&v);
     (v, started)
@@ -168,7 +168,7 @@ async fn every_rpc_answers_from_the_database_as_the_contract_says() {
 
     let versions: Vec<Value> = q
         .get_file_versions(FileQuery {
-            file_path: "notes/work/meeting.md".into(),
+            file_path: "notes/work-notes/meeting.md".into(),
             limit: 0,
         })
         .await
@@ -297,7 +297,7 @@ async fn every_rpc_answers_from_the_database_as_the_contract_says() {
 
     insta::assert_json_snapshot!(json!({
         "GetRecentDiffs (filler left out)": recent,
-        "GetFileVersions notes/work/meeting.md": versions,
+        "GetFileVersions notes/work-notes/meeting.md": versions,
         "SearchContent": hits,
         "GetTopicFiles": topics,
         "GetTimeAnalysis": {
@@ -452,7 +452,7 @@ async fn topics_and_keywords_come_from_the_backends_semantic_tables() {
             &["tomatoes"],
         );
         entry(
-            &v.abs("notes/work/meeting.md"),
+            &v.abs("notes/work-notes/meeting.md"),
             "Budget approved",
             &["Finance", "Planning"],
             &["budget"],
@@ -489,9 +489,15 @@ async fn topics_and_keywords_come_from_the_backends_semantic_tables() {
         files("gardening").await,
         vec![v.abs("notes/home/garden.md")]
     );
-    assert_eq!(files("FINANCE").await, vec![v.abs("notes/work/meeting.md")]);
+    assert_eq!(
+        files("FINANCE").await,
+        vec![v.abs("notes/work-notes/meeting.md")]
+    );
     // A keyword is a topic too.
-    assert_eq!(files("Budget").await, vec![v.abs("notes/work/meeting.md")]);
+    assert_eq!(
+        files("Budget").await,
+        vec![v.abs("notes/work-notes/meeting.md")]
+    );
     // Not in the backend's tables: the notes' own paths, then text.
     assert_eq!(files("basil").await, vec![v.abs("notes/home/garden.md")]);
     let analysis = q
@@ -703,7 +709,10 @@ fn cli_search_and_stats_answer_without_an_engine_and_explain_bad_input() {
         .collect();
     assert_eq!(
         paths,
-        [v.abs("notes/work/plan.md"), v.abs("notes/work/meeting.md")]
+        [
+            v.abs("notes/work-notes/plan.md"),
+            v.abs("notes/work-notes/meeting.md")
+        ]
     );
     let all = run(&[
         "search",
