@@ -153,6 +153,12 @@ struct ApiArgs {
     /// Run without the gRPC api.
     #[arg(long)]
     no_api: bool,
+    /// Niceness the api's threads (gRPC, Query service, SSE hub) add to the
+    /// engine's under `run`, so that answering and streaming to clients
+    /// never takes a core from recording changes; 0 runs them at the
+    /// engine's priority.
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(i32).range(0..=19))]
+    nice: i32,
     // --- SSE hub (issue 12) ---
     /// Port of the SSE hub's gRPC service (obby.sse.SSEService); 0 picks a free port.
     #[arg(long, env = "SSE_GRPC_PORT", default_value_t = crate::api::sse::DEFAULT_GRPC_PORT)]
@@ -693,10 +699,18 @@ fn run_engine(
         cfg.workers,
         watch.debounce.as_millis()
     );
-    // The api runs on a small tokio runtime beside the synchronous engine.
+    // The api runs on a small tokio runtime beside the synchronous engine,
+    // its threads below the engine's priority.
+    // Relative to this thread's: a thread inherits its creator's niceness,
+    // and the runtime's blocking threads are created by its workers.
+    let api_priority = rustix::process::getpriority_process(None)
+        .unwrap_or(0)
+        .saturating_add(api.nice)
+        .min(19);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("obby-api")
+        .on_thread_start(move || set_priority(api_priority))
         .enable_all()
         .build()
         .context("starting the api runtime")?;
@@ -753,6 +767,18 @@ fn run_engine(
         "stopped cleanly"
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Sets the calling thread's niceness (Linux: `setpriority` applies to one
+/// thread) when it differs. A refusal is logged, not fatal.
+fn set_priority(nice: i32) {
+    let tid = rustix::thread::gettid();
+    if rustix::process::getpriority_process(Some(tid)).ok() == Some(nice) {
+        return;
+    }
+    if let Err(e) = rustix::process::setpriority_process(Some(tid), nice) {
+        tracing::debug!(error = %e, nice, "could not set the api thread's priority");
+    }
 }
 
 /// `serve`: the api on a read-only copy until SIGINT or SIGTERM.

@@ -65,7 +65,11 @@
 //!
 //! The bench's clients run on the same machine as the engine and compete with
 //! it for the cores (as does anything else running), so every figure is of
-//! engine plus clients; the table's last line gives the core count.
+//! engine plus clients; the table's last line gives the core count. Their
+//! threads run at `--clients-nice` (10), the niceness of the engine's own api
+//! threads under `run`: what is measured is what serving them costs the
+//! engine, and the clients, like the engine's fan-out, take what the engine
+//! leaves.
 //!
 //! Progress goes to stderr; a Markdown table of figures and targets goes to
 //! stdout. Linux only (`/proc`, `kill`). Build the binary first:
@@ -161,12 +165,22 @@ struct Args {
     /// The fan-out subscribers are SSE hub clients (`/sse`) instead of Subscribe streams.
     #[arg(long)]
     sse: bool,
+    /// Niceness of the bench's client threads (the engine's api threads run
+    /// at `run`'s default `--nice 10`); 0 runs them at the engine's priority.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    clients_nice: i32,
     /// Seed of every generated note.
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// Build everything in DIR (new or empty) and keep it afterwards.
     #[arg(long, value_name = "DIR")]
     keep: Option<PathBuf>,
+}
+
+/// Sets the calling thread's niceness (Linux: per thread).
+fn set_priority(nice: i32) {
+    let tid = rustix::thread::gettid();
+    let _ = rustix::process::setpriority_process(Some(tid), nice);
 }
 
 /// How big each stage is.
@@ -225,7 +239,13 @@ fn run(args: &Args) -> Res<()> {
     let bin = find_binary()?;
     progress!("obby-sync binary: {}", bin.display());
     let ticks = clock_ticks();
+    // Absolute: a thread inherits its creator's niceness.
+    let nice = rustix::process::getpriority_process(None)
+        .unwrap_or(0)
+        .saturating_add(args.clients_nice)
+        .min(19);
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .on_thread_start(move || set_priority(nice))
         .enable_all()
         .build()?;
 
@@ -1170,7 +1190,8 @@ fn print_table(
     print_rows(rows);
     let cores = cores();
     println!(
-        "machine: {cores} cores, shared by the engine (one worker per core, 2 api threads) and the bench's clients; watch backend: {}; {}; TrackChange vault of {} notes (initial scan {:.2} s); fan-out medians of {} round(s), subscribers from cursor 0, debounce {FANOUT_DEBOUNCE_MS} ms; CPU ticks: {} per second ({}); seed {}",
+        "machine: {cores} cores, shared by the engine (one worker per core, 2 api threads at nice 10) and the bench's clients (nice {}); watch backend: {}; {}; TrackChange vault of {} notes (initial scan {:.2} s); fan-out medians of {} round(s), subscribers from cursor 0, debounce {FANOUT_DEBOUNCE_MS} ms; CPU ticks: {} per second ({}); seed {}",
+        args.clients_nice,
         track.backend,
         if args.quick {
             "--quick sizes"

@@ -3,20 +3,25 @@
 //!
 //! The cursor is `file_changes.id`: it only grows and survives restarts. One
 //! [`Hub`] task reads each committed batch of changes once and broadcasts it
-//! to every live stream. A stream subscribes to the hub first, then catches up
-//! from the database from its cursor, then forwards broadcast rows past its
-//! cursor: a client that reconnects with its last cursor misses nothing and
-//! sees nothing twice. A slow client only delays its own task: its buffer is
-//! bounded, and when it falls behind the broadcast it catches up from the
-//! database again; the engine never waits for it.
+//! (an `Arc`, never copied) to every live stream. A stream's [`Follower`]
+//! subscribes to the hub first, then catches up from the database from its
+//! cursor, then takes broadcast rows past its cursor: a client that
+//! reconnects with its last cursor misses nothing and sees nothing twice.
+//! Each [`Batch`] is encoded once per kind of stream (an SSE frame, a proto
+//! message: [`Encoding`]) and the result shared by every stream of that
+//! kind, so a thousand clients cost one encoding and a thousand sends. A
+//! follower has no task of its own and moves only when its stream is
+//! polled, so a slow client only delays itself: when it falls behind the
+//! broadcast it catches up from the database again; the engine never waits
+//! for it.
 
+use std::any::{Any, TypeId};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use futures_util::stream::{self, Stream, StreamExt as _};
 use rusqlite::{Connection, OptionalExtension as _, params};
-use std::sync::Arc;
-
-use tokio::sync::{broadcast, mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::{broadcast, watch};
 use tonic::Status;
 
 use super::{blocking, status_from};
@@ -29,8 +34,10 @@ const PAGE: i64 = 500;
 /// Messages buffered per stream before its task waits for the client.
 pub const STREAM_BUFFER: usize = 256;
 
-/// Committed batches the hub keeps for streams that lag behind.
-const HUB_BATCHES: usize = 1_024;
+/// Batches the hub's broadcast keeps for streams that lag behind (each at
+/// most [`PAGE`] rows, with their encodings); a stream further behind reads
+/// the database instead.
+const HUB_BATCHES: usize = 128;
 
 /// Wakes api waiters after each committed batch; ends with the api.
 #[derive(Clone)]
@@ -201,10 +208,102 @@ async fn read_page(handle: EngineHandle, cursor: i64) -> Result<Vec<ChangeRow>, 
     .await
 }
 
+/// A way of encoding changes for one kind of stream (an SSE frame, a proto
+/// message). A [`Batch`] keeps each encoding it was asked for, keyed by the
+/// encoding's type, so every encoding type must give the same output for
+/// the same rows whatever its value.
+pub trait Encoding: 'static {
+    /// What a batch's rows encode to.
+    type Out: Send + Sync + 'static;
+
+    /// Encodes `rows`, in order.
+    fn encode(&self, rows: &[ChangeRow]) -> Self::Out;
+}
+
+/// One encoding's output, shared.
+type Cached = Arc<dyn Any + Send + Sync>;
+
+/// Committed changes in cursor order, as one read of the feed returned
+/// them, with the encodings streams asked for: each is made once, by the
+/// first stream that asks, and shared by every other one.
+pub struct Batch {
+    rows: Vec<ChangeRow>,
+    encoded: Mutex<Vec<(TypeId, Cached)>>,
+}
+
+impl Batch {
+    fn new(rows: Vec<ChangeRow>) -> Batch {
+        Batch {
+            rows,
+            encoded: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The batch's rows encoded by `encoding`, made on first use.
+    fn encoded<E: Encoding>(&self, encoding: &E) -> Arc<E::Out> {
+        let key = TypeId::of::<E>();
+        let mut cache = self.encoded.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(out) = cache
+            .iter()
+            .find(|(k, _)| *k == key)
+            .and_then(|(_, v)| v.clone().downcast::<E::Out>().ok())
+        {
+            return out;
+        }
+        // Encoded under the lock: the other streams that want this batch
+        // now would only make the same bytes again.
+        let out = Arc::new(encoding.encode(&self.rows));
+        cache.push((key, out.clone()));
+        out
+    }
+}
+
+/// The changes of a [`Batch`] that one stream has not seen yet: its rows
+/// from `start` on.
+pub struct Slice {
+    batch: Arc<Batch>,
+    start: usize,
+}
+
+impl Slice {
+    /// The rows to send, in cursor order (never empty).
+    pub fn rows(&self) -> &[ChangeRow] {
+        &self.batch.rows[self.start..]
+    }
+
+    /// Where [`Slice::rows`] starts in the whole batch.
+    pub fn start(&self) -> usize {
+        self.start
+    }
+
+    /// The *whole batch* encoded by `encoding` (shared with every stream
+    /// that asked for the same encoding); the caller skips what comes
+    /// before [`Slice::start`].
+    pub fn encoded<E: Encoding>(&self, encoding: &E) -> Arc<E::Out> {
+        self.batch.encoded(encoding)
+    }
+}
+
+/// An encoding of one item per row, for streams that send a message per
+/// change (gRPC).
+pub struct PerRow<F>(pub F);
+
+impl<T, F> Encoding for PerRow<F>
+where
+    T: Send + Sync + 'static,
+    F: Fn(&ChangeRow) -> T + 'static,
+{
+    type Out = Vec<T>;
+
+    fn encode(&self, rows: &[ChangeRow]) -> Vec<T> {
+        rows.iter().map(&self.0).collect()
+    }
+}
+
 /// Reads each committed batch of changes once and broadcasts it.
 #[derive(Clone)]
 pub struct Hub {
-    tx: broadcast::Sender<Arc<Vec<ChangeRow>>>,
+    tx: broadcast::Sender<Arc<Batch>>,
 }
 
 impl Hub {
@@ -252,7 +351,7 @@ impl Hub {
                     if let Some(last) = rows.last() {
                         cursor = last.cursor;
                         // Send errors only mean nobody listens right now.
-                        let _ = tx.send(Arc::new(rows));
+                        let _ = tx.send(Arc::new(Batch::new(rows)));
                     }
                     if !full {
                         break;
@@ -264,97 +363,179 @@ impl Hub {
     }
 }
 
-/// Sends `rows` past `cursor` to the client; false when it went away.
-async fn forward<T, F>(
-    tx: &mpsc::Sender<Result<T, Status>>,
-    rows: &[ChangeRow],
-    cursor: &mut i64,
-    map: &F,
-) -> bool
-where
-    F: Fn(ChangeRow) -> T,
-{
-    let start = *cursor;
-    for row in rows.iter().filter(|r| r.cursor > start) {
-        *cursor = row.cursor;
-        if tx.send(Ok(map(row.clone()))).await.is_err() {
-            return false;
-        }
-    }
-    true
+/// One stream's place in the feed: every change after its cursor, first
+/// from the database, then from the hub's broadcast, again from the
+/// database whenever it fell behind the broadcast. It has no task of its
+/// own: it moves only when its stream is polled, so a slow client holds
+/// nothing but its cursor.
+pub struct Follower {
+    handle: EngineHandle,
+    live: broadcast::Receiver<Arc<Batch>>,
+    commits: Commits,
+    cursor: i64,
+    /// Reading from the database until a short page says it caught up.
+    behind: bool,
 }
 
-/// Reads from the database from `cursor` until it is caught up; false when
-/// the client went away or the read failed (the error is sent).
-async fn catch_up<T, F>(
-    handle: &EngineHandle,
-    tx: &mpsc::Sender<Result<T, Status>>,
-    cursor: &mut i64,
-    map: &F,
-) -> bool
-where
-    F: Fn(ChangeRow) -> T,
-{
-    loop {
-        let rows = match read_page(handle.clone(), *cursor).await {
-            Ok(rows) => rows,
-            Err(status) => {
-                let _ = tx.send(Err(status)).await;
-                return false;
+impl Follower {
+    /// Follows the feed after `after`. Subscribed to the broadcast before
+    /// anything is read, so no batch falls between the catch-up and the
+    /// live changes.
+    pub fn new(handle: EngineHandle, hub: &Hub, commits: Commits, after: i64) -> Follower {
+        Follower {
+            live: hub.tx.subscribe(),
+            handle,
+            commits,
+            cursor: after,
+            behind: true,
+        }
+    }
+
+    /// The next changes past the cursor; `None` once the api stops, an
+    /// error when the database could not be read (the stream should end).
+    ///
+    /// Cancel safe: the cursor moves only when a slice is returned.
+    pub async fn next(&mut self) -> Option<Result<Slice, Status>> {
+        loop {
+            if self.behind {
+                if self.commits.stopping() {
+                    return None;
+                }
+                let rows = match read_page(self.handle.clone(), self.cursor).await {
+                    Ok(rows) => rows,
+                    Err(status) => return Some(Err(status)),
+                };
+                self.behind = rows.len() as i64 == PAGE;
+                if let Some(last) = rows.last() {
+                    self.cursor = last.cursor;
+                    let batch = Arc::new(Batch::new(rows));
+                    return Some(Ok(Slice { batch, start: 0 }));
+                }
+                continue;
             }
-        };
-        let full = rows.len() as i64 == PAGE;
-        if !forward(tx, &rows, cursor, map).await {
-            return false;
-        }
-        if !full {
-            return true;
+            tokio::select! {
+                batch = self.live.recv() => match batch {
+                    Ok(batch) => {
+                        let start = batch.rows.partition_point(|r| r.cursor <= self.cursor);
+                        if let Some(last) = batch.rows.get(start..).and_then(<[_]>::last) {
+                            self.cursor = last.cursor;
+                            return Some(Ok(Slice { batch, start }));
+                        }
+                    }
+                    // Fell behind the broadcast: the database has it all.
+                    Err(broadcast::error::RecvError::Lagged(_)) => self.behind = true,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+                // Shutting down: end the stream cleanly (status OK).
+                () = self.commits.until_stopping() => return None,
+            }
         }
     }
 }
 
-/// Streams every change after `after`, then live ones, mapped by `map`,
-/// until the client goes away or the api stops.
+/// Streams every change after `after`, then live ones, one message per
+/// change made by `map` once per batch for every stream of that `map`'s
+/// type, until the client goes away or the api stops. A database error is
+/// the stream's last item.
 pub fn stream_changes<T, F>(
     handle: EngineHandle,
     hub: &Hub,
-    mut commits: Commits,
+    commits: Commits,
     after: i64,
     map: F,
-) -> ReceiverStream<Result<T, Status>>
+) -> impl Stream<Item = Result<T, Status>> + Send + 'static
 where
-    T: Send + 'static,
-    F: Fn(ChangeRow) -> T + Send + Sync + 'static,
+    T: Clone + Send + Sync + 'static,
+    F: Fn(&ChangeRow) -> T + Send + Sync + 'static,
 {
-    let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-    // Subscribe before catching up, so no batch falls between the two.
-    let mut live = hub.tx.subscribe();
-    tokio::spawn(async move {
-        let mut cursor = after;
-        if !catch_up(&handle, &tx, &mut cursor, &map).await {
-            return;
+    let follower = Follower::new(handle, hub, commits, after);
+    let encoding = Arc::new(PerRow(map));
+    stream::unfold(Some(follower), |state| async move {
+        let mut follower = state?;
+        match follower.next().await? {
+            Ok(slice) => Some((Ok(slice), Some(follower))),
+            Err(status) => Some((Err(status), None)),
         }
-        loop {
-            tokio::select! {
-                batch = live.recv() => match batch {
-                    Ok(rows) => {
-                        if !forward(&tx, &rows, &mut cursor, &map).await {
-                            return;
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        // Fell behind the broadcast: the database has it all.
-                        if !catch_up(&handle, &tx, &mut cursor, &map).await {
-                            return;
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                },
-                _ = tx.closed() => return,
-                // Shutting down: end the stream cleanly (status OK).
-                _ = commits.until_stopping() => return,
-            }
+    })
+    .flat_map(move |item| {
+        let items: Vec<Result<T, Status>> = match item {
+            Ok(slice) => slice.encoded(&*encoding)[slice.start()..]
+                .iter()
+                .cloned()
+                .map(Ok)
+                .collect(),
+            Err(status) => vec![Err(status)],
+        };
+        stream::iter(items)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn row(cursor: i64) -> ChangeRow {
+        ChangeRow {
+            cursor,
+            path: format!("/v/{cursor}.md"),
+            change_type: "created".into(),
+            old_path: None,
+            version_id: Some(cursor),
+            diff_id: None,
+            lines_added: Some(1),
+            lines_removed: Some(0),
+            timestamp: "2026-12-02 06:00:00.000000".into(),
+            content_hash: None,
         }
-    });
-    ReceiverStream::new(rx)
+    }
+
+    struct Cursors(Arc<AtomicUsize>);
+
+    impl Encoding for Cursors {
+        type Out = Vec<i64>;
+
+        fn encode(&self, rows: &[ChangeRow]) -> Vec<i64> {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            rows.iter().map(|r| r.cursor).collect()
+        }
+    }
+
+    struct Paths;
+
+    impl Encoding for Paths {
+        type Out = Vec<String>;
+
+        fn encode(&self, rows: &[ChangeRow]) -> Vec<String> {
+            rows.iter().map(|r| r.path.clone()).collect()
+        }
+    }
+
+    #[test]
+    fn a_batch_is_encoded_once_per_kind_of_stream_and_shared() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let batch = Arc::new(Batch::new((1..=5).map(row).collect()));
+        let slices: Vec<Slice> = (0..100)
+            .map(|i| Slice {
+                batch: batch.clone(),
+                start: i % 5,
+            })
+            .collect();
+        let first = slices[0].encoded(&Cursors(calls.clone()));
+        for s in &slices {
+            let out = s.encoded(&Cursors(calls.clone()));
+            assert!(
+                Arc::ptr_eq(&first, &out),
+                "every stream shares one encoding"
+            );
+            assert_eq!(
+                out[s.start()..].first(),
+                s.rows().first().map(|r| &r.cursor)
+            );
+        }
+        assert_eq!(calls.load(Ordering::Relaxed), 1);
+        // Another kind of stream gets its own encoding of the same rows.
+        assert_eq!(slices[3].encoded(&Paths)[slices[3].start()], "/v/4.md");
+        assert_eq!(calls.load(Ordering::Relaxed), 1);
+    }
 }

@@ -14,7 +14,7 @@ use chrono::{Local, NaiveDateTime, TimeZone as _};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::feed::{Commits, Hub, newest_cursor, stream_changes};
+use super::feed::{ChangeRow, Commits, Hub, newest_cursor, stream_changes};
 use super::paths::inside_root;
 use super::proto::filewatcher::file_watcher_server::FileWatcher;
 use super::proto::filewatcher::{
@@ -205,15 +205,15 @@ impl FileWatcher for FileWatcherService {
             &self.hub,
             self.commits.clone(),
             from,
-            |row| FileEvent {
-                path: row.path,
+            |row: &ChangeRow| FileEvent {
+                path: row.path.clone(),
                 event_type: if row.change_type == "moved" {
                     "renamed".into()
                 } else {
-                    row.change_type
+                    row.change_type.clone()
                 },
                 timestamp: unix_seconds(&row.timestamp),
-                old_path: row.old_path.unwrap_or_default(),
+                old_path: row.old_path.clone().unwrap_or_default(),
             },
         );
         Ok(Response::new(Box::pin(stream)))

@@ -45,18 +45,18 @@ impl SyncService {
     }
 }
 
-fn change_event(row: ChangeRow) -> ChangeEvent {
+fn change_event(row: &ChangeRow) -> ChangeEvent {
     ChangeEvent {
         cursor: row.cursor,
-        path: row.path,
-        change_type: row.change_type,
-        old_path: row.old_path.unwrap_or_default(),
+        path: row.path.clone(),
+        change_type: row.change_type.clone(),
+        old_path: row.old_path.clone().unwrap_or_default(),
         version_id: row.version_id.unwrap_or(0),
         diff_id: row.diff_id.unwrap_or(0),
         lines_added: row.lines_added.unwrap_or(0),
         lines_removed: row.lines_removed.unwrap_or(0),
-        timestamp: row.timestamp,
-        content_hash: row.content_hash.unwrap_or_default(),
+        timestamp: row.timestamp.clone(),
+        content_hash: row.content_hash.clone().unwrap_or_default(),
     }
 }
 

@@ -460,6 +460,26 @@ impl Running {
     }
 
     /// Resident memory now, in KiB (from /proc).
+    /// The niceness of each of the engine's threads named `name` (from
+    /// /proc: `comm` and the 19th field of `stat`).
+    pub fn thread_nice(&self, name: &str) -> Vec<i64> {
+        let tasks = format!("/proc/{}/task", self.child.id());
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(tasks).expect("tasks").flatten() {
+            let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+            if comm.trim_end() != name {
+                continue;
+            }
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            // The fields after the parenthesised name: state is field 3, nice 19.
+            let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+            if let Some(nice) = rest.split_whitespace().nth(16).and_then(|n| n.parse().ok()) {
+                out.push(nice);
+            }
+        }
+        out
+    }
+
     pub fn rss_kib(&self) -> u64 {
         std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .ok()

@@ -782,3 +782,115 @@ async fn a_slow_client_is_bounded_and_loses_no_file_change() {
     assert_eq!(got, want);
     drop(engine);
 }
+
+/// What one fan-out client saw: the cursors of its change events, in order.
+async fn read_cursors(mut s: Stream, n: usize) -> Vec<i64> {
+    let mut seen = Vec::new();
+    while seen.len() < n {
+        let e = tokio::time::timeout(Duration::from_secs(60), s.next_event())
+            .await
+            .expect("every change in time")
+            .expect("the stream stays open");
+        if let Some(id) = e.id {
+            seen.push(id.parse().expect("cursor"));
+        }
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clients_joining_during_a_flood_from_any_cursor_each_get_every_later_change_once() {
+    // Batches are encoded once and shared; each client cuts them where its
+    // own cursor is. Clients join while the engine commits, some from a
+    // cursor in the past (a catch-up from the database that overlaps the
+    // live batches), some from now, some under a folder topic.
+    let (v, engine) = started(&[]);
+    let addr = http_addr(&v);
+    for i in 0..100 {
+        v.write(&format!("notes/early{i}.md"), format!("{i}\n"));
+    }
+    barrier(&v, &engine).await;
+    let early = cursors(&v);
+    let root = v.root.clone();
+    let writer = std::thread::spawn(move || {
+        for i in 0..600 {
+            let folder = if i % 3 == 0 { "notes/sub" } else { "notes" };
+            std::fs::create_dir_all(root.join(folder)).expect("mkdir");
+            std::fs::write(root.join(format!("{folder}/late{i}.md")), format!("{i}\n"))
+                .expect("write");
+            if i % 50 == 0 {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    });
+    // (the client's first cursor, its stream, its folder topic)
+    let mut clients = Vec::new();
+    for k in 0..60usize {
+        let from = early[(k * 7) % early.len()];
+        let last = from.to_string();
+        let (path, folder) = if k % 5 == 4 {
+            ("/sse?topics=file-changes:notes/sub", true)
+        } else {
+            ("/sse?topics=file-changes", false)
+        };
+        let mut s = Stream::open(&addr, path, &[("Last-Event-ID", &last)]).await;
+        let connected = s.next().await;
+        assert_eq!(connected.event.as_deref(), Some("connected"));
+        clients.push((from, s, folder));
+    }
+    writer.join().expect("writer");
+    barrier(&v, &engine).await;
+    let all: Vec<(i64, String)> = query(
+        &v.conn(),
+        "SELECT id, file_path FROM file_changes ORDER BY id",
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    );
+    let sub = format!("{}/notes/sub/", v.root.display());
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|(from, s, folder)| {
+            let want: Vec<i64> = all
+                .iter()
+                .filter(|(c, p)| *c > from && (!folder || p.starts_with(&sub)))
+                .map(|(c, _)| *c)
+                .collect();
+            tokio::spawn(async move {
+                let got = read_cursors(s, want.len()).await;
+                (got, want)
+            })
+        })
+        .collect();
+    for task in tasks {
+        let (got, want) = task.await.expect("client task");
+        assert_eq!(
+            got, want,
+            "every change after the client's cursor, once, in order"
+        );
+    }
+    drop(engine);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_threads_run_below_the_engines_priority_unless_told_not_to() {
+    let (v, engine) = started(&[]);
+    // The main thread keeps the priority the engine was started with.
+    let main = engine.thread_nice("obby-sync");
+    assert_eq!(main.len(), 1, "{main:?}");
+    let api = engine.thread_nice("obby-api");
+    assert!(
+        api.len() >= 2,
+        "the api's threads are named obby-api: {api:?}"
+    );
+    // Blocking threads too, which inherit their creator's niceness: 10 is
+    // added once, not per generation.
+    let below = (main[0] + 10).min(19);
+    assert!(api.iter().all(|&n| n == below), "{api:?} vs {main:?}");
+    drop(engine);
+    let engine = start(&v, &[FLAGS, &["--nice", "0"]].concat());
+    let plain = engine.thread_nice("obby-api");
+    assert!(
+        !plain.is_empty() && plain.iter().all(|&n| n == main[0]),
+        "{plain:?}"
+    );
+    drop(engine);
+}

@@ -37,20 +37,26 @@ use std::path::Path;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use bytes::{Bytes, BytesMut};
 use chrono::TimeZone as _;
+use futures_util::FutureExt as _;
 use futures_util::stream::{self, StreamExt as _};
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 
-use super::{ChangeData, Client, Hub, Item, Keepalive, PING_EVERY, Resume, Topics, WEB_KEEPALIVE};
+use super::{
+    ChangeData, Client, FILE_CHANGES, Hub, Item, Keepalive, PING_EVERY, Resume, Topics,
+    WEB_KEEPALIVE,
+};
+use crate::api::feed::{ChangeRow, Encoding};
 use crate::api::{ApiError, token_matches};
 
 /// The web UI's first message's text (the backend's).
@@ -215,40 +221,152 @@ async fn sse(
         let data = serde_json::json!({ "reason": reason, "cursor": client.start });
         head.push(Event::default().event("reset").data(data.to_string()));
     }
-    let root = state.hub.root().to_path_buf();
-    let items = ReceiverStream::new(client.items).filter_map(move |item| {
-        let event = sse_event(&root, item);
-        async move { event }
-    });
-    let body = stream::iter(head).chain(items).map(Ok::<_, Infallible>);
-    Sse::new(body).into_response()
+    let encoding = SseFrames {
+        root: state.hub.root().to_path_buf(),
+    };
+    let items = client
+        .into_items()
+        .map(move |item| sse_bytes(&encoding, item));
+    event_stream(stream::iter([render(head)]).chain(items))
 }
 
-/// One `/sse` event.
-fn sse_event(root: &Path, item: Item) -> Option<Event> {
-    Some(match item {
-        Item::Change { row, topic } => {
-            let data = ChangeData::of(root, &row).to_json();
-            Event::default()
-                .event(one_line(&row.change_type))
-                .id(row.cursor.to_string())
-                .data(envelope(&row.change_type, &topic, &data))
-        }
-        Item::Published(m) => {
+/// The `/sse` bytes of one item: a batch's changes are the shared frames
+/// (no copy), cut where this client's rows start.
+fn sse_bytes(encoding: &SseFrames, item: Item) -> Bytes {
+    match item {
+        Item::Changes(slice) => slice.encoded(encoding).from_row(slice.start()),
+        Item::Matched(slice, matched) => render(
+            matched
+                .iter()
+                .map(|(i, topic)| change_event(&encoding.root, &slice.rows()[*i], topic))
+                .collect(),
+        ),
+        Item::Published(m) => m.frame(|m| {
             let event = Event::default().data(envelope(&m.event, &m.topic, &m.data));
-            if m.event.is_empty() {
+            let event = if m.event.is_empty() {
                 event
             } else {
                 event.event(one_line(&m.event))
-            }
+            };
+            render(vec![event])
+        }),
+        Item::Ping => {
+            render(vec![Event::default().event("ping").data(
+                chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            )])
         }
-        Item::Ping => Event::default()
-            .event("ping")
-            .data(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-        Item::Closing(status) => Event::default()
-            .event("dropped")
-            .data(serde_json::json!({ "reason": status.message() }).to_string()),
-    })
+        Item::Closing(status) => {
+            render(vec![Event::default().event("dropped").data(
+                serde_json::json!({ "reason": status.message() }).to_string(),
+            )])
+        }
+    }
+}
+
+/// One `/sse` event of a change under `topic`.
+fn change_event(root: &Path, row: &ChangeRow, topic: &str) -> Event {
+    let data = ChangeData::of(root, row).to_json();
+    Event::default()
+        .event(one_line(&row.change_type))
+        .id(row.cursor.to_string())
+        .data(envelope(&row.change_type, topic, &data))
+}
+
+/// SSE events of a batch's rows, back to back, and where each row's end:
+/// made once per batch and shared by every client of one kind of stream.
+pub struct Frames {
+    bytes: Bytes,
+    ends: Vec<usize>,
+}
+
+impl Frames {
+    fn of(rows: &[ChangeRow], events: impl Fn(&ChangeRow) -> Vec<Event>) -> Frames {
+        let mut bytes = BytesMut::new();
+        let mut ends = Vec::with_capacity(rows.len());
+        for row in rows {
+            bytes.extend_from_slice(&render(events(row)));
+            ends.push(bytes.len());
+        }
+        Frames {
+            bytes: bytes.freeze(),
+            ends,
+        }
+    }
+
+    /// The frames of the rows from `start` on, sharing the bytes.
+    pub fn from_row(&self, start: usize) -> Bytes {
+        let from = match start.checked_sub(1) {
+            Some(before) => self.ends.get(before).copied().unwrap_or(self.bytes.len()),
+            None => 0,
+        };
+        self.bytes.slice(from..)
+    }
+}
+
+/// `/sse`'s frames of a batch under `file-changes`.
+struct SseFrames {
+    root: std::path::PathBuf,
+}
+
+impl Encoding for SseFrames {
+    type Out = Frames;
+
+    fn encode(&self, rows: &[ChangeRow]) -> Frames {
+        Frames::of(rows, |row| {
+            vec![change_event(&self.root, row, FILE_CHANGES)]
+        })
+    }
+}
+
+/// The web UI stream's frames of a batch.
+struct WebFrames {
+    root: std::path::PathBuf,
+}
+
+impl Encoding for WebFrames {
+    type Out = Frames;
+
+    fn encode(&self, rows: &[ChangeRow]) -> Frames {
+        Frames::of(rows, |row| web_change(&self.root, row))
+    }
+}
+
+/// The SSE framing of `events` (axum's: its `Event` splits data at line
+/// breaks). axum hands an event's bytes only to a response body; the body of
+/// a stream that is always ready yields them all at its first poll, so the
+/// future below is complete at once.
+fn render(events: Vec<Event>) -> Bytes {
+    let body = Sse::new(stream::iter(events).map(Ok::<_, Infallible>))
+        .into_response()
+        .into_body();
+    match axum::body::to_bytes(body, usize::MAX).now_or_never() {
+        Some(Ok(bytes)) => bytes,
+        // Neither happens for a ready stream of events (see above).
+        Some(Err(e)) => {
+            tracing::error!(error = %e, "an SSE event could not be rendered");
+            Bytes::new()
+        }
+        None => {
+            tracing::error!("an SSE event was not rendered at once");
+            Bytes::new()
+        }
+    }
+}
+
+/// A `text/event-stream` response of `frames`, with the headers axum's
+/// [`Sse`] sets.
+fn event_stream<S>(frames: S) -> Response
+where
+    S: futures_util::Stream<Item = Bytes> + Send + 'static,
+{
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(frames.map(Ok::<_, Infallible>)),
+    )
+        .into_response()
 }
 
 async fn health(State(state): State<AppState>) -> Response {
@@ -320,47 +438,58 @@ async fn web_updates(
     if let Some(start) = client.start {
         first = first.id(start.to_string());
     }
-    let root = state.hub.root().to_path_buf();
-    let items = ReceiverStream::new(client.items)
-        .flat_map(move |item| stream::iter(web_events(&root, item)));
-    let body = stream::iter([first]).chain(items).map(Ok::<_, Infallible>);
-    Sse::new(body).into_response()
+    let encoding = WebFrames {
+        root: state.hub.root().to_path_buf(),
+    };
+    let items = client
+        .into_items()
+        .map(move |item| web_bytes(&encoding, item));
+    event_stream(stream::iter([render(vec![first])]).chain(items))
 }
 
-/// The web UI's events for one item (two for a move).
-fn web_events(root: &Path, item: Item) -> Vec<Event> {
+/// The web UI stream's bytes of one item (a batch's changes shared).
+fn web_bytes(encoding: &WebFrames, item: Item) -> Bytes {
     match item {
-        Item::Change { row, .. } => {
-            let timestamp = utc_iso(&row.timestamp);
-            let rel = super::relative(root, &row.path);
-            let update = |kind: &str, path: &str| {
-                Event::default().data(python_json(&WebUpdate {
-                    kind,
-                    file_path: path,
-                    timestamp: &timestamp,
-                }))
-            };
-            let id = row.cursor.to_string();
-            match (row.change_type.as_str(), row.old_path.as_deref()) {
-                ("moved", Some(old)) => vec![
-                    // Only the second carries the id: a reconnect between
-                    // the two sends both again.
-                    update("deleted", &super::relative(root, old)),
-                    update("created", &rel).id(id),
-                ],
-                ("moved", None) => vec![update("created", &rel).id(id)],
-                (kind, _) => vec![update(kind, &rel).id(id)],
-            }
-        }
-        Item::Published(_) => Vec::new(),
-        Item::Ping => vec![Event::default().data(python_json(&WebOther {
+        Item::Changes(slice) => slice.encoded(encoding).from_row(slice.start()),
+        Item::Matched(slice, matched) => render(
+            matched
+                .iter()
+                .flat_map(|(i, _)| web_change(&encoding.root, &slice.rows()[*i]))
+                .collect(),
+        ),
+        Item::Published(_) => Bytes::new(),
+        Item::Ping => render(vec![Event::default().data(python_json(&WebOther {
             kind: "keepalive",
             message: None,
-        }))],
-        Item::Closing(status) => vec![Event::default().data(python_json(&WebOther {
+        }))]),
+        Item::Closing(status) => render(vec![Event::default().data(python_json(&WebOther {
             kind: "error",
             message: Some(status.message()),
-        }))],
+        }))]),
+    }
+}
+
+/// The web UI's events of one change (two for a move).
+fn web_change(root: &Path, row: &ChangeRow) -> Vec<Event> {
+    let timestamp = utc_iso(&row.timestamp);
+    let rel = super::relative(root, &row.path);
+    let update = |kind: &str, path: &str| {
+        Event::default().data(python_json(&WebUpdate {
+            kind,
+            file_path: path,
+            timestamp: &timestamp,
+        }))
+    };
+    let id = row.cursor.to_string();
+    match (row.change_type.as_str(), row.old_path.as_deref()) {
+        ("moved", Some(old)) => vec![
+            // Only the second carries the id: a reconnect between
+            // the two sends both again.
+            update("deleted", &super::relative(root, old)),
+            update("created", &rel).id(id),
+        ],
+        ("moved", None) => vec![update("created", &rel).id(id)],
+        (kind, _) => vec![update(kind, &rel).id(id)],
     }
 }
 
@@ -448,6 +577,36 @@ mod tests {
             got,
             r#"{"type": "modified", "filePath": "notes/\u00e9 \ud83d\ude00.md", "timestamp": "t"}"#
         );
+    }
+
+    #[test]
+    fn shared_frames_are_cut_where_a_clients_rows_start() {
+        let row = |cursor: i64| ChangeRow {
+            cursor,
+            path: format!("/v/notes/{cursor}.md"),
+            change_type: "modified".into(),
+            old_path: None,
+            version_id: Some(cursor),
+            diff_id: Some(cursor),
+            lines_added: Some(2),
+            lines_removed: Some(1),
+            timestamp: "2026-12-02 06:00:00.000000".into(),
+            content_hash: None,
+        };
+        let rows: Vec<ChangeRow> = (7..=9).map(row).collect();
+        let encoding = SseFrames { root: "/v".into() };
+        let frames = encoding.encode(&rows);
+        let text = |b: Bytes| String::from_utf8(b.to_vec()).expect("utf-8");
+        let all = text(frames.from_row(0));
+        // Each row's frame is what the single-event rendering gives.
+        let one =
+            |r: &ChangeRow| text(render(vec![change_event(Path::new("/v"), r, FILE_CHANGES)]));
+        assert_eq!(all, rows.iter().map(one).collect::<String>());
+        assert!(all.starts_with("event: modified\nid: 7\ndata: "), "{all}");
+        assert!(all.contains(r#"\"relative_path\":\"notes/8.md\""#), "{all}");
+        let tail = text(frames.from_row(2));
+        assert_eq!(tail, one(&rows[2]));
+        assert!(frames.from_row(3).is_empty());
     }
 
     #[test]

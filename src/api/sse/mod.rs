@@ -19,11 +19,14 @@
 //! folder topics that matches. The change topics are the engine's: `Publish`
 //! refuses them.
 //!
-//! Memory is bounded per client and no client slows the engine: each
-//! client's task forwards into a channel of [`CLIENT_BUFFER`] items. A client
-//! that reads slowly makes its task wait; meanwhile file changes pile up in
-//! the shared feed only, and are read again from the database once it is
-//! behind; published messages are held in a shared ring of
+//! Memory is bounded per client and no client slows the engine: a client
+//! has no task of its own; its items are made only as fast as its transport
+//! takes them. A batch of changes is encoded once for every client of one
+//! kind (`/sse` under `file-changes`, the web UI stream, `RegisterClient`)
+//! and the bytes shared; only folder topics are encoded per client. A
+//! client that reads slowly is simply not polled; meanwhile file changes
+//! pile up in the shared feed only, and are read again from the database
+//! once it is behind; published messages are held in a shared ring of
 //! [`PUBLISHED_BUFFER`], and a client that falls further behind than that is
 //! sent a last message saying so and disconnected (it reconnects with its
 //! cursor and resumes the file changes). Reads the database (`file_changes`,
@@ -37,19 +40,22 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use futures_util::stream::{self, Stream, StreamExt as _};
 use serde::Serialize;
 use tokio::net::TcpListener;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
-use tokio_stream::{Stream, StreamExt as _};
+use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
-use super::feed::{self, ChangeRow, Commits, check_cursor, newest_cursor, stream_changes};
+use super::feed::{
+    self, ChangeRow, Commits, Encoding, Follower, Slice, check_cursor, newest_cursor,
+};
 use super::proto::sse::sse_service_server::{SseService, SseServiceServer};
 use super::proto::sse::{ClientRequest, PublishRequest, PublishResponse, SseMessage};
 use super::{ApiError, Auth, blocking, limits, status_from};
@@ -64,9 +70,6 @@ pub const DEFAULT_HTTP_PORT: u16 = 8080;
 /// The topic of every committed file change; `file-changes:<folder>` narrows
 /// it to a folder.
 pub const FILE_CHANGES: &str = "file-changes";
-
-/// Items buffered per client before its task waits for the client.
-pub const CLIENT_BUFFER: usize = 256;
 
 /// Published messages kept for clients that lag; a client further behind is
 /// disconnected.
@@ -191,7 +194,7 @@ impl Topics {
 }
 
 /// A message from `Publish`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Published {
     /// The event name.
     pub event: String,
@@ -199,18 +202,35 @@ pub struct Published {
     pub topic: String,
     /// The data, as sent.
     pub data: String,
+    /// Its `/sse` frame, made by the first client that sends it.
+    frame: OnceLock<Bytes>,
 }
 
-/// What a client's task hands its transport.
-#[derive(Debug)]
+impl Published {
+    /// A message to publish.
+    pub fn new(event: String, topic: String, data: String) -> Published {
+        Published {
+            event,
+            topic,
+            data,
+            frame: OnceLock::new(),
+        }
+    }
+
+    /// Its frame, made by `render` once for every client.
+    pub fn frame(&self, render: impl FnOnce(&Published) -> Bytes) -> Bytes {
+        self.frame.get_or_init(|| render(self)).clone()
+    }
+}
+
+/// What a client's stream yields.
 pub enum Item {
-    /// A committed change, under the client's matching topic.
-    Change {
-        /// The change.
-        row: Box<ChangeRow>,
-        /// The topic it matched.
-        topic: String,
-    },
+    /// Committed changes, every one under `file-changes`.
+    Changes(Slice),
+    /// Committed changes under the client's folder topics: the rows of the
+    /// slice that matched (their index in `Slice::rows`), each with the
+    /// topic it matched.
+    Matched(Slice, Vec<(usize, String)>),
     /// A published message.
     Published(Arc<Published>),
     /// Time for a keep-alive.
@@ -219,7 +239,7 @@ pub enum Item {
     Closing(Status),
 }
 
-/// When a client's task asks for keep-alives.
+/// When a client's stream yields keep-alives.
 #[derive(Debug, Clone, Copy)]
 pub enum Keepalive {
     /// Never (gRPC has its own).
@@ -245,8 +265,18 @@ pub struct Client {
     pub id: String,
     /// The cursor its file changes start after (`None` when it wants none).
     pub start: Option<i64>,
-    /// Its items, ending when the client is dropped or the api stops.
-    pub items: mpsc::Receiver<Item>,
+    items: Items,
+}
+
+impl Client {
+    /// Its items, ending when the api stops (or after [`Item::Closing`]);
+    /// the client leaves the registry when the stream is dropped.
+    pub fn into_items(self) -> impl Stream<Item = Item> + Send + 'static {
+        stream::unfold(self.items, |mut items| async move {
+            let item = items.next().await?;
+            Some((item, items))
+        })
+    }
 }
 
 /// The hub: published messages, the registry of clients, the change feed.
@@ -382,50 +412,59 @@ impl Hub {
             n,
         };
         let changes = start.map(|after| {
-            stream_changes(
+            Follower::new(
                 self.inner.handle.clone(),
                 &self.inner.feed,
                 self.inner.commits.clone(),
                 after,
-                |row| row,
             )
         });
-        let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
-        let task = ClientTask {
+        let period = match keepalive {
+            Keepalive::Never => Duration::from_secs(365 * 24 * 3600),
+            Keepalive::Every(d) | Keepalive::AfterSilence(d) => d,
+        };
+        let items = Items {
             root: self.root().to_path_buf(),
             topics,
             changes,
             published,
             keepalive,
+            period,
+            ping: Box::pin(tokio::time::sleep(period)),
             commits: self.inner.commits.clone(),
-            tx,
+            done: false,
+            _guard: guard,
         };
-        tokio::spawn(task.run(guard));
         Ok(Client {
             id: client_id(n),
             start,
-            items: rx,
+            items,
         })
     }
 }
 
-/// One client's forwarding loop.
-struct ClientTask {
+/// One client's items: its file changes (a [`Follower`] of the change
+/// feed, no task of its own), its published messages and its keep-alives,
+/// made only as fast as its transport takes them.
+struct Items {
     root: std::path::PathBuf,
     topics: Arc<Topics>,
-    changes: Option<ReceiverStream<Result<ChangeRow, Status>>>,
+    changes: Option<Follower>,
     published: Option<broadcast::Receiver<Arc<Published>>>,
     keepalive: Keepalive,
+    period: Duration,
+    ping: Pin<Box<tokio::time::Sleep>>,
     commits: Commits,
-    tx: mpsc::Sender<Item>,
+    /// [`Item::Closing`] was yielded.
+    done: bool,
+    /// Removes the client from the registry when the stream is dropped.
+    _guard: ClientGuard,
 }
 
-/// The next item of an optional stream; never, without one.
-async fn next_change(
-    s: &mut Option<ReceiverStream<Result<ChangeRow, Status>>>,
-) -> Option<Result<ChangeRow, Status>> {
-    match s {
-        Some(s) => s.next().await,
+/// The next changes of an optional follower; never, without one.
+async fn next_change(f: &mut Option<Follower>) -> Option<Result<Slice, Status>> {
+    match f {
+        Some(f) => f.next().await,
         None => std::future::pending().await,
     }
 }
@@ -440,35 +479,21 @@ async fn next_published(
     }
 }
 
-impl ClientTask {
-    async fn run(mut self, _guard: ClientGuard) {
-        let far = Duration::from_secs(365 * 24 * 3600);
-        let period = match self.keepalive {
-            Keepalive::Never => far,
-            Keepalive::Every(d) | Keepalive::AfterSilence(d) => d,
-        };
-        let ping = tokio::time::sleep(period);
-        tokio::pin!(ping);
+impl Items {
+    async fn next(&mut self) -> Option<Item> {
+        if self.done {
+            return None;
+        }
         loop {
             let item = tokio::select! {
-                row = next_change(&mut self.changes) => match row {
-                    Some(Ok(row)) => {
-                        let topic = if self.topics.every_change() {
-                            // No folder to match: no relative path to make.
-                            Some(FILE_CHANGES)
-                        } else {
-                            let rel = relative(&self.root, &row.path);
-                            let old = row.old_path.as_deref().map(|o| relative(&self.root, o));
-                            self.topics.change_topic(&rel, old.as_deref())
-                        };
-                        match topic {
-                            Some(topic) => Item::Change { topic: topic.to_owned(), row: Box::new(row) },
-                            None => continue,
-                        }
-                    }
+                slice = next_change(&mut self.changes) => match slice {
+                    Some(Ok(slice)) => match self.matching(slice) {
+                        Some(item) => item,
+                        None => continue,
+                    },
                     Some(Err(status)) => Item::Closing(status),
                     // The feed ended: the api is stopping.
-                    None => return,
+                    None => return None,
                 },
                 message = next_published(&mut self.published) => match message {
                     Ok(m) if self.topics.wants_published(&m.topic) => Item::Published(m),
@@ -477,22 +502,38 @@ impl ClientTask {
                         "this client fell {n} published messages behind and is disconnected; \
                          published messages are live only, file changes resume from the last id seen"
                     ))),
-                    Err(broadcast::error::RecvError::Closed) => return,
+                    Err(broadcast::error::RecvError::Closed) => return None,
                 },
-                () = &mut ping => Item::Ping,
-                () = self.tx.closed() => return,
-                () = self.commits.until_stopping() => return,
+                () = &mut self.ping => Item::Ping,
+                () = self.commits.until_stopping() => return None,
             };
-            let last = matches!(item, Item::Closing(_));
-            let ping_sent = matches!(item, Item::Ping);
-            if self.tx.send(item).await.is_err() || last {
-                return;
+            self.done = matches!(item, Item::Closing(_));
+            if matches!(item, Item::Ping) || matches!(self.keepalive, Keepalive::AfterSilence(_)) {
+                let next = tokio::time::Instant::from_std(Instant::now() + self.period);
+                self.ping.as_mut().reset(next);
             }
-            if ping_sent || matches!(self.keepalive, Keepalive::AfterSilence(_)) {
-                ping.as_mut()
-                    .reset(tokio::time::Instant::from_std(Instant::now() + period));
-            }
+            return Some(item);
         }
+    }
+
+    /// The slice as this client's item: every change, or those under its
+    /// folder topics (`None` when no row matched).
+    fn matching(&self, slice: Slice) -> Option<Item> {
+        if self.topics.every_change() {
+            return Some(Item::Changes(slice));
+        }
+        let matched: Vec<(usize, String)> = slice
+            .rows()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, row)| {
+                let rel = relative(&self.root, &row.path);
+                let old = row.old_path.as_deref().map(|o| relative(&self.root, o));
+                let topic = self.topics.change_topic(&rel, old.as_deref())?;
+                Some((i, topic.to_owned()))
+            })
+            .collect();
+        (!matched.is_empty()).then_some(Item::Matched(slice, matched))
     }
 }
 
@@ -568,11 +609,9 @@ impl SseService for GrpcService {
     ) -> Result<Response<PublishResponse>, Status> {
         let req = request.into_inner();
         check_publish(&req)?;
-        let clients = self.hub.publish(Published {
-            event: req.event,
-            topic: req.topic,
-            data: req.data,
-        });
+        let clients = self
+            .hub
+            .publish(Published::new(req.event, req.topic, req.data));
         Ok(Response::new(PublishResponse {
             success: true,
             clients: i32::try_from(clients).unwrap_or(i32::MAX),
@@ -601,26 +640,60 @@ impl SseService for GrpcService {
             data: client.id.clone(),
             id: client.start.unwrap_or(0),
         };
-        let root = self.hub.root().to_path_buf();
-        let items = ReceiverStream::new(client.items).filter_map(move |item| match item {
-            Item::Change { row, topic } => Some(Ok(SseMessage {
-                event: row.change_type.clone(),
-                topic,
-                data: ChangeData::of(&root, &row).to_json(),
-                id: row.cursor,
-            })),
-            Item::Published(m) => Some(Ok(SseMessage {
-                event: m.event.clone(),
-                topic: m.topic.clone(),
-                data: m.data.clone(),
-                id: 0,
-            })),
-            Item::Ping => None,
-            Item::Closing(status) => Some(Err(status)),
+        let encoding = GrpcChanges {
+            root: self.hub.root().to_path_buf(),
+        };
+        let items = client.into_items().flat_map(move |item| {
+            let messages: Vec<Result<SseMessage, Status>> = match item {
+                Item::Changes(slice) => slice.encoded(&encoding)[slice.start()..]
+                    .iter()
+                    .cloned()
+                    .map(Ok)
+                    .collect(),
+                Item::Matched(slice, matched) => matched
+                    .iter()
+                    .map(|(i, topic)| Ok(change_message(&encoding.root, &slice.rows()[*i], topic)))
+                    .collect(),
+                Item::Published(m) => vec![Ok(SseMessage {
+                    event: m.event.clone(),
+                    topic: m.topic.clone(),
+                    data: m.data.clone(),
+                    id: 0,
+                })],
+                Item::Ping => Vec::new(),
+                Item::Closing(status) => vec![Err(status)],
+            };
+            stream::iter(messages)
         });
         Ok(Response::new(Box::pin(
-            tokio_stream::once(Ok(connected)).chain(items),
+            stream::once(async { Ok(connected) }).chain(items),
         )))
+    }
+}
+
+/// `RegisterClient`'s message of a change under `topic`.
+fn change_message(root: &Path, row: &ChangeRow, topic: &str) -> SseMessage {
+    SseMessage {
+        event: row.change_type.clone(),
+        topic: topic.to_owned(),
+        data: ChangeData::of(root, row).to_json(),
+        id: row.cursor,
+    }
+}
+
+/// `RegisterClient`'s messages of a batch under `file-changes`, made once
+/// per batch for every gRPC client.
+struct GrpcChanges {
+    root: std::path::PathBuf,
+}
+
+impl Encoding for GrpcChanges {
+    type Out = Vec<SseMessage>;
+
+    fn encode(&self, rows: &[ChangeRow]) -> Vec<SseMessage> {
+        rows.iter()
+            .map(|row| change_message(&self.root, row, FILE_CHANGES))
+            .collect()
     }
 }
 
