@@ -1,0 +1,404 @@
+"""The SSE hub in a real browser: headless Chromium's own `EventSource`.
+
+A page served by this test (Python's `http.server`, another origin than the
+hub, as Obby's web UI is) opens two `EventSource`s on the real `obby-sync
+run`: `/sse?topics=file-changes` and the web UI's `/api/files/updates/stream`,
+and writes every event it gets into its DOM. The test edits notes and reads
+the DOM back (Playwright's sync API). Then the engine is killed (`kill -9`)
+while the page stays open, notes change while it is down, it is started again
+on the same HTTP port, more notes change, and the page's `EventSource`s
+reconnect by themselves with `Last-Event-ID`: the DOM must show every change
+exactly once, in cursor order, the same as `file_changes`.
+
+Needs Debian's Chromium (`apt-get install chromium`: `/usr/bin/chromium`, or
+set `$CHROMIUM`) and Playwright for Python (`python3 -m pip install
+playwright==1.65.2`; no `playwright install`, it drives that Chromium).
+`.ci/run` installs both; without them the test fails and says what to
+install, it never skips.
+
+Run from the repository root after `cargo build`:
+
+    python3 -m unittest discover -s tools/python -p test_browser_sse.py -v
+
+The binary is `$OBBY_SYNC_BIN`, else `target/debug/obby-sync` in the repository.
+"""
+
+from __future__ import annotations
+
+import http.server
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_sse_hub import READY_TIMEOUT_S, find_binary  # noqa: E402
+
+PLAYWRIGHT_PIN = "1.65.2"  # what .ci/run installs
+DOM_TIMEOUT_S = 90  # a committed change reaching the page's DOM (slow, shared machine)
+STOP_TIMEOUT_S = 15  # SIGTERM until exit
+BROWSER_TIMEOUT_S = 120  # Chromium's start, a page load, one DOM read
+
+# Debian's Chromium, headless, in a closed network: without the background
+# networking flags it keeps trying to reach Google's hosts.
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+# The page: two EventSources, every event appended to a list in the DOM.
+PAGE = """<!doctype html>
+<meta charset="utf-8">
+<title>obby-sync hub in a browser</title>
+<link rel="icon" href="data:,">
+<h1>/sse?topics=file-changes</h1>
+<ol id="sse"></ol>
+<h1>/api/files/updates/stream</h1>
+<ol id="web"></ol>
+<script>
+"use strict";
+const hub = new URLSearchParams(location.search).get("hub");
+function add(list, fields) {
+  const li = document.createElement("li");
+  for (const [k, v] of Object.entries(fields)) li.dataset[k] = v === null ? "" : String(v);
+  li.textContent = JSON.stringify(fields);
+  document.getElementById(list).appendChild(li);
+}
+function watch(list, source) {
+  source.onopen = () => add(list, { kind: "open", state: source.readyState });
+  source.onerror = () => add(list, { kind: "error", state: source.readyState });
+}
+const sse = new EventSource(hub + "/sse?topics=file-changes");
+watch("sse", sse);
+for (const name of ["connected", "reset", "dropped"]) {
+  sse.addEventListener(name, (e) => add("sse", { kind: name, id: e.lastEventId, data: e.data }));
+}
+for (const name of ["created", "modified", "deleted", "moved"]) {
+  sse.addEventListener(name, (e) => {
+    const envelope = JSON.parse(e.data);
+    const change = JSON.parse(envelope.data);
+    add("sse", { kind: "change", event: name, id: e.lastEventId, topic: envelope.topic,
+                 cursor: change.cursor, path: change.relative_path,
+                 oldPath: change.old_relative_path });
+  });
+}
+const web = new EventSource(hub + "/api/files/updates/stream");
+watch("web", web);
+web.onmessage = (e) => {
+  const m = JSON.parse(e.data);
+  if (m.type === "keepalive") return;
+  add("web", { kind: m.type === "connected" ? "connected" : "change", event: m.type,
+               id: e.lastEventId, path: m.filePath === undefined ? null : m.filePath });
+};
+</script>
+"""
+
+
+def require_browser():
+    """Playwright's sync API and the Chromium binary, or a failure naming
+    what to install."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as e:
+        raise AssertionError(
+            f"this test needs Playwright for Python ({e}): install it with "
+            f"`python3 -m pip install playwright=={PLAYWRIGHT_PIN}` (what .ci/run does; "
+            "no `playwright install` needed, it drives Debian's Chromium)"
+        ) from e
+    chromium = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
+    if not (chromium.is_file() and os.access(chromium, os.X_OK)):
+        raise AssertionError(
+            f"this test needs Chromium and found none at {chromium}: install Debian's "
+            "with `apt-get install chromium` (what .ci/run does), or set $CHROMIUM"
+        )
+    return sync_playwright, chromium
+
+
+class PageServer(threading.Thread):
+    """Serves PAGE at `/` on 127.0.0.1, a port of its own."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        body = PAGE.encode()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                if self.path.split("?")[0] not in ("/", "/index.html"):
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        self.start()
+
+    def run(self) -> None:
+        self.server.serve_forever()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class BrowserTest(unittest.TestCase):
+    def setUp(self) -> None:
+        sync_playwright, chromium = require_browser()
+        tmp = tempfile.TemporaryDirectory(prefix="obby-browser-")
+        self.addCleanup(tmp.cleanup)
+        base = Path(os.path.realpath(tmp.name))
+        self.root = base / "vault"
+        self.db_path = base / "obby.db"
+        self.log_path = base / "obby-sync.log"
+        (self.root / "notes").mkdir(parents=True)
+        (self.root / ".obbywatch").write_text("notes/\n")
+        (self.root / "notes" / "first.md").write_text("first\n")
+        self.proc: subprocess.Popen | None = None
+        self.addCleanup(self._kill_if_running)
+
+        server = PageServer()
+        self.addCleanup(server.close)
+        self.page_url = server.url
+
+        pw = sync_playwright().start()
+        self.addCleanup(pw.stop)
+        profile = tempfile.TemporaryDirectory(prefix="obby-browser-profile-")
+        self.addCleanup(profile.cleanup)
+        # A persistent context so that the profile is the new empty folder
+        # made here (launch() refuses a --user-data-dir argument).
+        self.browser = pw.chromium.launch_persistent_context(
+            profile.name, executable_path=str(chromium), headless=True, args=CHROMIUM_ARGS,
+            timeout=BROWSER_TIMEOUT_S * 1000,
+        )
+        self.addCleanup(self.browser.close)
+        self.page = self.browser.pages[0] if self.browser.pages else self.browser.new_page()
+        self.page.set_default_timeout(BROWSER_TIMEOUT_S * 1000)
+        self.console: list[str] = []
+        self.page.on("console", lambda m: self.console.append(f"{m.type}: {m.text}"))
+
+    # --- the engine ---------------------------------------------------
+
+    def start_engine(self, http_port: int = 0) -> str:
+        """Starts `obby-sync run`; returns the hub's HTTP address."""
+        if self.db_path.exists():
+            with sqlite3.connect(self.db_path, timeout=5) as c:
+                c.execute("DELETE FROM sync_meta WHERE key LIKE 'api_%_addr'")
+        env = {**os.environ, "LOG_LEVEL": "warn"}
+        for var in ("DB_PATH", "SSE_GRPC_PORT", "SSE_HTTP_PORT", "OBBY_TOKEN"):
+            env.pop(var, None)
+        log = open(self.log_path, "ab")  # noqa: SIM115 (closed by a cleanup)
+        self.addCleanup(log.close)
+        self.proc = subprocess.Popen(
+            [
+                str(find_binary()), "run",
+                "--root", str(self.root), "--db", str(self.db_path),
+                "--watcher-port", "0", "--tracker-port", "0",
+                "--sse-grpc-port", "0", "--sse-http-port", str(http_port),
+                "--debounce-ms", "50", "--rescan-interval", "0",
+            ],
+            env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        meta: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self.fail(f"obby-sync run exited early{self._log()}")
+            if self.db_path.exists():
+                try:
+                    with sqlite3.connect(self.db_path, timeout=5) as c:
+                        meta = dict(c.execute("SELECT key, value FROM sync_meta").fetchall())
+                except sqlite3.OperationalError:
+                    meta = {}
+                if meta.get("api_sse_http_addr") and meta.get("last_reconcile"):
+                    return meta["api_sse_http_addr"]
+            time.sleep(0.05)
+        self.fail(f"obby-sync run not ready (sync_meta: {meta}){self._log()}")
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=STOP_TIMEOUT_S)
+
+    def stop_engine(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(self.proc.wait(timeout=STOP_TIMEOUT_S), 0, self._log())
+
+    def _kill_if_running(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def _log(self) -> str:
+        try:
+            return "\n--- obby-sync output ---\n" + self.log_path.read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    def changes(self, after: int) -> list[dict[str, str]]:
+        """`file_changes` after a cursor, as the page should show them."""
+        with sqlite3.connect(self.db_path, timeout=5) as c:
+            rows = c.execute(
+                "SELECT id, change_type, file_path, old_path FROM file_changes WHERE id > ? ORDER BY id",
+                (after,),
+            ).fetchall()
+        return [
+            {"id": str(i), "event": kind, "path": self.rel(path), "old_path": self.rel(old)}
+            for i, kind, path, old in rows
+        ]
+
+    def rel(self, path: str | None) -> str:
+        return Path(path).relative_to(self.root).as_posix() if path else ""
+
+    # --- the page -----------------------------------------------------
+
+    def dom(self, list_id: str) -> list[dict[str, str]]:
+        """The page's list `list_id`, one dict of data attributes per item."""
+        return self.page.eval_on_selector_all(
+            f"#{list_id} li", "items => items.map(li => Object.assign({}, li.dataset))",
+        )
+
+    def wait_dom(self, what: str, ready) -> None:
+        """Polls the DOM until `ready(sse, web)` is true."""
+        deadline = time.monotonic() + DOM_TIMEOUT_S
+        while True:
+            sse, web = self.dom("sse"), self.dom("web")
+            if ready(sse, web):
+                return
+            if time.monotonic() > deadline:
+                self.fail(
+                    f"the page did not show {what} within {DOM_TIMEOUT_S} s\n"
+                    f"sse: {sse}\nweb: {web}\nconsole: {self.console}{self._log()}"
+                )
+            time.sleep(0.1)
+
+    @staticmethod
+    def received(items: list[dict[str, str]]) -> list[dict[str, str]]:
+        """The change events of one DOM list, as `file_changes` rows."""
+        return [
+            {"id": i["id"], "event": i["event"], "path": i["path"]}
+            for i in items if i["kind"] == "change"
+        ]
+
+    def web_expected(self, start: int) -> list[dict[str, str]]:
+        """What the web UI stream sends for the rows after `start`: a move as
+        deleted + created, where only the second carries an id (the browser's
+        `lastEventId` of the first is the id before it)."""
+        out: list[dict[str, str]] = []
+        last = str(start)
+        for row in self.changes(start):
+            if row["event"] == "moved":
+                out.append({"id": last, "event": "deleted", "path": row["old_path"]})
+                out.append({"id": row["id"], "event": "created", "path": row["path"]})
+            else:
+                out.append({k: row[k] for k in ("id", "event", "path")})
+            last = row["id"]
+        return out
+
+    def wait_for_the_database(self, sse_start: int, web_start: int) -> None:
+        """Waits until both of the page's lists show exactly what
+        `file_changes` holds after their first cursor. The lists only grow, so
+        a duplicate or a change out of order never matches."""
+        def same(s: list, w: list) -> bool:
+            return (
+                self.received(s) == [{k: r[k] for k in ("id", "event", "path")}
+                                     for r in self.changes(sse_start)]
+                and self.received(w) == self.web_expected(web_start)
+            )
+        self.wait_dom(f"every change after cursor {sse_start} (the database's)", same)
+
+    def write(self, rel: str, text: str) -> None:
+        (self.root / rel).write_text(text)
+
+    def wait_rows(self, n: int) -> None:
+        deadline = time.monotonic() + DOM_TIMEOUT_S
+        while len(self.changes(0)) < n:
+            if time.monotonic() > deadline:
+                self.fail(f"fewer than {n} rows in file_changes{self._log()}")
+            time.sleep(0.05)
+
+    def test_event_source_gets_every_change_once_across_a_kill_and_a_restart(self) -> None:
+        addr = self.start_engine()
+        port = int(addr.rsplit(":", 1)[1])
+        self.wait_rows(1)  # notes/first.md, scanned at start
+        self.page.goto(f"{self.page_url}?hub=http://{addr}")
+        connected = lambda n: lambda s, w: (  # noqa: E731
+            sum(i["kind"] == "connected" for i in s) >= n
+            and sum(i["kind"] == "connected" for i in w) >= n)
+        self.wait_dom("both streams connected", connected(1))
+        sse_start = int(next(i for i in self.dom("sse") if i["kind"] == "connected")["id"])
+        web_start = int(next(i for i in self.dom("web") if i["kind"] == "connected")["id"])
+        self.assertEqual(sse_start, int(self.changes(0)[-1]["id"]),
+                         "a first connection starts after the newest change")
+
+        # 1. Live changes, the engine up: created, modified, moved, deleted.
+        self.write("notes/a.md", "a\n")
+        self.write("notes/b.md", "b\n")
+        self.wait_dom("two created notes", lambda s, w: len(self.received(s)) >= 2)
+        self.write("notes/a.md", "a\nmore\n")
+        (self.root / "notes/b.md").rename(self.root / "notes/c.md")
+        (self.root / "notes/first.md").unlink()
+        self.wait_dom("a move and a deletion", lambda s, w: {"modified", "moved", "deleted"}
+                      <= {i["event"] for i in self.received(s)})
+        self.wait_for_the_database(sse_start, web_start)
+
+        # 2. kill -9 while the page is open; the page notices and keeps trying.
+        lasts = [self.received(self.dom("sse"))[-1]["id"]]  # the id before each outage
+        self.kill9()
+        self.wait_dom("an error on both streams", lambda s, w: (
+            s[-1]["kind"] == "error" and w[-1]["kind"] == "error"))
+        self.write("notes/down1.md", "made while down\n")
+        self.write("notes/a.md", "changed while down\n")
+        (self.root / "notes/c.md").unlink()
+        self.start_engine(http_port=port)  # same port: the page's URL
+        self.wait_dom("both streams connected again", connected(2))
+        self.write("notes/after-kill.md", "after the restart\n")
+        self.wait_dom("the change after the restart", lambda s, w: any(
+            i["path"] == "notes/after-kill.md" for i in self.received(s)))
+        self.wait_for_the_database(sse_start, web_start)
+
+        # 3. A clean stop (SIGTERM) while the page is open, then the same.
+        lasts.append(self.received(self.dom("sse"))[-1]["id"])
+        self.stop_engine()
+        self.write("notes/down2.md", "made while stopped\n")
+        (self.root / "notes/down1.md").rename(self.root / "notes/moved-while-down.md")
+        self.start_engine(http_port=port)
+        self.wait_dom("both streams connected a third time", connected(3))
+        self.write("notes/after-stop.md", "after the second restart\n")
+        self.wait_dom("the change after the second restart", lambda s, w: any(
+            i["path"] == "notes/after-stop.md" for i in self.received(s)))
+        self.wait_for_the_database(sse_start, web_start)
+
+        sse, web = self.dom("sse"), self.dom("web")
+        for items in (sse, web):
+            connections = [i for i in items if i["kind"] == "connected"]
+            self.assertEqual(len(connections), 3, items)
+            self.assertEqual([c["id"] for c in connections[1:]], lasts,
+                             "the browser sent Last-Event-ID and the hub resumed after it")
+            kinds = {i["kind"] for i in items}
+            self.assertLessEqual(kinds, {"open", "connected", "change", "error"}, items)
+            self.assertNotIn("2", [i["state"] for i in items if i["kind"] == "error"],
+                             "the browser never gave up (readyState CLOSED)")
+        self.assertTrue(all(i["topic"] == "file-changes" and i["cursor"] == i["id"]
+                            for i in sse if i["kind"] == "change"), sse)
+        rows = self.changes(sse_start)
+        made_while_down = {"notes/down1.md", "notes/c.md", "notes/down2.md",
+                           "notes/moved-while-down.md"}
+        self.assertLessEqual(made_while_down, {r["path"] for r in rows}, rows)
+        self.assertGreaterEqual(len(rows), 11, rows)
+
+
+if __name__ == "__main__":
+    unittest.main()
