@@ -8,7 +8,10 @@ the DOM back (Playwright's sync API). Then the engine is killed (`kill -9`)
 while the page stays open, notes change while it is down, it is started again
 on the same HTTP port, more notes change, and the page's `EventSource`s
 reconnect by themselves with `Last-Event-ID`: the DOM must show every change
-exactly once, in cursor order, the same as `file_changes`.
+exactly once, in cursor order, the same as `file_changes`; then the same
+around a clean stop (SIGTERM). A second test opens the streams with the token
+in the URL (`?token=`, since `EventSource` cannot set headers), sees one
+without it refused for good (401), and fetches `/health` from the page.
 
 Needs Debian's Chromium (`apt-get install chromium`: `/usr/bin/chromium`, or
 set `$CHROMIUM`) and Playwright for Python (`python3 -m pip install
@@ -35,6 +38,8 @@ import tempfile
 import threading
 import time
 import unittest
+from collections import Counter
+import urllib.parse
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -63,7 +68,10 @@ PAGE = """<!doctype html>
 <ol id="web"></ol>
 <script>
 "use strict";
-const hub = new URLSearchParams(location.search).get("hub");
+const params = new URLSearchParams(location.search);
+const hub = params.get("hub");
+// EventSource cannot set headers: a token goes in the URL.
+const auth = params.has("token") ? "token=" + encodeURIComponent(params.get("token")) : "";
 function add(list, fields) {
   const li = document.createElement("li");
   for (const [k, v] of Object.entries(fields)) li.dataset[k] = v === null ? "" : String(v);
@@ -74,7 +82,7 @@ function watch(list, source) {
   source.onopen = () => add(list, { kind: "open", state: source.readyState });
   source.onerror = () => add(list, { kind: "error", state: source.readyState });
 }
-const sse = new EventSource(hub + "/sse?topics=file-changes");
+const sse = new EventSource(hub + "/sse?topics=file-changes" + (auth && "&" + auth));
 watch("sse", sse);
 for (const name of ["connected", "reset", "dropped"]) {
   sse.addEventListener(name, (e) => add("sse", { kind: name, id: e.lastEventId, data: e.data }));
@@ -88,7 +96,7 @@ for (const name of ["created", "modified", "deleted", "moved"]) {
                  oldPath: change.old_relative_path });
   });
 }
-const web = new EventSource(hub + "/api/files/updates/stream");
+const web = new EventSource(hub + "/api/files/updates/stream" + (auth && "?" + auth));
 watch("web", web);
 web.onmessage = (e) => {
   const m = JSON.parse(e.data);
@@ -190,7 +198,7 @@ class BrowserTest(unittest.TestCase):
 
     # --- the engine ---------------------------------------------------
 
-    def start_engine(self, http_port: int = 0) -> str:
+    def start_engine(self, http_port: int = 0, extra: tuple[str, ...] = ()) -> str:
         """Starts `obby-sync run`; returns the hub's HTTP address."""
         if self.db_path.exists():
             with sqlite3.connect(self.db_path, timeout=5) as c:
@@ -206,7 +214,7 @@ class BrowserTest(unittest.TestCase):
                 "--root", str(self.root), "--db", str(self.db_path),
                 "--watcher-port", "0", "--tracker-port", "0",
                 "--sse-grpc-port", "0", "--sse-http-port", str(http_port),
-                "--debounce-ms", "50", "--rescan-interval", "0",
+                "--debounce-ms", "50", "--rescan-interval", "0", *extra,
             ],
             env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
         )
@@ -280,7 +288,9 @@ class BrowserTest(unittest.TestCase):
             if time.monotonic() > deadline:
                 self.fail(
                     f"the page did not show {what} within {DOM_TIMEOUT_S} s\n"
-                    f"sse: {sse}\nweb: {web}\nconsole: {self.console}{self._log()}"
+                    f"sse: {sse}\nweb: {web}\nconsole: {self.console}\n"
+                    f"file_changes: {self.changes(0) if self.db_path.exists() else None}"
+                    f"{self._log()}"
                 )
             time.sleep(0.1)
 
@@ -307,17 +317,21 @@ class BrowserTest(unittest.TestCase):
             last = row["id"]
         return out
 
-    def wait_for_the_database(self, sse_start: int, web_start: int) -> None:
-        """Waits until both of the page's lists show exactly what
-        `file_changes` holds after their first cursor. The lists only grow, so
-        a duplicate or a change out of order never matches."""
+    def wait_for_the_database(self, sse_start: int, web_start: int,
+                              made: list[tuple[str, str]]) -> None:
+        """Waits until `file_changes` after `sse_start` holds exactly the
+        changes `made` ((event, path), in any order) and both of the page's
+        lists show exactly those rows, in cursor order. The lists only grow,
+        so a duplicate or a change out of order never matches."""
         def same(s: list, w: list) -> bool:
+            rows = self.changes(sse_start)
             return (
-                self.received(s) == [{k: r[k] for k in ("id", "event", "path")}
-                                     for r in self.changes(sse_start)]
+                Counter((r["event"], r["path"]) for r in rows) == Counter(made)
+                and self.received(s) == [{k: r[k] for k in ("id", "event", "path")}
+                                         for r in rows]
                 and self.received(w) == self.web_expected(web_start)
             )
-        self.wait_dom(f"every change after cursor {sse_start} (the database's)", same)
+        self.wait_dom(f"the changes {made} after cursor {sse_start}", same)
 
     def write(self, rel: str, text: str) -> None:
         (self.root / rel).write_text(text)
@@ -329,30 +343,42 @@ class BrowserTest(unittest.TestCase):
                 self.fail(f"fewer than {n} rows in file_changes{self._log()}")
             time.sleep(0.05)
 
-    def test_event_source_gets_every_change_once_across_a_kill_and_a_restart(self) -> None:
-        addr = self.start_engine()
-        port = int(addr.rsplit(":", 1)[1])
+    @staticmethod
+    def connected(n: int):
+        """A `wait_dom` condition: both streams connected `n` times."""
+        return lambda s, w: (sum(i["kind"] == "connected" for i in s) >= n
+                             and sum(i["kind"] == "connected" for i in w) >= n)
+
+    def open_page(self, hub: str, token: str | None = None) -> tuple[int, int]:
+        """Opens the page on `hub` once the first note is recorded; returns
+        the cursors its two streams start after."""
         self.wait_rows(1)  # notes/first.md, scanned at start
-        self.page.goto(f"{self.page_url}?hub=http://{addr}")
-        connected = lambda n: lambda s, w: (  # noqa: E731
-            sum(i["kind"] == "connected" for i in s) >= n
-            and sum(i["kind"] == "connected" for i in w) >= n)
-        self.wait_dom("both streams connected", connected(1))
+        query = urllib.parse.urlencode({"hub": hub, **({"token": token} if token else {})})
+        self.page.goto(f"{self.page_url}?{query}")
+        self.wait_dom("both streams connected", self.connected(1))
         sse_start = int(next(i for i in self.dom("sse") if i["kind"] == "connected")["id"])
         web_start = int(next(i for i in self.dom("web") if i["kind"] == "connected")["id"])
         self.assertEqual(sse_start, int(self.changes(0)[-1]["id"]),
                          "a first connection starts after the newest change")
+        return sse_start, web_start
+
+    def test_event_source_gets_every_change_once_across_a_kill_and_a_restart(self) -> None:
+        addr = self.start_engine()
+        port = int(addr.rsplit(":", 1)[1])
+        sse_start, web_start = self.open_page(f"http://{addr}")
+        made: list[tuple[str, str]] = []  # every change, as (event, path)
 
         # 1. Live changes, the engine up: created, modified, moved, deleted.
         self.write("notes/a.md", "a\n")
         self.write("notes/b.md", "b\n")
-        self.wait_dom("two created notes", lambda s, w: len(self.received(s)) >= 2)
+        made += [("created", "notes/a.md"), ("created", "notes/b.md")]
+        self.wait_for_the_database(sse_start, web_start, made)  # no coalescing with the next
         self.write("notes/a.md", "a\nmore\n")
         (self.root / "notes/b.md").rename(self.root / "notes/c.md")
         (self.root / "notes/first.md").unlink()
-        self.wait_dom("a move and a deletion", lambda s, w: {"modified", "moved", "deleted"}
-                      <= {i["event"] for i in self.received(s)})
-        self.wait_for_the_database(sse_start, web_start)
+        made += [("modified", "notes/a.md"), ("moved", "notes/c.md"),
+                 ("deleted", "notes/first.md")]
+        self.wait_for_the_database(sse_start, web_start, made)
 
         # 2. kill -9 while the page is open; the page notices and keeps trying.
         lasts = [self.received(self.dom("sse"))[-1]["id"]]  # the id before each outage
@@ -362,24 +388,25 @@ class BrowserTest(unittest.TestCase):
         self.write("notes/down1.md", "made while down\n")
         self.write("notes/a.md", "changed while down\n")
         (self.root / "notes/c.md").unlink()
-        self.start_engine(http_port=port)  # same port: the page's URL
-        self.wait_dom("both streams connected again", connected(2))
+        made += [("created", "notes/down1.md"), ("modified", "notes/a.md"),
+                 ("deleted", "notes/c.md")]
+        self.start_engine(http_port=port)  # the same port: the page's URL
+        self.wait_dom("both streams connected again", self.connected(2))
         self.write("notes/after-kill.md", "after the restart\n")
-        self.wait_dom("the change after the restart", lambda s, w: any(
-            i["path"] == "notes/after-kill.md" for i in self.received(s)))
-        self.wait_for_the_database(sse_start, web_start)
+        made += [("created", "notes/after-kill.md")]
+        self.wait_for_the_database(sse_start, web_start, made)
 
         # 3. A clean stop (SIGTERM) while the page is open, then the same.
         lasts.append(self.received(self.dom("sse"))[-1]["id"])
         self.stop_engine()
         self.write("notes/down2.md", "made while stopped\n")
         (self.root / "notes/down1.md").rename(self.root / "notes/moved-while-down.md")
+        made += [("created", "notes/down2.md"), ("moved", "notes/moved-while-down.md")]
         self.start_engine(http_port=port)
-        self.wait_dom("both streams connected a third time", connected(3))
+        self.wait_dom("both streams connected a third time", self.connected(3))
         self.write("notes/after-stop.md", "after the second restart\n")
-        self.wait_dom("the change after the second restart", lambda s, w: any(
-            i["path"] == "notes/after-stop.md" for i in self.received(s)))
-        self.wait_for_the_database(sse_start, web_start)
+        made += [("created", "notes/after-stop.md")]
+        self.wait_for_the_database(sse_start, web_start, made)
 
         sse, web = self.dom("sse"), self.dom("web")
         for items in (sse, web):
@@ -393,12 +420,22 @@ class BrowserTest(unittest.TestCase):
                              "the browser never gave up (readyState CLOSED)")
         self.assertTrue(all(i["topic"] == "file-changes" and i["cursor"] == i["id"]
                             for i in sse if i["kind"] == "change"), sse)
-        rows = self.changes(sse_start)
-        made_while_down = {"notes/down1.md", "notes/c.md", "notes/down2.md",
-                           "notes/moved-while-down.md"}
-        self.assertLessEqual(made_while_down, {r["path"] for r in rows}, rows)
-        self.assertGreaterEqual(len(rows), 11, rows)
 
+    def test_a_token_in_the_url_and_health_from_the_page(self) -> None:
+        hub = f"http://{self.start_engine(extra=('--token', 's3cret'))}"
+        sse_start, web_start = self.open_page(hub, token="s3cret")
+        # Without the token: 401, which an EventSource takes as final.
+        state = self.page.evaluate("""hub => new Promise(resolve => {
+            const source = new EventSource(hub + "/sse?topics=file-changes");
+            source.onopen = () => resolve("open");
+            source.onerror = () => resolve(source.readyState);
+        })""", hub)
+        self.assertEqual(state, 2, "refused without the token (readyState CLOSED)")
+        # A plain cross-origin fetch from the page: /health needs no token.
+        health = self.page.evaluate("hub => fetch(hub + '/health').then(r => r.json())", hub)
+        self.assertEqual((health["status"], health["clients"]), ("healthy", 2), health)
+        self.write("notes/secret.md", "s\n")
+        self.wait_for_the_database(sse_start, web_start, [("created", "notes/secret.md")])
 
 if __name__ == "__main__":
     unittest.main()
