@@ -11,7 +11,10 @@ reconnect by themselves with `Last-Event-ID`: the DOM must show every change
 exactly once, in cursor order, the same as `file_changes`; then the same
 around a clean stop (SIGTERM). A second test opens the streams with the token
 in the URL (`?token=`, since `EventSource` cannot set headers), sees one
-without it refused for good (401), and fetches `/health` from the page.
+without it refused for good (401), and fetches `/health` from the page. A
+third hides `file_changes` for a moment, so that the hub cannot open a client:
+an `EventSource` opened then is told so and retries by itself (it is not
+closed for good, as a 503 would close it) until the table is back.
 
 Needs Debian's Chromium (`apt-get install chromium`: `/usr/bin/chromium`, or
 set `$CHROMIUM`) and Playwright for Python (`python3 -m pip install
@@ -57,7 +60,8 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
 
-# The page: two EventSources, every event appended to a list in the DOM.
+# The page: two EventSources, every event appended to a list in the DOM;
+# `probe(url)` opens one more, listed under #probe.
 PAGE = """<!doctype html>
 <meta charset="utf-8">
 <title>obby-sync hub in a browser</title>
@@ -66,6 +70,8 @@ PAGE = """<!doctype html>
 <ol id="sse"></ol>
 <h1>/api/files/updates/stream</h1>
 <ol id="web"></ol>
+<h1>probe</h1>
+<ol id="probe"></ol>
 <script>
 "use strict";
 const params = new URLSearchParams(location.search);
@@ -82,28 +88,36 @@ function watch(list, source) {
   source.onopen = () => add(list, { kind: "open", state: source.readyState });
   source.onerror = () => add(list, { kind: "error", state: source.readyState });
 }
-const sse = new EventSource(hub + "/sse?topics=file-changes" + (auth && "&" + auth));
-watch("sse", sse);
-for (const name of ["connected", "reset", "dropped"]) {
-  sse.addEventListener(name, (e) => add("sse", { kind: name, id: e.lastEventId, data: e.data }));
+function sse(list, url) {
+  const source = new EventSource(url);
+  watch(list, source);
+  for (const name of ["connected", "reset", "dropped", "unavailable"]) {
+    source.addEventListener(name, (e) => add(list, { kind: name, id: e.lastEventId, data: e.data }));
+  }
+  for (const name of ["created", "modified", "deleted", "moved"]) {
+    source.addEventListener(name, (e) => {
+      const envelope = JSON.parse(e.data);
+      const change = JSON.parse(envelope.data);
+      add(list, { kind: "change", event: name, id: e.lastEventId, topic: envelope.topic,
+                  cursor: change.cursor, path: change.relative_path,
+                  oldPath: change.old_relative_path });
+    });
+  }
 }
-for (const name of ["created", "modified", "deleted", "moved"]) {
-  sse.addEventListener(name, (e) => {
-    const envelope = JSON.parse(e.data);
-    const change = JSON.parse(envelope.data);
-    add("sse", { kind: "change", event: name, id: e.lastEventId, topic: envelope.topic,
-                 cursor: change.cursor, path: change.relative_path,
-                 oldPath: change.old_relative_path });
-  });
+function web(list, url) {
+  const source = new EventSource(url);
+  watch(list, source);
+  source.onmessage = (e) => {
+    const m = JSON.parse(e.data);
+    if (m.type === "keepalive") return;
+    const kind = m.type === "connected" || m.type === "error" ? m.type : "change";
+    add(list, { kind: kind, event: m.type, id: e.lastEventId,
+                path: m.filePath === undefined ? null : m.filePath });
+  };
 }
-const web = new EventSource(hub + "/api/files/updates/stream" + (auth && "?" + auth));
-watch("web", web);
-web.onmessage = (e) => {
-  const m = JSON.parse(e.data);
-  if (m.type === "keepalive") return;
-  add("web", { kind: m.type === "connected" ? "connected" : "change", event: m.type,
-               id: e.lastEventId, path: m.filePath === undefined ? null : m.filePath });
-};
+sse("sse", hub + "/sse?topics=file-changes" + (auth && "&" + auth));
+web("web", hub + "/api/files/updates/stream" + (auth && "?" + auth));
+window.probe = (path) => sse("probe", hub + path);
 </script>
 """
 
@@ -278,17 +292,18 @@ class BrowserTest(unittest.TestCase):
             f"#{list_id} li", "items => items.map(li => Object.assign({}, li.dataset))",
         )
 
-    def wait_dom(self, what: str, ready) -> None:
-        """Polls the DOM until `ready(sse, web)` is true."""
+    def wait_dom(self, what: str, ready, lists: tuple[str, ...] = ("sse", "web")) -> None:
+        """Polls the DOM until `ready(*lists)` is true (the lists' items)."""
         deadline = time.monotonic() + DOM_TIMEOUT_S
         while True:
-            sse, web = self.dom("sse"), self.dom("web")
-            if ready(sse, web):
+            items = [self.dom(name) for name in lists]
+            if ready(*items):
                 return
             if time.monotonic() > deadline:
+                shown = "\n".join(f"{name}: {got}" for name, got in zip(lists, items))
                 self.fail(
                     f"the page did not show {what} within {DOM_TIMEOUT_S} s\n"
-                    f"sse: {sse}\nweb: {web}\nconsole: {self.console}\n"
+                    f"{shown}\nconsole: {self.console}\n"
                     f"file_changes: {self.changes(0) if self.db_path.exists() else None}"
                     f"{self._log()}"
                 )
@@ -436,6 +451,29 @@ class BrowserTest(unittest.TestCase):
         self.assertEqual((health["status"], health["clients"]), ("healthy", 2), health)
         self.write("notes/secret.md", "s\n")
         self.wait_for_the_database(sse_start, web_start, [("created", "notes/secret.md")])
+    def test_an_event_source_comes_back_after_the_hub_could_not_serve_it(self) -> None:
+        hub = f"http://{self.start_engine()}"
+        sse_start, web_start = self.open_page(hub)
+        # The hub cannot open a client while its table is away.
+        with sqlite3.connect(self.db_path, timeout=5) as c:
+            c.execute("ALTER TABLE file_changes RENAME TO file_changes_away")
+        self.page.evaluate("() => probe('/sse?topics=file-changes')")
+        self.wait_dom("the probe told twice, and retrying", lambda p: (
+            sum(i["kind"] == "unavailable" for i in p) >= 2
+            and all(i["state"] == "0" for i in p if i["kind"] == "error")), ("probe",))
+        with sqlite3.connect(self.db_path, timeout=5) as c:
+            c.execute("ALTER TABLE file_changes_away RENAME TO file_changes")
+        self.wait_dom("the probe connected", lambda p: any(
+            i["kind"] == "connected" for i in p), ("probe",))
+        self.write("notes/back.md", "back\n")
+        self.wait_for_the_database(sse_start, web_start, [("created", "notes/back.md")])
+        self.wait_dom("the change on the probe", lambda p: [
+            (i["event"], i["path"]) for i in p if i["kind"] == "change"]
+            == [("created", "notes/back.md")], ("probe",))
+        probe = self.dom("probe")
+        self.assertTrue(all("file_changes" in i["data"] for i in probe
+                            if i["kind"] == "unavailable"), probe)
+
 
 if __name__ == "__main__":
     unittest.main()
