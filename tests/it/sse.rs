@@ -894,3 +894,92 @@ async fn the_api_threads_run_below_the_engines_priority_unless_told_not_to() {
     );
     drop(engine);
 }
+
+/// Every field of a stream up to its end, as `(field, value)` lines.
+async fn fields_to_the_end(s: &mut Stream) -> Vec<(String, String)> {
+    let read = async {
+        let mut fields = Vec::new();
+        while let Some(line) = s.line().await {
+            if let Some((field, value)) = line.split_once(':') {
+                let value = value.strip_prefix(' ').unwrap_or(value);
+                fields.push((field.to_owned(), value.to_owned()));
+            }
+        }
+        fields
+    };
+    tokio::time::timeout(Duration::from_secs(15), read)
+        .await
+        .expect("the stream ends by itself")
+}
+
+/// An `EventSource` takes any status but 200 as final and never reconnects:
+/// a hub that cannot open a client (here: its table is gone for a moment)
+/// answers a 200 stream of one event with `retry:` that ends, so that a
+/// browser comes back by itself once the database can serve it again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hub_that_cannot_open_a_client_answers_a_stream_a_browser_retries() {
+    let (v, engine) = started(&[]);
+    let addr = http_addr(&v);
+    let last = cursors(&v).last().expect("a change").to_string();
+    v.conn()
+        .execute_batch("ALTER TABLE file_changes RENAME TO file_changes_away")
+        .expect("hide the table");
+    let retry = obby_sync::api::sse::http::UNAVAILABLE_RETRY
+        .as_millis()
+        .to_string();
+    for (path, resume) in [
+        ("/sse?topics=file-changes", Some(last.as_str())),
+        ("/sse?topics=file-changes", None),
+        ("/api/files/updates/stream", None),
+    ] {
+        let headers: Vec<(&str, &str)> =
+            resume.map(|id| ("Last-Event-ID", id)).into_iter().collect();
+        let mut s = Stream::open(&addr, path, &headers).await;
+        assert_eq!(s.status, 200, "{path}: a status an EventSource retries");
+        assert_eq!(s.header("content-type"), Some("text/event-stream"));
+        assert_eq!(s.header("access-control-allow-origin"), Some("*"));
+        let fields = fields_to_the_end(&mut s).await;
+        let get = |name: &str| {
+            fields
+                .iter()
+                .find(|(f, _)| f == name)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(get("retry"), Some(retry.clone()), "{path}: {fields:?}");
+        assert_eq!(get("id"), None, "the browser keeps its Last-Event-ID");
+        let data: serde_json::Value =
+            serde_json::from_str(&get("data").expect("data")).expect("json");
+        if path.starts_with("/sse") {
+            assert_eq!(get("event").as_deref(), Some("unavailable"), "{fields:?}");
+            assert!(
+                data["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("file_changes")),
+                "{data}"
+            );
+        } else {
+            assert_eq!(
+                get("event"),
+                None,
+                "the web UI's stream has data lines only"
+            );
+            assert_eq!(data["type"], "error", "{data}");
+        }
+    }
+    v.conn()
+        .execute_batch("ALTER TABLE file_changes_away RENAME TO file_changes")
+        .expect("bring the table back");
+    let mut s = Stream::open(
+        &addr,
+        "/sse?topics=file-changes",
+        &[("Last-Event-ID", &last)],
+    )
+    .await;
+    let connected = s.next().await;
+    assert_eq!(connected.event.as_deref(), Some("connected"));
+    assert_eq!(connected.id, Some(last), "resumes where the browser was");
+    v.write("notes/back.md", "back\n");
+    let e = s.next_message().await;
+    assert!(e.data.contains("notes/back.md"), "{e:?}");
+    drop(engine);
+}

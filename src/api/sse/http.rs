@@ -25,6 +25,15 @@
 //! UI's `EventSource` resumes without a gap after a reconnect (an id it
 //! cannot serve just starts after the newest change).
 //!
+//! When the hub cannot open a client (a database or pool error), both
+//! streams still answer `200 text/event-stream`: one event that says why
+//! (`event: unavailable` with `{"reason"}` on `/sse`, `{"type": "error",
+//! "message"}` on the web UI's), a `retry:` of [`UNAVAILABLE_RETRY`], then
+//! the end of the stream. An `EventSource` takes any other status as final
+//! and never tries again (a page would stay dead until reloaded); at the end
+//! of a 200 stream it reconnects by itself, with the same `Last-Event-ID`.
+//! A bad token (401) or `Last-Event-ID` (400) is final, as it should be.
+//!
 //! Every response allows any origin (`Access-Control-Allow-Origin: *`).
 //! With a token, every endpoint but `/health` needs it, as `Authorization:
 //! Bearer <token>` or, since `EventSource` cannot set headers, `?token=`;
@@ -35,6 +44,7 @@ use std::convert::Infallible;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -61,6 +71,11 @@ use crate::api::{ApiError, token_matches};
 
 /// The web UI's first message's text (the backend's).
 const WEB_CONNECTED: &str = "Connected to file updates";
+
+/// How soon an `EventSource` tries again after the hub could not open its
+/// client (the `retry:` field): Chromium's own default, said so that every
+/// browser waits the same.
+pub const UNAVAILABLE_RETRY: Duration = Duration::from_secs(3);
 
 #[derive(Clone)]
 struct AppState {
@@ -156,12 +171,16 @@ fn bad_last_event_id() -> Response {
 
 /// Opens a client; a cursor the database cannot serve starts from now, with
 /// the reason returned.
+///
+/// # Errors
+/// Why no client could be opened (a database or pool error), for
+/// [`unavailable`].
 async fn open(
     hub: &Hub,
     topics: Topics,
     resume: Resume,
     keepalive: Keepalive,
-) -> Result<(Client, Option<String>), Response> {
+) -> Result<(Client, Option<String>), String> {
     match hub.open(topics.clone(), resume, keepalive).await {
         Ok(client) => Ok((client, None)),
         Err(status)
@@ -171,11 +190,19 @@ async fn open(
             let client = hub
                 .open(topics, Resume::Now, keepalive)
                 .await
-                .map_err(|s| error(StatusCode::SERVICE_UNAVAILABLE, s.message()))?;
+                .map_err(|s| s.message().to_owned())?;
             Ok((client, Some(status.message().to_owned())))
         }
-        Err(status) => Err(error(StatusCode::SERVICE_UNAVAILABLE, status.message())),
+        Err(status) => Err(status.message().to_owned()),
     }
+}
+
+/// A stream of `event` alone, with a `retry:`: what a client gets when the
+/// hub cannot open it, so that an `EventSource` comes back by itself (a
+/// status other than 200 would close it for good).
+fn unavailable(event: Event) -> Response {
+    let event = event.retry(UNAVAILABLE_RETRY);
+    Sse::new(stream::iter([Ok::<_, Infallible>(event)])).into_response()
 }
 
 /// A field value axum accepts (no line breaks).
@@ -210,7 +237,10 @@ async fn sse(
     let (client, reset) = match open(&state.hub, topics, resume, Keepalive::Every(PING_EVERY)).await
     {
         Ok(opened) => opened,
-        Err(response) => return response,
+        Err(reason) => {
+            let data = serde_json::json!({ "reason": reason });
+            return unavailable(Event::default().event("unavailable").data(data.to_string()));
+        }
     };
     let mut first = Event::default().event("connected").data(&client.id);
     if let Some(start) = client.start {
@@ -428,7 +458,12 @@ async fn web_updates(
     .await
     {
         Ok(opened) => opened,
-        Err(response) => return response,
+        Err(reason) => {
+            return unavailable(Event::default().data(python_json(&WebOther {
+                kind: "error",
+                message: Some(&reason),
+            })));
+        }
     };
     let mut first = Event::default().data(python_json(&WebConnected {
         kind: "connected",
