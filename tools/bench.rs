@@ -114,6 +114,19 @@ struct Args {
     /// fifty 30 MiB text files (about 1.5 GB of disk, a minute or two).
     #[arg(long)]
     huge: bool,
+    /// Instead of the corpus stages: how cost grows, with the vault's size
+    /// (`--scale-sizes`) and with history (`--history` versions of each of
+    /// `--files` notes). The full run takes an hour and ~15 GB of disk.
+    #[arg(long)]
+    scale: bool,
+    /// `--scale`: vault sizes of the initial-scan table.
+    #[arg(long, value_delimiter = ',', default_values_t = [1_000, 10_000, 100_000])]
+    scale_sizes: Vec<usize>,
+    /// `--scale`: versions of every note the history stage builds (the first
+    /// is the initial scan, each other one an engine rescan after a one-line
+    /// edit of every note).
+    #[arg(long, default_value_t = 100)]
+    history: usize,
 }
 
 fn main() -> ExitCode {
@@ -136,6 +149,9 @@ fn run(args: &Args) -> Res<()> {
     let (_temp, base) = work_dir(args.keep.as_deref(), "obby-bench-")?;
     if args.huge {
         return huge_files(&bin, &base, args);
+    }
+    if args.scale {
+        return scale(&bin, &base, args);
     }
     let db_dir = base.join("db");
     fs::create_dir_all(&db_dir)?;
@@ -761,6 +777,302 @@ struct Big {
     diff_seconds: f64,
     /// Highest peak RSS over its scans.
     peak_rss: u64,
+}
+
+// ------------------------------------------------------------ --scale
+
+/// Target (issue 11): peak RSS of the 100,000-note initial scan.
+const TARGET_SCALE_RSS: u64 = 150 * 1024 * 1024;
+/// Target (issue 11): an edit round's floor ratio on the grown history
+/// within this factor of the fresh database's.
+const TARGET_HISTORY_DRIFT: f64 = 1.10;
+/// Target (issue 11): `status` and the backend's recent-diffs query.
+const TARGET_QUERY_SECONDS: f64 = 0.050;
+/// Runs of each timed query of the history stage.
+const QUERY_RUNS: usize = 5;
+
+/// One vault size's initial scan.
+struct SizeRow {
+    files: usize,
+    bytes: u64,
+    initial: Initial,
+    floor: f64,
+}
+
+/// The history stage's figures at one history size.
+struct HistoryRow {
+    versions: u64,
+    db_bytes: u64,
+    /// Rescan seconds after a 10% edit of every note, and its edit floor.
+    edit: (f64, f64),
+    peak_rss: u64,
+    /// Median seconds of `obby-sync status --json`, process included.
+    status: f64,
+    /// Median seconds of the backend's recent-diffs query (50 rows).
+    recent_diffs: f64,
+}
+
+/// `--scale`: the initial scan at each of `--scale-sizes`, then an edit
+/// round on a fresh database and on one grown to `--history` versions per
+/// note.
+fn scale(bin: &Path, base: &Path, args: &Args) -> Res<()> {
+    let db_dir = base.join("db");
+    fs::create_dir_all(&db_dir)?;
+    let mut sizes = Vec::new();
+    for &n in &args.scale_sizes {
+        let root = base.join(format!("vault-{n}"));
+        let corpus = Corpus::generate(&root, n, args.seed)?;
+        let db = db_dir.join(format!("scale-{n}.db"));
+        let initial = initial_scans(bin, &corpus, &db, args.repeat)?;
+        let floor = floor_runs(&corpus, &db_dir.join(format!("floor-{n}.db")), args.repeat)?;
+        progress!(
+            "{n} notes: {:.0} files/s, {:.2}× the floor, peak RSS {:.1} MiB",
+            n as f64 / initial.seconds,
+            initial.seconds / floor,
+            mib(initial.peak_rss)
+        );
+        sizes.push(SizeRow {
+            files: n,
+            bytes: corpus.bytes,
+            initial,
+            floor,
+        });
+        if args.keep.is_none() {
+            // Room for the next size and the history (100,000 notes and
+            // their databases take a few GB).
+            fs::remove_dir_all(&root)?;
+            remove_db(&db)?;
+            remove_db(&db_dir.join(format!("floor-{n}.db")))?;
+        }
+    }
+
+    let corpus = Corpus::generate(&base.join("history"), args.files, args.seed)?;
+    let db = db_dir.join("history.db");
+    let first = run_scan(bin, &corpus.root, &db)?;
+    let files = corpus.files.len() as u64;
+    check_scan("history: initial scan", &first, files, files, files);
+    let mut history = vec![history_row(bin, &corpus, &db, &db_dir, args, 1)?];
+    // Versions so far: the initial scan's and the measured round's.
+    let mut versions = 2;
+    let mut round = 1_000u64;
+    // The measured round at the end makes the last one.
+    while versions + 1 < args.history {
+        round += 1;
+        corpus.edit_all(args.seed, round, 0.0)?;
+        let scan = run_scan(bin, &corpus.root, &db)?;
+        check_scan("history: one-line round", &scan, files, files, files);
+        versions += 1;
+        if versions % 10 == 0 || versions == args.history {
+            progress!(
+                "history: {versions}/{} versions per note ({:.0} files/s this round)",
+                args.history,
+                scan.rows as f64 / scan.seconds
+            );
+        }
+    }
+    if args.history > 2 {
+        history.push(history_row(bin, &corpus, &db, &db_dir, args, 2)?);
+    }
+    print_scale_table(args, &sizes, &history);
+    if args.keep.is_some() {
+        progress!("kept {}", base.display());
+    }
+    Ok(())
+}
+
+/// Measures one history size: a 10% edit round against its edit floor (a
+/// fresh floor table each time: the machine's speed, not history's), then
+/// `status` and the recent-diffs query.
+fn history_row(
+    bin: &Path,
+    corpus: &Corpus,
+    db: &Path,
+    db_dir: &Path,
+    args: &Args,
+    round: u64,
+) -> Res<HistoryRow> {
+    let floor_db = db_dir.join("history-floor.db");
+    remove_db(&floor_db)?;
+    {
+        let conn = Connection::open(&floor_db)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.execute_batch(
+            "CREATE TABLE v(path TEXT, content TEXT, diff TEXT); CREATE INDEX v_path ON v(path)",
+        )?;
+        let mut insert = conn.prepare("INSERT INTO v (path, content) VALUES (?1, ?2)")?;
+        for path in &corpus.files {
+            let label = path.to_str().ok_or("a corpus path is not UTF-8")?;
+            insert.execute(params![label, fs::read_to_string(path)?])?;
+        }
+    }
+    corpus.edit_all(args.seed, round, EDIT_FRACTION)?;
+    let floor = edit_floor(corpus, &floor_db)?;
+    let scan = run_scan(bin, &corpus.root, db)?;
+    let files = corpus.files.len() as u64;
+    check_scan("history: edit round", &scan, files, files, files);
+    let conn = Connection::open(db)?;
+    let versions: i64 = conn.query_row("SELECT COUNT(*) FROM file_versions", [], |r| r.get(0))?;
+    let mut status = Vec::new();
+    for _ in 0..QUERY_RUNS {
+        let started = Instant::now();
+        let out = Command::new(bin)
+            .args(["--log-level", "warn", "status", "--json", "--db"])
+            .arg(db)
+            .output()?;
+        if !out.status.success() {
+            return Err(format!(
+                "obby-sync status failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )
+            .into());
+        }
+        status.push(started.elapsed().as_secs_f64());
+    }
+    let mut recent = Vec::new();
+    for _ in 0..QUERY_RUNS {
+        let started = Instant::now();
+        // The backend's query (CONTRACT.md, "Diffs").
+        let mut stmt = conn.prepare(
+            "SELECT cd.*, fv_old.content_hash AS old_hash, fv_old.timestamp AS old_timestamp, \
+             fv_new.content_hash AS new_hash, fv_new.timestamp AS new_timestamp \
+             FROM content_diffs cd LEFT JOIN file_versions fv_old ON cd.old_version_id = fv_old.id \
+             LEFT JOIN file_versions fv_new ON cd.new_version_id = fv_new.id \
+             ORDER BY cd.timestamp DESC LIMIT ?",
+        )?;
+        let n = stmt.query_map([50], |_| Ok(()))?.count();
+        std::hint::black_box(n);
+        recent.push(started.elapsed().as_secs_f64());
+    }
+    let row = HistoryRow {
+        versions: u64::try_from(versions).unwrap_or(0),
+        db_bytes: file_size(db) + file_size(&db.with_extension("db-wal")),
+        edit: (scan.seconds, floor),
+        peak_rss: scan.peak_rss,
+        status: median(&status),
+        recent_diffs: median(&recent),
+    };
+    progress!(
+        "history at {} versions: edit round {:.3} s, {:.2}× its floor; status {:.1} ms, recent diffs {:.1} ms",
+        row.versions,
+        scan.seconds,
+        scan.seconds / floor,
+        row.status * 1e3,
+        row.recent_diffs * 1e3
+    );
+    Ok(row)
+}
+
+fn file_size(path: &Path) -> u64 {
+    fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+fn print_scale_table(args: &Args, sizes: &[SizeRow], history: &[HistoryRow]) {
+    println!("| notes | MB | initial scan files/s | × floor | peak RSS |");
+    println!("|---:|---:|---:|---:|---:|");
+    for s in sizes {
+        println!(
+            "| {} | {:.0} | {} | {:.2} | {:.0} MiB |",
+            thousands(s.files as f64),
+            s.bytes as f64 / 1e6,
+            thousands(s.files as f64 / s.initial.seconds),
+            s.initial.seconds / s.floor,
+            mib(s.initial.peak_rss)
+        );
+    }
+    println!();
+    println!(
+        "| versions in the database | database | edit round files/s | × its floor | peak RSS | status | recent diffs |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    for h in history {
+        println!(
+            "| {} | {:.0} MB | {} | {:.2} | {:.0} MiB | {:.1} ms | {:.1} ms |",
+            thousands(h.versions as f64),
+            h.db_bytes as f64 / 1e6,
+            thousands(args.files as f64 / h.edit.0),
+            h.edit.0 / h.edit.1,
+            mib(h.peak_rss),
+            h.status * 1e3,
+            h.recent_diffs * 1e3
+        );
+    }
+    println!();
+    let mut rows: Vec<Row> = Vec::new();
+    let ratios: Vec<(usize, f64)> = sizes
+        .iter()
+        .map(|s| (s.files, s.initial.seconds / s.floor))
+        .collect();
+    // Against 10,000 notes when measured (the issue's reference), else the
+    // smallest vault.
+    let reference = ratios.iter().find(|(n, _)| *n == 10_000).or(ratios.first());
+    if let (Some(small), Some(large)) = (reference, ratios.last())
+        && small.0 != large.0
+    {
+        rows.push((
+            format!(
+                "initial scan ÷ floor, {} notes vs {} notes",
+                thousands(large.0 as f64),
+                thousands(small.0 as f64)
+            ),
+            format!("{:.2} vs {:.2}", large.1, small.1),
+            verdict("same ratio (within 10%)", large.1 <= small.1 * 1.10),
+        ));
+    }
+    if let Some(largest) = sizes.last() {
+        rows.push((
+            format!(
+                "initial scan peak RSS, {} notes",
+                thousands(largest.files as f64)
+            ),
+            format!("{:.0} MiB", mib(largest.initial.peak_rss)),
+            verdict(
+                &format!("< {:.0} MiB", mib(TARGET_SCALE_RSS)),
+                largest.initial.peak_rss < TARGET_SCALE_RSS,
+            ),
+        ));
+    }
+    if let (Some(fresh), Some(grown)) = (history.first(), history.get(1)) {
+        let (a, b) = (fresh.edit.0 / fresh.edit.1, grown.edit.0 / grown.edit.1);
+        rows.push((
+            format!(
+                "edit round ÷ its floor, {} vs {} versions",
+                thousands(grown.versions as f64),
+                thousands(fresh.versions as f64)
+            ),
+            format!("{b:.2} vs {a:.2}"),
+            verdict(
+                &format!("within {:.0}%", (TARGET_HISTORY_DRIFT - 1.0) * 100.0),
+                b <= a * TARGET_HISTORY_DRIFT,
+            ),
+        ));
+    }
+    if let Some(last) = history.last() {
+        let target = format!("< {:.0} ms", TARGET_QUERY_SECONDS * 1e3);
+        rows.push((
+            format!(
+                "status / recent diffs at {} versions",
+                thousands(last.versions as f64)
+            ),
+            format!(
+                "{:.1} / {:.1} ms",
+                last.status * 1e3,
+                last.recent_diffs * 1e3
+            ),
+            verdict(
+                &target,
+                last.status < TARGET_QUERY_SECONDS && last.recent_diffs < TARGET_QUERY_SECONDS,
+            ),
+        ));
+    }
+    print_rows(rows);
+    println!(
+        "machine: {} cores; medians of {} run(s) per size; history stage on {} notes, {} versions each; seed {}",
+        cores(),
+        args.repeat,
+        thousands(args.files as f64),
+        args.history,
+        args.seed
+    );
 }
 
 /// Size of each file of the `--huge` stage: under the default
