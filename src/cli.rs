@@ -20,7 +20,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::config::{self, Config};
+use crate::engine::config::{self, Config};
 use crate::engine::enqueue::WatchConfig;
 use crate::engine::patterns::{DEFAULT_IGNORE, DEFAULT_WATCH, IGNORE_FILE, WATCH_FILE};
 use crate::engine::progress::ProgressSnapshot;

@@ -16,6 +16,7 @@
 //! async runtime.
 
 pub mod clock;
+pub mod config;
 pub mod confined;
 pub mod control;
 pub mod db;
@@ -45,9 +46,9 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
+pub use config::Config;
 pub use error::{EngineError, ItemError};
 
-use crate::config::Config;
 use db::{Checkpointer, EngineLock, ReaderPool, SharedPool};
 use enqueue::{Control, Enqueuer, EnqueuerParts, WatchConfig};
 use patterns::{Patterns, SharedPatterns};
@@ -234,7 +235,7 @@ impl Engine {
         let patterns = Patterns::load_with(&config.root, &api)?.exclude(config.own_files());
         let progress = Arc::new(Progress::default());
         // Rows given up at start-up are this run's failures too.
-        let given_up = store::BatchStats {
+        let given_up = progress::BatchStats {
             rows: failed as u64,
             failed: failed as u64,
             ..Default::default()
