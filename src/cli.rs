@@ -842,7 +842,7 @@ impl Drop for LiveStatus {
 /// existing part resolved (the form `file_path` is stored in).
 fn absolute(path: &Path) -> Result<PathBuf> {
     let cwd = std::env::current_dir().context("reading the current folder")?;
-    Ok(crate::api::paths::resolve(&cwd.join(path)))
+    Ok(crate::engine::paths::resolve(&cwd.join(path)))
 }
 
 fn utf8(path: &Path) -> Result<String> {

@@ -20,13 +20,12 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::feed::{Commits, Waited};
-use super::paths::inside_root;
 use super::proto::contenttracker::content_tracker_server::ContentTracker;
 use super::proto::contenttracker::{
     BatchRequest, DiffRequest, DiffResponse, HashRequest, HashResponse, TrackProgress,
     TrackRequest, TrackResponse,
 };
-use super::{MAX_BATCH_FILES, blocking, status_from, writable};
+use super::{MAX_BATCH_FILES, blocking, inside_root, status_from, writable};
 use crate::engine::queue::{self, ChangeKind, NewEvent};
 use crate::engine::{EngineHandle, diff};
 

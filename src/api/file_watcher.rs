@@ -15,13 +15,12 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::feed::{Commits, Hub, newest_cursor, stream_changes};
-use super::paths::inside_root;
 use super::proto::filewatcher::file_watcher_server::FileWatcher;
 use super::proto::filewatcher::{
     EventRequest, FileEvent, PatternResponse, PatternUpdate, StopRequest, StopResponse,
     WatchRequest, WatchResponse,
 };
-use super::{blocking, status_from, writable};
+use super::{blocking, inside_root, status_from, writable};
 use crate::engine::clock::TIMESTAMP_FORMAT;
 use crate::engine::enqueue::Control;
 use crate::engine::patterns::ApiPatterns;

@@ -23,16 +23,16 @@ mod content_tracker;
 mod feed;
 mod file_watcher;
 pub mod limits;
-// SSE hub (issue 12)
-pub mod paths;
 // Query service (issue 12)
 mod query;
 pub mod read;
+// SSE hub (issue 12)
 pub mod sse;
 mod sync;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -40,7 +40,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Status};
 
-use crate::engine::{EngineError, EngineHandle, db};
+use crate::engine::{EngineError, EngineHandle, PathError, db};
 
 pub use feed::Commits;
 
@@ -188,6 +188,23 @@ pub(crate) fn status_from(e: EngineError) -> Status {
         EngineError::Pattern { .. } => Status::invalid_argument(e.to_string()),
         other => Status::internal(other.to_string()),
     }
+}
+
+/// The path guard of every service: [`crate::engine::inside_root`], with a
+/// path outside the root refused as `PERMISSION_DENIED` and a malformed one
+/// (empty, overlong, a NUL) as `INVALID_ARGUMENT`.
+pub(crate) fn inside_root(
+    root: &Path,
+    raw: &str,
+    base: Option<&Path>,
+    what: &str,
+) -> Result<PathBuf, Status> {
+    crate::engine::inside_root(root, raw, base, what).map_err(|e| match e {
+        PathError::Outside { .. } => Status::permission_denied(e.to_string()),
+        PathError::Empty { .. } | PathError::TooLong { .. } | PathError::Nul { .. } => {
+            Status::invalid_argument(e.to_string())
+        }
+    })
 }
 
 /// Refuses `rpc` on a read-only replica (`obby-sync serve`) with
@@ -492,5 +509,24 @@ mod tests {
         let mut cfg = ApiConfig::local(0, 0);
         cfg.query = Some("0.0.0.0:0".parse().expect("addr"));
         assert!(matches!(cfg.check(), Err(ApiError::Insecure { .. })));
+    }
+
+    #[test]
+    fn the_path_guard_refuses_escapes_as_permission_denied_and_bad_paths_as_invalid() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let root = std::fs::canonicalize(dir.path()).expect("canon");
+        let code = |raw: &str| {
+            inside_root(&root, raw, None, "file_path")
+                .expect_err(raw)
+                .code()
+        };
+        assert_eq!(code("../outside.md"), tonic::Code::PermissionDenied);
+        assert_eq!(code("/etc/passwd"), tonic::Code::PermissionDenied);
+        assert_eq!(code(""), tonic::Code::InvalidArgument);
+        assert_eq!(code("a\0b"), tonic::Code::InvalidArgument);
+        assert_eq!(
+            inside_root(&root, "a.md", None, "file_path").expect("inside"),
+            root.join("a.md")
+        );
     }
 }

@@ -19,13 +19,12 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
-use super::paths::inside_root;
 use super::proto::query::query_service_server::{QueryService, QueryServiceServer};
 use super::proto::query::{
     ActivityStats, DiffQuery, DiffRecord, FileQuery, FileRecord, FileVersion, SearchQuery,
     SearchResult, SinceQuery, StatsQuery, TimeAnalysisResult, TimeQuery, TopicQuery,
 };
-use super::{Auth, blocking, limits, proto, status_from};
+use super::{Auth, blocking, inside_root, limits, proto, status_from};
 use crate::engine::EngineHandle;
 use crate::engine::history::{self, HistoryError, Period};
 use crate::engine::search::{self, SearchError, SearchOptions};

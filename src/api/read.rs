@@ -1,7 +1,7 @@
 //! Reading a file a client named: the api's only way to open one.
 //!
 //! Input: the canonical root and a path inside it, already checked by
-//! [`super::paths::inside_root`]. Output: the file's text or digest, or a
+//! [`crate::engine::inside_root`]. Output: the file's text or digest, or a
 //! [`ReadError`]. Never writes, never touches the database.
 //!
 //! The check and the open are two steps, so the open keeps the check's

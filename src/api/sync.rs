@@ -13,13 +13,12 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::feed::{ChangeRow, Commits, Hub, Waited, check_cursor, newest_cursor, stream_changes};
-use super::paths::inside_root;
 use super::proto::sync::sync_server::Sync;
 use super::proto::sync::{
     ChangeEvent, FailedChange, GetStatusRequest, QueueDepth, RescanRequest, RescanResponse,
     StatusResponse, SubscribeRequest, SyncRequest, SyncResponse, WatchRoot,
 };
-use super::{blocking, status_from, writable};
+use super::{blocking, inside_root, status_from, writable};
 use crate::engine::enqueue::Control;
 use crate::engine::{EngineHandle, db, queue};
 

@@ -27,6 +27,7 @@ mod error;
 pub mod hash;
 pub mod history;
 pub mod litestream;
+pub mod paths;
 pub mod patterns;
 pub mod progress;
 pub mod queue;
@@ -48,6 +49,7 @@ use rayon::prelude::*;
 
 pub use config::Config;
 pub use error::{EngineError, ItemError};
+pub use paths::{MAX_PATH_BYTES, PathError, inside_root};
 
 use db::{Checkpointer, EngineLock, ReaderPool, SharedPool};
 use enqueue::{Control, Enqueuer, EnqueuerParts, WatchConfig};
