@@ -20,8 +20,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use super::{blocking, status_from};
-use crate::engine::EngineHandle;
-use crate::engine::progress::ProgressSnapshot;
+use crate::engine::{EngineHandle, ProgressSnapshot};
 
 /// Changes read per database page.
 const PAGE: i64 = 500;

@@ -8,8 +8,9 @@
 //! the engine, never the reverse, and never blocks the runtime: every query
 //! runs in `spawn_blocking` on a pooled connection. Every path a client sends
 //! is resolved (`..`, symlinks) and refused with `PERMISSION_DENIED` when it
-//! leaves the root, and a file is only ever opened through [`read`] (beneath
-//! the root, no symlinks, regular files only, never blocking); malformed input
+//! leaves the root, and a file is only ever opened through the handle's
+//! `read_text` and `digest` (beneath the root, no symlinks, regular files
+//! only, never blocking); malformed input
 //! is `INVALID_ARGUMENT`. Requests, connections and content calls are bounded
 //! as [`limits`] says. With a token set, every call but health needs it
 //! (`authorization: Bearer <token>` or `x-obby-token`), compared in constant
@@ -25,7 +26,6 @@ mod file_watcher;
 pub mod limits;
 // Query service (issue 12)
 mod query;
-pub mod read;
 // SSE hub (issue 12)
 pub mod sse;
 mod sync;
@@ -40,7 +40,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Status};
 
-use crate::engine::{EngineError, EngineHandle, PathError, db};
+use crate::engine::{EngineError, EngineHandle, PathError};
 
 pub use feed::Commits;
 
@@ -289,20 +289,14 @@ pub(crate) async fn record_addrs(
         return Ok(());
     }
     let h = handle.clone();
-    blocking(move || {
-        let conn = h.conn().map_err(status_from)?;
-        for (key, addr) in &addrs {
-            db::meta_set(&conn, key, addr).map_err(|e| Status::internal(e.to_string()))?;
-        }
-        Ok(())
-    })
-    .await
-    .map_err(|s| {
-        ApiError::Engine(EngineError::Watch {
-            root: handle.root().to_path_buf(),
-            message: s.message().to_owned(),
+    blocking(move || h.set_meta(&addrs).map_err(status_from))
+        .await
+        .map_err(|s| {
+            ApiError::Engine(EngineError::Watch {
+                root: handle.root().to_path_buf(),
+                message: s.message().to_owned(),
+            })
         })
-    })
 }
 
 /// Binds both ports (and the Query service's, when configured), records the
