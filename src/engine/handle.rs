@@ -25,10 +25,14 @@ use super::db::{self, SharedPool};
 use super::diff::{self, UnifiedDiff};
 use super::error::EngineError;
 use super::hash::{self, Digest};
+use super::history::{
+    self, Activity, DiffRow, FileRow, HistoryError, Period, Source, TimeAnalysis, VersionRow,
+};
 use super::patterns::{ApiPatterns, Patterns, SharedPatterns};
 use super::progress::{self, Doorbell, Progress, ProgressSnapshot};
 use super::queue::{self, ChangeKind, FailedRow, NewEvent, PathProgress, QueueCounts};
 use super::read::{self, ReadError};
+use super::search::{self, Hit, SearchError, SearchOptions};
 use super::watcher::FsEvent;
 
 /// A pooled connection of the api's.
@@ -156,6 +160,18 @@ impl EngineHandle {
     /// [`EngineError::Pool`] when none can be had.
     pub fn conn(&self) -> Result<Pooled, EngineError> {
         self.readers.get()
+    }
+
+    /// The read side of the history (the Query service's questions), on one
+    /// pooled connection held until the [`History`] is dropped.
+    ///
+    /// # Errors
+    /// [`EngineError::Pool`] when no connection can be had.
+    pub fn history(&self) -> Result<History, EngineError> {
+        Ok(History {
+            conn: self.conn()?,
+            root: self.root.clone(),
+        })
     }
 
     fn sql(&self, source: rusqlite::Error) -> EngineError {
@@ -404,5 +420,76 @@ impl EngineHandle {
     pub fn diff(&self, old: String, new: String, old_label: &str, new_label: &str) -> UnifiedDiff {
         let lf = |t: String| String::from_utf8(hash::normalize(t.into_bytes())).unwrap_or_default();
         diff::unified(&lf(old), &lf(new), old_label, new_label)
+    }
+}
+
+/// The history's read side on one of the api's pooled connections
+/// ([`EngineHandle::history`]): `engine/history.rs` and `engine/search.rs`,
+/// which `obby-sync search` and `stats` share. Only reads.
+pub struct History {
+    conn: Pooled,
+    root: PathBuf,
+}
+
+impl History {
+    /// The newest `limit` diffs.
+    ///
+    /// # Errors
+    /// Any SQLite error.
+    pub fn recent_diffs(&self, limit: usize) -> rusqlite::Result<Vec<DiffRow>> {
+        history::recent_diffs(&self.conn, limit)
+    }
+
+    /// Up to `limit` diffs since unix second `since`.
+    ///
+    /// # Errors
+    /// [`HistoryError`] for a time out of range, or a database error.
+    pub fn diffs_since(&self, since: i64, limit: usize) -> Result<Vec<DiffRow>, HistoryError> {
+        history::diffs_since(&self.conn, since, limit)
+    }
+
+    /// The newest `limit` versions of `path`.
+    ///
+    /// # Errors
+    /// Any SQLite error.
+    pub fn file_versions(&self, path: &str, limit: usize) -> rusqlite::Result<Vec<VersionRow>> {
+        history::file_versions(&self.conn, path, limit)
+    }
+
+    /// The full-text search.
+    ///
+    /// # Errors
+    /// [`SearchError`]: a bad query, no index, or a database error.
+    pub fn search(&self, query: &str, opts: &SearchOptions) -> Result<Vec<Hit>, SearchError> {
+        search::search(&self.conn, query, opts)
+    }
+
+    /// Up to `limit` files about `topic`, and where the answer came from.
+    ///
+    /// # Errors
+    /// [`HistoryError`] for a bad topic or a failed search, or a database
+    /// error.
+    pub fn topic_files(
+        &self,
+        topic: &str,
+        limit: usize,
+    ) -> Result<(Vec<FileRow>, Source), HistoryError> {
+        history::topic_files(&self.conn, &self.root, topic, limit)
+    }
+
+    /// What changed in `period`: counts, topics, keywords.
+    ///
+    /// # Errors
+    /// Any SQLite error.
+    pub fn time_analysis(&self, period: &Period) -> rusqlite::Result<TimeAnalysis> {
+        history::time_analysis(&self.conn, &self.root, period)
+    }
+
+    /// Activity counts in `period`.
+    ///
+    /// # Errors
+    /// Any SQLite error.
+    pub fn activity(&self, period: &Period) -> rusqlite::Result<Activity> {
+        history::activity(&self.conn, period)
     }
 }

@@ -18,8 +18,8 @@
 //! [`Engine::handle`] gives the api its one door, an [`EngineHandle`]:
 //! enqueue and wait (`track` / `tracked`), status, patterns, control of the
 //! watcher, reading a file beneath the root, diffs, `sync_meta`. The api
-//! names nothing of the engine but the handle, the plain data types
-//! re-exported here and the read-side modules (`history`, `search`).
+//! names nothing of the engine but the handle and the plain data types
+//! re-exported here.
 
 pub mod clock;
 pub mod config;
@@ -56,19 +56,25 @@ use std::time::{Duration, Instant};
 use rayon::prelude::*;
 
 // What the api may name, all from here (`crate::engine::X`): the handle and
-// plain data. The services of the api name no module of the engine but the
-// read side (history, search), so each table has one owner inside it.
+// plain data. The api names no module of the engine (the integration test
+// `layout::the_api_enters_the_engine_only_through_engine_handle` keeps it
+// so), so each table has one owner inside the engine.
 pub use clock::{TIMESTAMP_FORMAT, format_local};
 pub use config::Config;
 pub use diff::UnifiedDiff;
 pub use error::{EngineError, ItemError};
-pub use handle::{EngineHandle, EngineStatus, TrackOutcome};
+pub use handle::{EngineHandle, EngineStatus, History, TrackOutcome};
 pub use hash::Digest;
+pub use history::{
+    Activity, DiffRow, FileRow, HistoryError, Period, Source, TimeAnalysis, VersionRow,
+    limit as request_limit, to_unix,
+};
 pub use paths::{MAX_PATH_BYTES, PathError, inside_root};
 pub use patterns::ApiPatterns;
 pub use progress::{CommitHook, ProgressSnapshot};
 pub use queue::{FailedRow, QueueCounts};
 pub use read::ReadError;
+pub use search::{Hit, QueryError, SearchError, SearchOptions, fts_query};
 
 use db::{Checkpointer, EngineLock, ReaderPool, SharedPool};
 use enqueue::{Control, Enqueuer, EnqueuerParts, WatchConfig};
