@@ -10,8 +10,9 @@
 //! is resolved (`..`, symlinks) and refused with `PERMISSION_DENIED` when it
 //! leaves the root, and a file is only ever opened through the handle's
 //! `read_text` and `digest` (beneath the root, no symlinks, regular files
-//! only, never blocking); malformed input
-//! is `INVALID_ARGUMENT`. Requests, connections and content calls are bounded
+//! only, never blocking); malformed input is `INVALID_ARGUMENT`. The api
+//! names nothing of the engine but [`EngineHandle`] and the plain types
+//! `engine/mod.rs` re-exports. Requests, connections and content calls are bounded
 //! as [`limits`] says. With a token set, every call but health needs it
 //! (`authorization: Bearer <token>` or `x-obby-token`), compared in constant
 //! time; [`serve`] refuses to bind anything but loopback without a token
