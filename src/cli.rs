@@ -20,12 +20,20 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::config::{self, Config};
+use crate::engine::config::{self, Config};
 use crate::engine::enqueue::WatchConfig;
 use crate::engine::patterns::{DEFAULT_IGNORE, DEFAULT_WATCH, IGNORE_FILE, WATCH_FILE};
 use crate::engine::progress::ProgressSnapshot;
 use crate::engine::queue::{self, ChangeKind, NewEvent};
 use crate::engine::{Engine, Until, db, diff};
+
+/// `println!` that hands a failed write back (`?`) instead of panicking: a
+/// reader that closed the pipe ends the command quietly (see [`main`]).
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        std::io::Write::write_fmt(&mut std::io::stdout(), format_args!("{}\n", format_args!($($arg)*)))?
+    };
+}
 
 // search and stats (issue 12)
 mod query;
@@ -406,11 +414,23 @@ pub fn main() -> ExitCode {
     init_tracing(&cli.log_level);
     match run(cli.command) {
         Ok(code) => code,
+        // The reader of stdout went away (`obby-sync log | head`): what it
+        // wanted it has, so the command ends as if it had read everything.
+        Err(e) if closed_stdout(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("obby-sync: error: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// True when `error` is a write to a closed pipe.
+fn closed_stdout(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// An error and its causes on one line, each said once. The chain ends at
@@ -530,10 +550,10 @@ fn init(root: &Path) -> Result<ExitCode> {
     for (name, text) in [(WATCH_FILE, DEFAULT_WATCH), (IGNORE_FILE, DEFAULT_IGNORE)] {
         let path = root.join(name);
         if path.exists() {
-            println!("kept     {} (already there)", path.display());
+            outln!("kept     {} (already there)", path.display());
         } else {
             std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-            println!("wrote    {}", path.display());
+            outln!("wrote    {}", path.display());
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -639,9 +659,9 @@ fn scan(location: &Location, tuning: &Tuning, json: bool) -> Result<ExitCode> {
         search_indexed,
     };
     if json {
-        println!("{}", serde_json::to_string(&summary)?);
+        outln!("{}", serde_json::to_string(&summary)?);
     } else {
-        println!(
+        outln!(
             "scanned {} files: {} changes, {} versions, {} diffs, {} failed in {:.2} s ({:.0} files/s, peak RSS {} MiB)",
             summary.files_seen,
             summary.changes,
@@ -868,7 +888,7 @@ impl Drop for LiveStatus {
 /// existing part resolved (the form `file_path` is stored in).
 fn absolute(path: &Path) -> Result<PathBuf> {
     let cwd = std::env::current_dir().context("reading the current folder")?;
-    Ok(crate::api::paths::resolve(&cwd.join(path)))
+    Ok(crate::engine::paths::resolve(&cwd.join(path)))
 }
 
 fn utf8(path: &Path) -> Result<String> {
@@ -899,7 +919,7 @@ fn enqueue(location: &Location, paths: &[PathBuf]) -> Result<ExitCode> {
     }
     let conn = db::open_writer(&config::prepare_db(&location.db())?)?;
     queue::enqueue(&conn, &events, "cli")?;
-    println!("enqueued {} file(s)", events.len());
+    outln!("enqueued {} file(s)", events.len());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -964,37 +984,44 @@ fn status(db_path: &Path, json: bool) -> Result<ExitCode> {
         search_index: crate::engine::search::progress(&conn)?,
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
+        outln!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    outln!(
         "database       {} (schema {})",
-        s.database, s.schema_version
+        s.database,
+        s.schema_version
     );
-    println!(
+    outln!(
         "queue          {} pending, {} claimed, {} failed, {} done",
-        s.queue.pending, s.queue.claimed, s.queue.failed, s.queue.done
+        s.queue.pending,
+        s.queue.claimed,
+        s.queue.failed,
+        s.queue.done
     );
-    println!(
+    outln!(
         "files          {} tracked, {} deleted",
-        s.files_tracked, s.files_deleted
+        s.files_tracked,
+        s.files_deleted
     );
-    println!(
+    outln!(
         "history        {} versions, {} diffs, {} changes",
-        s.versions, s.diffs, s.changes
+        s.versions,
+        s.diffs,
+        s.changes
     );
-    println!(
+    outln!(
         "last change    {}",
         s.last_change.as_deref().unwrap_or("none")
     );
-    println!(
+    outln!(
         "last reconcile {}",
         s.last_reconcile.as_deref().unwrap_or("never")
     );
     match s.search_index {
-        None => println!("search index   none yet (made by the next scan or run)"),
-        Some(p) if p.complete() => println!("search index   complete ({} versions)", p.indexed),
-        Some(p) => println!(
+        None => outln!("search index   none yet (made by the next scan or run)"),
+        Some(p) if p.complete() => outln!("search index   complete ({} versions)", p.indexed),
+        Some(p) => outln!(
             "search index   {} of {} versions ({:.0}%; `run` or `scan` indexes the rest)",
             p.indexed,
             p.indexed + p.pending,
@@ -1002,9 +1029,9 @@ fn status(db_path: &Path, json: bool) -> Result<ExitCode> {
         ),
     }
     if !s.failures.is_empty() {
-        println!("failed changes (retried when the file changes again):");
+        outln!("failed changes (retried when the file changes again):");
         for f in &s.failures {
-            println!(
+            outln!(
                 "  #{} {} after {} attempt(s): {}",
                 f.id,
                 f.path,
@@ -1045,13 +1072,13 @@ fn log(path: &Path, db_path: &Path, limit: usize) -> Result<ExitCode> {
     if rows.is_empty() {
         bail!("no history for {file}");
     }
-    println!("{file}");
+    outln!("{file}");
     for (id, ts, desc, size, lines, hash, added, removed) in rows {
         let delta = match (added, removed) {
             (Some(a), Some(r)) => format!("+{a} -{r}"),
             _ => "-".to_owned(),
         };
-        println!(
+        outln!(
             "{id:>8}  {}  {:>9} B {:>6} lines  {:>12}  {}  {}",
             ts.unwrap_or_default(),
             size.unwrap_or(0),

@@ -7,11 +7,12 @@
 //! rows together with the queue acknowledgement in one transaction.
 //!
 //! Layout, in data-flow order:
-//! - [`config`]: typed configuration (defaults, environment, flags).
-//! - [`engine`]: database, patterns, reconciliation, queue, workers, store.
+//! - [`engine`]: configuration, database, patterns, reconciliation, queue,
+//!   workers, store; [`engine::EngineHandle`] is its one door for the api.
+//! - [`api`]: the gRPC and HTTP services, on top of an
+//!   [`engine::EngineHandle`] only.
 //! - [`cli`]: the `obby-sync` command line; the only place `anyhow` is used.
 
 pub mod api;
 pub mod cli;
-pub mod config;
 pub mod engine;

@@ -8,27 +8,27 @@
 //! together and processed in parallel, and each answer is sent as soon as it
 //! and every answer before it are known; a path named twice is answered twice.
 //! `GetContentHash` and `GenerateDiff` compute without storing, and read a
-//! file only through [`super::read`].
+//! file only through the handle ([`EngineHandle::digest`],
+//! [`EngineHandle::read_text`]: beneath the root, no symlinks). The queue is
+//! the engine's: this service enqueues through [`EngineHandle::track`] and
+//! learns the outcome from [`EngineHandle::tracked`].
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use rusqlite::{OptionalExtension as _, Transaction, TransactionBehavior, params};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::feed::{Commits, Waited};
-use super::paths::inside_root;
 use super::proto::contenttracker::content_tracker_server::ContentTracker;
 use super::proto::contenttracker::{
     BatchRequest, DiffRequest, DiffResponse, HashRequest, HashResponse, TrackProgress,
     TrackRequest, TrackResponse,
 };
-use super::{MAX_BATCH_FILES, blocking, status_from, writable};
-use crate::engine::queue::{self, ChangeKind, NewEvent};
-use crate::engine::{EngineHandle, diff};
+use super::{MAX_BATCH_FILES, blocking, inside_root, status_from, writable};
+use crate::engine::{EngineHandle, TrackOutcome};
 
 /// How long a `TrackChange` waits for its commit when the client sets no
 /// deadline.
@@ -47,9 +47,6 @@ impl ContentTrackerService {
         ContentTrackerService { handle, commits }
     }
 }
-
-/// `sync_files` columns read back: hash, size, version, deleted.
-type StateRow = (Option<String>, Option<i64>, Option<i64>, Option<i64>);
 
 /// What one tracked file ended as.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -106,36 +103,7 @@ fn utf8(path: &Path) -> Result<String, Status> {
 /// Enqueues `paths` in one transaction and returns, per path, the id of its
 /// pending row (the floor for finding how its processing ended).
 fn enqueue_all(handle: &EngineHandle, paths: &[String]) -> Result<HashMap<String, i64>, Status> {
-    let sql = |e: rusqlite::Error| Status::internal(e.to_string());
-    let conn = handle.conn().map_err(status_from)?;
-    let tx = Transaction::new_unchecked(&conn, TransactionBehavior::Immediate).map_err(sql)?;
-    let events: Vec<NewEvent> = paths
-        .iter()
-        .map(|p| NewEvent {
-            path: p.clone(),
-            kind: if Path::new(p).exists() {
-                ChangeKind::Modified
-            } else {
-                ChangeKind::Deleted
-            },
-            old_path: None,
-        })
-        .collect();
-    queue::enqueue_in(&tx, &events, "api").map_err(sql)?;
-    let mut floors = HashMap::new();
-    {
-        let mut stmt = tx
-            .prepare_cached("SELECT id FROM event_queue WHERE status = 'pending' AND path = ?1")
-            .map_err(sql)?;
-        for p in paths {
-            let id: i64 = stmt.query_row([p], |r| r.get(0)).map_err(sql)?;
-            floors.insert(p.clone(), id);
-        }
-    }
-    tx.commit().map_err(sql)?;
-    drop(conn);
-    handle.wake();
-    Ok(floors)
+    handle.track(paths).map_err(status_from)
 }
 
 /// For each path whose rows are all finished, how it ended.
@@ -143,61 +111,35 @@ fn finished(
     handle: &EngineHandle,
     floors: &HashMap<String, i64>,
 ) -> Result<Vec<(String, Tracked)>, Status> {
-    let sql = |e: rusqlite::Error| Status::internal(e.to_string());
-    let conn = handle.conn().map_err(status_from)?;
-    let mut out = Vec::new();
-    let mut outstanding = conn
-        .prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM event_queue WHERE status = 'pending' AND path = ?1)
-                 OR EXISTS (SELECT 1 FROM event_queue WHERE status = 'claimed' AND path = ?1)",
-        )
-        .map_err(sql)?;
-    let mut last_row = conn
-        .prepare_cached(
-            "SELECT status, last_error FROM event_queue WHERE id >= ?2 AND path = ?1
-             ORDER BY id DESC LIMIT 1",
-        )
-        .map_err(sql)?;
-    let mut state = conn
-        .prepare_cached(
-            "SELECT content_hash, size, version_id, deleted FROM sync_files WHERE path = ?1",
-        )
-        .map_err(sql)?;
-    for (path, floor) in floors {
-        let busy: bool = outstanding.query_row([path], |r| r.get(0)).map_err(sql)?;
-        if busy {
-            continue;
-        }
-        let last: Option<(String, Option<String>)> = last_row
-            .query_row(params![path, floor], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()
-            .map_err(sql)?;
-        let tracked = if let Some(("failed", error)) = last.as_ref().map(|(s, e)| (s.as_str(), e)) {
-            Tracked::failed(error.clone().unwrap_or_else(|| "processing failed".into()))
-        } else {
-            let row: Option<StateRow> = state
-                .query_row([path], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-                .optional()
-                .map_err(sql)?;
-            match row {
-                None => Tracked::failed(format!(
+    let outcomes = handle.tracked(floors).map_err(status_from)?;
+    Ok(outcomes
+        .into_iter()
+        .map(|(path, outcome)| {
+            let tracked = match outcome {
+                TrackOutcome::Failed(error) => {
+                    Tracked::failed(error.unwrap_or_else(|| "processing failed".into()))
+                }
+                TrackOutcome::Untracked => Tracked::failed(format!(
                     "{path} is not tracked: .obbywatch does not select it, .obbyignore excludes it, or it does not exist"
                 )),
-                Some((_, _, _, Some(deleted))) if deleted != 0 => {
+                TrackOutcome::Deleted => {
                     Tracked::failed(format!("{path} does not exist (its deletion is recorded)"))
                 }
-                Some((hash, size, version, _)) => Tracked {
+                TrackOutcome::Recorded {
+                    content_hash,
+                    size,
+                    version_id,
+                } => Tracked {
                     success: true,
                     error: String::new(),
-                    content_hash: hash.unwrap_or_default(),
-                    file_size: size.unwrap_or(0),
-                    version_id: version.unwrap_or(0),
+                    content_hash,
+                    file_size: size,
+                    version_id,
                 },
-            }
-        };
-        out.push((path.clone(), tracked));
-    }
-    Ok(out)
+            };
+            (path, tracked)
+        })
+        .collect())
 }
 
 /// The client's deadline (grpc-timeout), or [`TRACK_TIMEOUT`].
@@ -394,9 +336,8 @@ impl ContentTracker for ContentTrackerService {
         writable(&self.handle, "ContentTracker.GetContentHash")?;
         let req = request.into_inner();
         let path = inside_root(self.handle.root(), &req.file_path, None, "file_path")?;
-        let max = self.handle.max_file_size();
-        let root = self.handle.root().to_path_buf();
-        let digest = blocking(move || Ok(super::read::digest(&root, &path, max))).await?;
+        let handle = self.handle.clone();
+        let digest = blocking(move || Ok(handle.digest(&path))).await?;
         Ok(Response::new(match digest {
             Ok(d) => HashResponse {
                 success: true,
@@ -425,10 +366,8 @@ impl ContentTracker for ContentTrackerService {
             let root = self.handle.root();
             let old_path = inside_root(root, &req.old_file_path, None, "old_file_path")?;
             let new_path = inside_root(root, &req.new_file_path, None, "new_file_path")?;
-            let max = self.handle.max_file_size();
-            let root = root.to_path_buf();
-            let read =
-                move |p: PathBuf| super::read::text(&root, &p, max).map_err(|e| e.to_string());
+            let handle = self.handle.clone();
+            let read = move |p: PathBuf| handle.read_text(&p).map_err(|e| e.to_string());
             let texts = blocking(move || Ok((read(old_path), read(new_path)))).await?;
             match texts {
                 (Ok(o), Ok(n)) => (o, n, req.old_file_path, req.new_file_path),
@@ -452,14 +391,12 @@ impl ContentTracker for ContentTrackerService {
                 label(&req.old_file_path, "a"),
                 label(&req.new_file_path, "b"),
             );
-            // Same normalization as stored text: CRLF and lone CR become LF.
-            let lf = |t: String| {
-                String::from_utf8(crate::engine::hash::normalize(t.into_bytes()))
-                    .unwrap_or_default()
-            };
-            (lf(req.old_content), lf(req.new_content), ol, nl)
+            (req.old_content, req.new_content, ol, nl)
         };
-        let d = blocking(move || Ok(diff::unified(&old, &new, &old_label, &new_label))).await?;
+        // The handle normalizes line endings as stored text is (CRLF and
+        // lone CR become LF); the files' texts already are.
+        let handle = self.handle.clone();
+        let d = blocking(move || Ok(handle.diff(old, new, &old_label, &new_label))).await?;
         Ok(Response::new(DiffResponse {
             success: true,
             error: String::new(),

@@ -25,8 +25,7 @@ use tokio::sync::{broadcast, watch};
 use tonic::Status;
 
 use super::{blocking, status_from};
-use crate::engine::EngineHandle;
-use crate::engine::progress::ProgressSnapshot;
+use crate::engine::{EngineHandle, ProgressSnapshot};
 
 /// Changes read per database page.
 const PAGE: i64 = 500;

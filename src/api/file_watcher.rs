@@ -15,17 +15,13 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::feed::{ChangeRow, Commits, Hub, newest_cursor, stream_changes};
-use super::paths::inside_root;
 use super::proto::filewatcher::file_watcher_server::FileWatcher;
 use super::proto::filewatcher::{
     EventRequest, FileEvent, PatternResponse, PatternUpdate, StopRequest, StopResponse,
     WatchRequest, WatchResponse,
 };
-use super::{blocking, status_from, writable};
-use crate::engine::clock::TIMESTAMP_FORMAT;
-use crate::engine::enqueue::Control;
-use crate::engine::patterns::ApiPatterns;
-use crate::engine::{EngineHandle, db};
+use super::{blocking, inside_root, status_from, writable};
+use crate::engine::{ApiPatterns, EngineHandle, TIMESTAMP_FORMAT};
 
 /// Largest debounce a client may ask for.
 pub const MAX_DEBOUNCE_MS: i32 = 60_000;
@@ -49,31 +45,15 @@ impl FileWatcherService {
     }
 
     /// Validates, stores and applies new api patterns.
+    /// A bad pattern is `INVALID_ARGUMENT` ([`status_from`]).
     async fn save_patterns(&self, patterns: ApiPatterns) -> Result<(), Status> {
-        patterns
-            .validate(self.handle.root())
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let handle = self.handle.clone();
-        blocking(move || {
-            let conn = handle.conn().map_err(status_from)?;
-            let sql = |e: rusqlite::Error| Status::internal(e.to_string());
-            db::meta_set(&conn, ApiPatterns::WATCH_KEY, &patterns.watch.join("\n")).map_err(sql)?;
-            db::meta_set(&conn, ApiPatterns::IGNORE_KEY, &patterns.ignore.join("\n"))
-                .map_err(sql)?;
-            Ok(())
-        })
-        .await?;
-        self.handle.send(Control::ReloadPatterns);
-        Ok(())
+        blocking(move || handle.set_api_patterns(&patterns).map_err(status_from)).await
     }
 
     async fn stored_patterns(&self) -> Result<ApiPatterns, Status> {
         let handle = self.handle.clone();
-        blocking(move || {
-            let conn = handle.conn().map_err(status_from)?;
-            db::api_patterns(&conn).map_err(|e| Status::internal(e.to_string()))
-        })
-        .await
+        blocking(move || handle.api_patterns().map_err(status_from)).await
     }
 
     /// A client pattern, checked to stay in the root: an absolute file-system
@@ -157,10 +137,9 @@ impl FileWatcher for FileWatcherService {
         self.save_patterns(patterns).await?;
         if req.debounce_ms > 0 {
             let ms = u64::try_from(req.debounce_ms).unwrap_or(0);
-            self.handle
-                .send(Control::SetDebounce(Duration::from_millis(ms)));
+            self.handle.set_debounce(Duration::from_millis(ms));
         }
-        let running = self.handle.send(Control::Pause(false));
+        let running = self.handle.resume();
         Ok(Response::new(WatchResponse {
             success: running,
             error: if running {
@@ -176,7 +155,7 @@ impl FileWatcher for FileWatcherService {
         _request: Request<StopRequest>,
     ) -> Result<Response<StopResponse>, Status> {
         writable(&self.handle, "FileWatcher.StopWatching")?;
-        let running = self.handle.send(Control::Pause(true));
+        let running = self.handle.pause();
         Ok(Response::new(StopResponse {
             success: running,
             error: if running {
@@ -248,7 +227,7 @@ mod tests {
     #[test]
     fn local_text_timestamps_become_unix_seconds() {
         let t = chrono::Local::now();
-        let text = crate::engine::clock::format_local(t);
+        let text = crate::engine::format_local(t);
         assert_eq!(super::unix_seconds(&text), t.timestamp());
         assert_eq!(super::unix_seconds("not a time"), 0);
     }

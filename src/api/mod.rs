@@ -8,9 +8,11 @@
 //! the engine, never the reverse, and never blocks the runtime: every query
 //! runs in `spawn_blocking` on a pooled connection. Every path a client sends
 //! is resolved (`..`, symlinks) and refused with `PERMISSION_DENIED` when it
-//! leaves the root, and a file is only ever opened through [`read`] (beneath
-//! the root, no symlinks, regular files only, never blocking); malformed input
-//! is `INVALID_ARGUMENT`. Requests, connections and content calls are bounded
+//! leaves the root, and a file is only ever opened through the handle's
+//! `read_text` and `digest` (beneath the root, no symlinks, regular files
+//! only, never blocking); malformed input is `INVALID_ARGUMENT`. The api
+//! names nothing of the engine but [`EngineHandle`] and the plain types
+//! `engine/mod.rs` re-exports. Requests, connections and content calls are bounded
 //! as [`limits`] says. With a token set, every call but health needs it
 //! (`authorization: Bearer <token>` or `x-obby-token`), compared in constant
 //! time; [`serve`] refuses to bind anything but loopback without a token
@@ -23,16 +25,15 @@ mod content_tracker;
 mod feed;
 mod file_watcher;
 pub mod limits;
-// SSE hub (issue 12)
-pub mod paths;
 // Query service (issue 12)
 mod query;
-pub mod read;
+// SSE hub (issue 12)
 pub mod sse;
 mod sync;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -40,7 +41,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Status};
 
-use crate::engine::{EngineError, EngineHandle, db};
+use crate::engine::{EngineError, EngineHandle, PathError};
 
 pub use feed::Commits;
 
@@ -190,6 +191,23 @@ pub(crate) fn status_from(e: EngineError) -> Status {
     }
 }
 
+/// The path guard of every service: [`crate::engine::inside_root`], with a
+/// path outside the root refused as `PERMISSION_DENIED` and a malformed one
+/// (empty, overlong, a NUL) as `INVALID_ARGUMENT`.
+pub(crate) fn inside_root(
+    root: &Path,
+    raw: &str,
+    base: Option<&Path>,
+    what: &str,
+) -> Result<PathBuf, Status> {
+    crate::engine::inside_root(root, raw, base, what).map_err(|e| match e {
+        PathError::Outside { .. } => Status::permission_denied(e.to_string()),
+        PathError::Empty { .. } | PathError::TooLong { .. } | PathError::Nul { .. } => {
+            Status::invalid_argument(e.to_string())
+        }
+    })
+}
+
 /// Refuses `rpc` on a read-only replica (`obby-sync serve`) with
 /// `FAILED_PRECONDITION`: it would write the database, steer a watcher, or
 /// read the notes folder, none of which a replica has. Every service checks
@@ -272,20 +290,14 @@ pub(crate) async fn record_addrs(
         return Ok(());
     }
     let h = handle.clone();
-    blocking(move || {
-        let conn = h.conn().map_err(status_from)?;
-        for (key, addr) in &addrs {
-            db::meta_set(&conn, key, addr).map_err(|e| Status::internal(e.to_string()))?;
-        }
-        Ok(())
-    })
-    .await
-    .map_err(|s| {
-        ApiError::Engine(EngineError::Watch {
-            root: handle.root().to_path_buf(),
-            message: s.message().to_owned(),
+    blocking(move || h.set_meta(&addrs).map_err(status_from))
+        .await
+        .map_err(|s| {
+            ApiError::Engine(EngineError::Watch {
+                root: handle.root().to_path_buf(),
+                message: s.message().to_owned(),
+            })
         })
-    })
 }
 
 /// Binds both ports (and the Query service's, when configured), records the
@@ -492,5 +504,24 @@ mod tests {
         let mut cfg = ApiConfig::local(0, 0);
         cfg.query = Some("0.0.0.0:0".parse().expect("addr"));
         assert!(matches!(cfg.check(), Err(ApiError::Insecure { .. })));
+    }
+
+    #[test]
+    fn the_path_guard_refuses_escapes_as_permission_denied_and_bad_paths_as_invalid() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let root = std::fs::canonicalize(dir.path()).expect("canon");
+        let code = |raw: &str| {
+            inside_root(&root, raw, None, "file_path")
+                .expect_err(raw)
+                .code()
+        };
+        assert_eq!(code("../outside.md"), tonic::Code::PermissionDenied);
+        assert_eq!(code("/etc/passwd"), tonic::Code::PermissionDenied);
+        assert_eq!(code(""), tonic::Code::InvalidArgument);
+        assert_eq!(code("a\0b"), tonic::Code::InvalidArgument);
+        assert_eq!(
+            inside_root(&root, "a.md", None, "file_path").expect("inside"),
+            root.join("a.md")
+        );
     }
 }

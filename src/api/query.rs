@@ -19,16 +19,16 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
-use super::paths::inside_root;
 use super::proto::query::query_service_server::{QueryService, QueryServiceServer};
 use super::proto::query::{
     ActivityStats, DiffQuery, DiffRecord, FileQuery, FileRecord, FileVersion, SearchQuery,
     SearchResult, SinceQuery, StatsQuery, TimeAnalysisResult, TimeQuery, TopicQuery,
 };
-use super::{Auth, blocking, limits, proto, status_from};
-use crate::engine::EngineHandle;
-use crate::engine::history::{self, HistoryError, Period};
-use crate::engine::search::{self, SearchError, SearchOptions};
+use super::{Auth, blocking, inside_root, limits, proto, status_from};
+use crate::engine::{
+    DiffRow, EngineHandle, History, HistoryError, Period, SearchError, SearchOptions, fts_query,
+    request_limit, to_unix,
+};
 
 /// The service.
 #[derive(Clone)]
@@ -59,7 +59,7 @@ fn sql(e: rusqlite::Error) -> Status {
 }
 
 fn limit(requested: i32) -> Result<usize, Status> {
-    history::limit(i64::from(requested)).map_err(status)
+    request_limit(i64::from(requested)).map_err(status)
 }
 
 /// A stream of rows already read.
@@ -73,7 +73,7 @@ fn clamp_i32(n: i64) -> i32 {
     i32::try_from(n).unwrap_or(if n < 0 { i32::MIN } else { i32::MAX })
 }
 
-fn diff_record(d: history::DiffRow) -> DiffRecord {
+fn diff_record(d: DiffRow) -> DiffRecord {
     DiffRecord {
         id: d.id,
         file_path: d.file_path,
@@ -93,16 +93,17 @@ impl QueryServer {
         QueryServer { handle }
     }
 
-    /// Runs `f` on a pooled connection off the runtime.
-    async fn with_conn<T, F>(&self, f: F) -> Result<T, Status>
+    /// Runs `f` on the handle's read side (a pooled connection) off the
+    /// runtime.
+    async fn with_history<T, F>(&self, f: F) -> Result<T, Status>
     where
-        F: FnOnce(&rusqlite::Connection, &EngineHandle) -> Result<T, Status> + Send + 'static,
+        F: FnOnce(&History) -> Result<T, Status> + Send + 'static,
         T: Send + 'static,
     {
         let handle = self.handle.clone();
         blocking(move || {
-            let conn = handle.conn().map_err(status_from)?;
-            f(&conn, &handle)
+            let history = handle.history().map_err(status_from)?;
+            f(&history)
         })
         .await
     }
@@ -122,7 +123,7 @@ impl QueryService for QueryServer {
     ) -> Result<Response<Self::GetRecentDiffsStream>, Status> {
         let limit = limit(request.into_inner().limit)?;
         let found = self
-            .with_conn(move |conn, _| history::recent_diffs(conn, limit).map_err(sql))
+            .with_history(move |h| h.recent_diffs(limit).map_err(sql))
             .await?;
         Ok(rows(found.into_iter().map(diff_record).collect()))
     }
@@ -134,9 +135,7 @@ impl QueryService for QueryServer {
         let req = request.into_inner();
         let limit = limit(req.limit)?;
         let found = self
-            .with_conn(move |conn, _| {
-                history::diffs_since(conn, req.timestamp, limit).map_err(status)
-            })
+            .with_history(move |h| h.diffs_since(req.timestamp, limit).map_err(status))
             .await?;
         Ok(rows(found.into_iter().map(diff_record).collect()))
     }
@@ -153,7 +152,7 @@ impl QueryService for QueryServer {
             .ok_or_else(|| Status::invalid_argument("file_path is not valid UTF-8"))?
             .to_owned();
         let found = self
-            .with_conn(move |conn, _| history::file_versions(conn, &path, limit).map_err(sql))
+            .with_history(move |h| h.file_versions(&path, limit).map_err(sql))
             .await?;
         Ok(rows(
             found
@@ -180,12 +179,9 @@ impl QueryService for QueryServer {
             limit: limit(req.limit)?,
         };
         // Refused before a connection is taken.
-        search::fts_query(&req.query, opts.prefix)
-            .map_err(|e| search_status(SearchError::Query(e)))?;
+        fts_query(&req.query, opts.prefix).map_err(|e| search_status(SearchError::Query(e)))?;
         let hits = self
-            .with_conn(move |conn, _| {
-                search::search(conn, &req.query, &opts).map_err(search_status)
-            })
+            .with_history(move |h| h.search(&req.query, &opts).map_err(search_status))
             .await?;
         Ok(rows(
             hits.into_iter()
@@ -195,11 +191,7 @@ impl QueryService for QueryServer {
                     highlighted: h.highlighted,
                     rank: h.rank as f32,
                     version_id: h.version_id,
-                    timestamp: h
-                        .timestamp
-                        .as_deref()
-                        .and_then(history::to_unix)
-                        .unwrap_or(0),
+                    timestamp: h.timestamp.as_deref().and_then(to_unix).unwrap_or(0),
                 })
                 .collect(),
         ))
@@ -212,9 +204,7 @@ impl QueryService for QueryServer {
         let req = request.into_inner();
         let limit = limit(req.limit)?;
         let (files, _) = self
-            .with_conn(move |conn, handle| {
-                history::topic_files(conn, handle.root(), &req.topic, limit).map_err(status)
-            })
+            .with_history(move |h| h.topic_files(&req.topic, limit).map_err(status))
             .await?;
         Ok(rows(
             files
@@ -235,9 +225,7 @@ impl QueryService for QueryServer {
         let req = request.into_inner();
         let period = Period::new(req.start_timestamp, req.end_timestamp).map_err(status)?;
         let a = self
-            .with_conn(move |conn, handle| {
-                history::time_analysis(conn, handle.root(), &period).map_err(sql)
-            })
+            .with_history(move |h| h.time_analysis(&period).map_err(sql))
             .await?;
         Ok(Response::new(TimeAnalysisResult {
             total_files_changed: a.total_files_changed,
@@ -255,7 +243,7 @@ impl QueryService for QueryServer {
         let req = request.into_inner();
         let period = Period::new(req.start_timestamp, req.end_timestamp).map_err(status)?;
         let a = self
-            .with_conn(move |conn, _| history::activity(conn, &period).map_err(sql))
+            .with_history(move |h| h.activity(&period).map_err(sql))
             .await?;
         Ok(Response::new(ActivityStats {
             files_changed: a.files_changed,

@@ -13,15 +13,13 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::feed::{ChangeRow, Commits, Hub, Waited, check_cursor, newest_cursor, stream_changes};
-use super::paths::inside_root;
 use super::proto::sync::sync_server::Sync;
 use super::proto::sync::{
     ChangeEvent, FailedChange, GetStatusRequest, QueueDepth, RescanRequest, RescanResponse,
     StatusResponse, SubscribeRequest, SyncRequest, SyncResponse, WatchRoot,
 };
-use super::{blocking, status_from, writable};
-use crate::engine::enqueue::Control;
-use crate::engine::{EngineHandle, db, queue};
+use super::{blocking, inside_root, status_from, writable};
+use crate::engine::EngineHandle;
 
 /// A `Sync` call's timeout when the client gives none.
 pub const DEFAULT_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
@@ -61,52 +59,44 @@ fn change_event(row: &ChangeRow) -> ChangeEvent {
 }
 
 fn status(handle: &EngineHandle) -> Result<StatusResponse, Status> {
-    let sql = |e: rusqlite::Error| Status::internal(e.to_string());
+    let s = handle.status(20).map_err(status_from)?;
     let conn = handle.conn().map_err(status_from)?;
-    let count = |q: &str| conn.query_row(q, [], |r| r.get::<_, i64>(0)).map_err(sql);
-    let counts = queue::counts(&conn).map_err(sql)?;
-    let failures = queue::failures(&conn, 20).map_err(sql)?;
-    // A replica's stored backend is the recording machine's, not its own.
-    let backend = if handle.read_only() {
-        format!("replica (read-only {})", handle.db_path().display())
-    } else {
-        db::meta_get(&conn, "watch_backend")
-            .map_err(sql)?
-            .unwrap_or_default()
-    };
-    let (name, detail) = match backend.split_once(' ') {
+    let cursor = newest_cursor(&conn).map_err(|e| Status::internal(e.to_string()))?;
+    let (name, detail) = match s.backend.split_once(' ') {
         Some((name, detail)) => (
             name.to_owned(),
             detail.trim_matches(|c| c == '(' || c == ')').to_owned(),
         ),
-        None => (backend.clone(), String::new()),
+        None => (s.backend.clone(), String::new()),
     };
     Ok(StatusResponse {
         queue: Some(QueueDepth {
-            pending: counts.pending,
-            claimed: counts.claimed,
-            done: counts.done,
-            failed: counts.failed,
+            pending: s.queue.pending,
+            claimed: s.queue.claimed,
+            done: s.queue.done,
+            failed: s.queue.failed,
         }),
-        versions: count("SELECT COUNT(*) FROM file_versions")?,
-        diffs: count("SELECT COUNT(*) FROM content_diffs")?,
-        changes: count("SELECT COUNT(*) FROM file_changes")?,
-        files_tracked: count("SELECT COUNT(*) FROM sync_files WHERE deleted = 0")?,
-        files_deleted: count("SELECT COUNT(*) FROM sync_files WHERE deleted <> 0")?,
+        versions: s.versions,
+        diffs: s.diffs,
+        changes: s.changes,
+        files_tracked: s.files_tracked,
+        files_deleted: s.files_deleted,
         roots: vec![WatchRoot {
             path: handle.root().display().to_string(),
             backend: name,
             detail,
         }],
-        last_error: failures
+        last_error: s
+            .failures
             .last()
             .and_then(|f| f.last_error.clone())
             .unwrap_or_default(),
-        uptime_seconds: i64::try_from(handle.uptime().as_secs()).unwrap_or(i64::MAX),
+        uptime_seconds: i64::try_from(s.uptime.as_secs()).unwrap_or(i64::MAX),
         version: env!("CARGO_PKG_VERSION").to_owned(),
-        cursor: newest_cursor(&conn).map_err(sql)?,
-        longest_write_ms: handle.progress().longest_write_us as f64 / 1000.0,
-        failures: failures
+        cursor,
+        longest_write_ms: s.longest_write_ms,
+        failures: s
+            .failures
             .into_iter()
             .map(|f| FailedChange {
                 path: f.path,
@@ -168,10 +158,9 @@ impl Sync for SyncService {
         };
         let deadline = Instant::now() + timeout;
         // 1. Everything made before this call has reached the queue.
-        let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
-        if !self.handle.send(Control::Barrier(reply_tx)) {
+        let Some(reply_rx) = self.handle.barrier() else {
             return Err(Status::failed_precondition("the watcher is not running"));
-        }
+        };
         match tokio::time::timeout_at(deadline.into(), reply_rx).await {
             Ok(Ok(())) => {}
             // The watcher dropped the request: it stopped (the engine is
@@ -189,28 +178,15 @@ impl Sync for SyncService {
         }
         // 2. Every row queued so far is processed.
         let handle = self.handle.clone();
-        let horizon = blocking(move || {
-            let conn = handle.conn().map_err(status_from)?;
-            conn.query_row("SELECT COALESCE(MAX(id), 0) FROM event_queue", [], |r| {
-                r.get::<_, i64>(0)
-            })
-            .map_err(|e| Status::internal(e.to_string()))
-        })
-        .await?;
+        let horizon = blocking(move || handle.queue_horizon().map_err(status_from)).await?;
         let mut commits = self.commits.clone();
         loop {
             let handle = self.handle.clone();
             let (outstanding, cursor) = blocking(move || {
+                let n = handle.outstanding_through(horizon).map_err(status_from)?;
                 let conn = handle.conn().map_err(status_from)?;
-                let sql = |e: rusqlite::Error| Status::internal(e.to_string());
-                let n: i64 = conn
-                    .query_row(
-                        "SELECT COUNT(*) FROM event_queue WHERE status IN ('pending', 'claimed') AND id <= ?1",
-                        [horizon],
-                        |r| r.get(0),
-                    )
-                    .map_err(sql)?;
-                Ok((n, newest_cursor(&conn).map_err(sql)?))
+                let cursor = newest_cursor(&conn).map_err(|e| Status::internal(e.to_string()))?;
+                Ok((n, cursor))
             })
             .await?;
             if outstanding == 0 {
@@ -240,7 +216,7 @@ impl Sync for SyncService {
         } else {
             inside_root(&root, &req.path, None, "path")?
         };
-        let accepted = self.handle.send(Control::Rescan(scope));
+        let accepted = self.handle.rescan(scope);
         Ok(Response::new(RescanResponse { accepted }))
     }
 }

@@ -53,7 +53,7 @@ pub(super) fn search(
         );
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&hits)?);
+        outln!("{}", serde_json::to_string_pretty(&hits)?);
         return Ok(ExitCode::SUCCESS);
     }
     if hits.is_empty() {
@@ -66,7 +66,7 @@ pub(super) fn search(
         ("**", "**")
     };
     for hit in hits {
-        println!(
+        outln!(
             "{}  version {}  {}  rank {:.3}",
             hit.file_path,
             hit.version_id,
@@ -77,7 +77,7 @@ pub(super) fn search(
             .replace("<mark>", open)
             .replace("</mark>", close);
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            println!("    {line}");
+            outln!("    {line}");
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -177,7 +177,7 @@ pub(super) fn stats(
         analysis: history::time_analysis(&conn, &root, &period)?,
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&stats)?);
+        outln!("{}", serde_json::to_string_pretty(&stats)?);
         return Ok(ExitCode::SUCCESS);
     }
     let when = |t: Option<i64>, open: &str| {
@@ -193,22 +193,24 @@ pub(super) fn stats(
         Source::Semantic => semantic.to_owned(),
         Source::Notes => notes.to_owned(),
     };
-    println!(
+    outln!(
         "period        {} to {}",
         when(since, "the beginning"),
         when(until, "now")
     );
-    println!(
+    outln!(
         "changes       {} in {} files ({:.1} per file)",
-        a.total_changes, a.files_changed, a.avg_changes_per_file
+        a.total_changes,
+        a.files_changed,
+        a.avg_changes_per_file
     );
-    println!("lines         +{} -{}", a.lines_added, a.lines_removed);
-    println!(
+    outln!("lines         +{} -{}", a.lines_added, a.lines_removed);
+    outln!(
         "top topics    {} ({})",
         list(&t.top_topics),
         from(t.topics_from, "the backend's topics", "folders")
     );
-    println!(
+    outln!(
         "top keywords  {} ({})",
         list(&t.top_keywords),
         from(

@@ -14,8 +14,15 @@
 //! worker pool, and while the pool computes it commits the previous batch, so
 //! CPU work and the single writer overlap. Synchronous: threads and rayon, no
 //! async runtime.
+//!
+//! [`Engine::handle`] gives the api its one door, an [`EngineHandle`]:
+//! enqueue and wait (`track` / `tracked`), status, patterns, control of the
+//! watcher, reading a file beneath the root, diffs, `sync_meta`. The api
+//! names nothing of the engine but the handle and the plain data types
+//! re-exported here.
 
 pub mod clock;
+pub mod config;
 pub mod confined;
 pub mod control;
 pub mod db;
@@ -23,12 +30,15 @@ pub mod debounce;
 pub mod diff;
 pub mod enqueue;
 mod error;
+mod handle;
 pub mod hash;
 pub mod history;
 pub mod litestream;
+pub mod paths;
 pub mod patterns;
 pub mod progress;
 pub mod queue;
+mod read;
 pub mod reconcile;
 pub mod replica;
 pub mod schema;
@@ -38,21 +48,39 @@ pub mod watcher;
 pub mod worker;
 
 use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
+// What the api may name, all from here (`crate::engine::X`): the handle and
+// plain data. The api names no module of the engine (the integration test
+// `layout::the_api_enters_the_engine_only_through_engine_handle` keeps it
+// so), so each table has one owner inside the engine.
+pub use clock::{TIMESTAMP_FORMAT, format_local};
+pub use config::Config;
+pub use diff::UnifiedDiff;
 pub use error::{EngineError, ItemError};
+pub use handle::{EngineHandle, EngineStatus, History, TrackOutcome};
+pub use hash::Digest;
+pub use history::{
+    Activity, DiffRow, FileRow, HistoryError, Period, Source, TimeAnalysis, VersionRow,
+    limit as request_limit, to_unix,
+};
+pub use paths::{MAX_PATH_BYTES, PathError, inside_root};
+pub use patterns::ApiPatterns;
+pub use progress::{CommitHook, ProgressSnapshot};
+pub use queue::{FailedRow, QueueCounts};
+pub use read::ReadError;
+pub use search::{Hit, QueryError, SearchError, SearchOptions, fts_query};
 
-use crate::config::Config;
 use db::{Checkpointer, EngineLock, ReaderPool, SharedPool};
 use enqueue::{Control, Enqueuer, EnqueuerParts, WatchConfig};
 use patterns::{Patterns, SharedPatterns};
-use progress::{Doorbell, Progress, ProgressSnapshot};
-use queue::{QueueCounts, QueueRow};
+use progress::{Doorbell, Progress};
+use queue::QueueRow;
 use reconcile::ReconcileReport;
 use store::{Computed, NextClaim, Store};
 use watcher::FsEvent;
@@ -104,94 +132,6 @@ pub struct Engine {
     _lock: EngineLock,
 }
 
-/// A cheap, cloneable handle the api uses to read the database, enqueue
-/// files and steer the watcher while the engine runs.
-#[derive(Clone)]
-pub struct EngineHandle {
-    root: PathBuf,
-    db: PathBuf,
-    /// The api's own connections: api calls can never starve the workers.
-    /// Swapped for a new pool when a replica's file is replaced.
-    readers: SharedPool,
-    /// A read-only replica (`obby-sync serve`): nothing records or writes,
-    /// and the api refuses every call that would.
-    read_only: bool,
-    progress: Arc<Progress>,
-    doorbell: Arc<Doorbell>,
-    control: mpsc::Sender<Control>,
-    nudge: mpsc::SyncSender<FsEvent>,
-    patterns: SharedPatterns,
-    max_file_size: u64,
-    started: Instant,
-}
-
-impl EngineHandle {
-    /// The canonical root.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    /// The database file.
-    pub fn db_path(&self) -> &Path {
-        &self.db
-    }
-
-    /// True for a read-only replica (`obby-sync serve`): no watcher, no
-    /// workers, no writes; services must refuse calls that would write or
-    /// steer the engine (the api answers them `FAILED_PRECONDITION`).
-    pub fn read_only(&self) -> bool {
-        self.read_only
-    }
-
-    /// The committed-work counters.
-    pub fn progress(&self) -> ProgressSnapshot {
-        self.progress.snapshot()
-    }
-
-    /// Calls `hook` after every committed batch (see [`Progress::on_commit`]).
-    pub fn on_commit(&self, hook: progress::CommitHook) {
-        self.progress.on_commit(hook);
-    }
-
-    /// Time since the engine opened.
-    pub fn uptime(&self) -> Duration {
-        self.started.elapsed()
-    }
-
-    /// The patterns in force.
-    pub fn patterns(&self) -> Arc<Patterns> {
-        self.patterns.get()
-    }
-
-    /// Files above this size are hashed only.
-    pub fn max_file_size(&self) -> u64 {
-        self.max_file_size
-    }
-
-    /// A pooled connection (reads; short writes like `sync_meta`).
-    ///
-    /// # Errors
-    /// [`EngineError::Pool`] when none can be had.
-    pub fn conn(
-        &self,
-    ) -> Result<r2d2::PooledConnection<r2d2_sqlite::SqliteConnectionManager>, EngineError> {
-        self.readers.get()
-    }
-
-    /// Wakes the processing loop (after queue rows were written).
-    pub fn wake(&self) {
-        self.doorbell.ring();
-    }
-
-    /// Sends a request to the watcher and wakes it. Returns false when the
-    /// watcher is not running.
-    pub fn send(&self, control: Control) -> bool {
-        let sent = self.control.send(control).is_ok();
-        let _ = self.nudge.try_send(FsEvent::Nudge);
-        sent
-    }
-}
-
 impl Engine {
     /// Locks and opens the database, loads the patterns and returns rows left
     /// claimed by a dead process to pending.
@@ -234,7 +174,7 @@ impl Engine {
         let patterns = Patterns::load_with(&config.root, &api)?.exclude(config.own_files());
         let progress = Arc::new(Progress::default());
         // Rows given up at start-up are this run's failures too.
-        let given_up = store::BatchStats {
+        let given_up = progress::BatchStats {
             rows: failed as u64,
             failed: failed as u64,
             ..Default::default()

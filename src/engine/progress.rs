@@ -9,7 +9,23 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
-use super::store::BatchStats;
+/// Counts of what one batch wrote: the store fills one per commit and
+/// [`Progress::record`] adds it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchStats {
+    /// Queue rows finished (done or failed).
+    pub rows: u64,
+    /// `file_versions` rows written.
+    pub versions: u64,
+    /// `content_diffs` rows written.
+    pub diffs: u64,
+    /// `file_changes` rows written.
+    pub changes: u64,
+    /// Rows that are now `failed`.
+    pub failed: u64,
+    /// Rows put back for another attempt (error or stale state).
+    pub retried: u64,
+}
 
 /// A function called after every committed batch (the api's wake-up).
 pub type CommitHook = Box<dyn Fn(&ProgressSnapshot) + Send + Sync>;

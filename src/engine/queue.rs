@@ -13,7 +13,9 @@
 //! A `failed` path is tried again when its file changes. A claim stats the
 //! files it takes, to bound a batch's bytes. Every write here is
 //! one short `BEGIN IMMEDIATE` transaction, or runs inside the caller's.
-//! Reads and writes only `event_queue`.
+//! Reads and writes only `event_queue`, and is its only owner: no other
+//! module writes SQL against it; the api reaches it only through
+//! `EngineHandle` (whose `track` is [`enqueue_with_ids`]).
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -164,6 +166,93 @@ pub fn enqueue(conn: &Connection, events: &[NewEvent], source: &str) -> rusqlite
     enqueue_in(&tx, events, source)?;
     tx.commit()?;
     Ok(events.len())
+}
+
+/// [`enqueue`], returning the id of each event's pending row just after it
+/// (coalesced rows keep theirs): the floor from which [`path_progress`]
+/// tells how the path's processing ended. The api's `TrackChange`.
+///
+/// # Errors
+/// Any SQLite error; nothing is written then.
+pub fn enqueue_with_ids(
+    conn: &Connection,
+    events: &[NewEvent],
+    source: &str,
+) -> rusqlite::Result<HashMap<String, i64>> {
+    let tx = immediate(conn)?;
+    enqueue_in(&tx, events, source)?;
+    let mut ids = HashMap::new();
+    {
+        let mut stmt =
+            tx.prepare_cached("SELECT id FROM event_queue WHERE status = 'pending' AND path = ?1")?;
+        for e in events {
+            let id: i64 = stmt.query_row([&e.path], |r| r.get(0))?;
+            ids.insert(e.path.clone(), id);
+        }
+    }
+    tx.commit()?;
+    Ok(ids)
+}
+
+/// Where the rows of one path stand, from a row id on ([`path_progress`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathProgress {
+    /// A row of the path is pending or claimed.
+    Outstanding,
+    /// None is, and the newest row from the floor on failed, with this error.
+    Failed(Option<String>),
+    /// None is, and the newest row from the floor on did not fail (or was
+    /// pruned): the outcome is in `sync_files`.
+    Finished,
+}
+
+/// How the rows of `path` from row `floor` on stand.
+///
+/// # Errors
+/// Any SQLite error.
+pub fn path_progress(conn: &Connection, path: &str, floor: i64) -> rusqlite::Result<PathProgress> {
+    let busy: bool = conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM event_queue WHERE status = 'pending' AND path = ?1)
+                 OR EXISTS (SELECT 1 FROM event_queue WHERE status = 'claimed' AND path = ?1)",
+        )?
+        .query_row([path], |r| r.get(0))?;
+    if busy {
+        return Ok(PathProgress::Outstanding);
+    }
+    let last: Option<(String, Option<String>)> = conn
+        .prepare_cached(
+            "SELECT status, last_error FROM event_queue WHERE id >= ?2 AND path = ?1
+             ORDER BY id DESC LIMIT 1",
+        )?
+        .query_row(params![path, floor], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    Ok(match last {
+        Some((status, error)) if status == "failed" => PathProgress::Failed(error),
+        _ => PathProgress::Finished,
+    })
+}
+
+/// The newest row id (0 for an empty queue): the horizon of a barrier.
+///
+/// # Errors
+/// Any SQLite error.
+pub fn newest_id(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("SELECT COALESCE(MAX(id), 0) FROM event_queue", [], |r| {
+        r.get(0)
+    })
+}
+
+/// Rows up to id `horizon` that are still pending or claimed.
+///
+/// # Errors
+/// Any SQLite error.
+pub fn outstanding_through(conn: &Connection, horizon: i64) -> rusqlite::Result<i64> {
+    conn.query_row(
+        "SELECT COUNT(*) FROM event_queue WHERE status IN ('pending', 'claimed') AND id <= ?1",
+        [horizon],
+        |r| r.get(0),
+    )
 }
 
 /// [`enqueue`] inside the caller's transaction.

@@ -82,7 +82,7 @@ impl Drop for ReplicaGuard {
 /// Those of [`db::replica_pool`]; [`EngineError::Io`] when the guard's
 /// thread cannot start.
 pub fn open(db: &Path) -> Result<(EngineHandle, ReplicaGuard), EngineError> {
-    let db = crate::config::absolute_db(db)?;
+    let db = super::config::absolute_db(db)?;
     let first = identity(&db);
     let (pool, how) = db::replica_pool(&db, POOL_SIZE)?;
     log_open(&db, how);
@@ -105,7 +105,7 @@ pub fn open(db: &Path) -> Result<(EngineHandle, ReplicaGuard), EngineError> {
         control,
         nudge,
         patterns: SharedPatterns::new(patterns),
-        max_file_size: crate::config::DEFAULT_MAX_FILE_SIZE,
+        max_file_size: super::config::DEFAULT_MAX_FILE_SIZE,
         started: Instant::now(),
     };
     let stop = Arc::new(AtomicBool::new(false));

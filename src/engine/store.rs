@@ -28,7 +28,7 @@ use super::clock::{StoreClock, format_mtime_ns, now_ms};
 use super::diff::UnifiedDiff;
 use super::error::ItemError;
 use super::hash::change_id;
-use super::progress::Progress;
+use super::progress::{BatchStats, Progress};
 use super::queue::{self, ChangeKind, QueueId, QueuePolicy, QueueRow};
 use super::worker::{Outcome, Record, Snapshot, load_state, newest_version};
 
@@ -39,23 +39,6 @@ pub struct Computed {
     pub row: QueueRow,
     /// The worker's outcome or its error.
     pub result: Result<Outcome, ItemError>,
-}
-
-/// Counts of what one batch wrote.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct BatchStats {
-    /// Queue rows finished (done or failed).
-    pub rows: u64,
-    /// `file_versions` rows written.
-    pub versions: u64,
-    /// `content_diffs` rows written.
-    pub diffs: u64,
-    /// `file_changes` rows written.
-    pub changes: u64,
-    /// Rows that are now `failed`.
-    pub failed: u64,
-    /// Rows put back for another attempt (error or stale state).
-    pub retried: u64,
 }
 
 /// The next batch to claim in the transaction that commits this one.

@@ -226,3 +226,34 @@ fn status_log_and_diff_show_history() {
         .expect("log");
     assert_clear_error(&missing, "no history");
 }
+
+#[test]
+fn a_reader_that_closes_the_pipe_ends_the_printing_commands_quietly() {
+    // `obby-sync log | head -1` and `search ... | grep -q`: once the reader
+    // is gone, the command stops with success and no panic. The read end is
+    // closed before the command starts, so its first write already fails.
+    let v = Vault::new();
+    for i in 0..50 {
+        v.write(&format!("notes/welcome{i}.md"), format!("welcome {i}\n"));
+    }
+    v.scan(&[]);
+    let db = v.db.to_str().expect("utf-8 path").to_owned();
+    let note = v.abs("notes/welcome1.md");
+    for args in [
+        vec!["search", "--db", &db, "welcome"],
+        vec!["log", "--db", &db, &note],
+        vec!["status", "--db", &db],
+        vec!["stats", "--db", &db],
+    ] {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let out = Command::new(bin())
+            .args(&args)
+            .stdout(writer)
+            .output()
+            .expect("run");
+        let err = stderr(&out);
+        assert!(out.status.success(), "{args:?}: {:?} {err}", out.status);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}

@@ -11,6 +11,7 @@ mod faults;
 mod fixture;
 mod hostile;
 mod inputs;
+mod layout;
 mod pipeline;
 mod poison;
 mod query;

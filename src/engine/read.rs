@@ -1,23 +1,24 @@
-//! Reading a file a client named: the api's only way to open one.
+//! Reading a file a client named: how [`super::EngineHandle::read_text`]
+//! and [`super::EngineHandle::digest`] open one, the api's only way to.
 //!
 //! Input: the canonical root and a path inside it, already checked by
 //! [`super::paths::inside_root`]. Output: the file's text or digest, or a
 //! [`ReadError`]. Never writes, never touches the database.
 //!
 //! The check and the open are two steps, so the open keeps the check's
-//! promise by itself: it is the engine's [`confined::open`] (`openat2`
-//! beneath the root, no symlink followed on the way, `O_NONBLOCK`), the same
-//! open the workers use, so a folder or file swapped for a symlink after the
-//! check fails to open instead of leading outside the root, and only a
-//! regular file is read, decided by `fstat` on the opened descriptor; no
-//! call can hold a blocking-pool thread on a FIFO.
+//! promise by itself: it is [`confined::open`] (`openat2` beneath the root,
+//! no symlink followed on the way, `O_NONBLOCK`), the same open the workers
+//! use, so a folder or file swapped for a symlink after the check fails to
+//! open instead of leading outside the root, and only a regular file is
+//! read, decided by `fstat` on the opened descriptor; no call can hold a
+//! blocking-pool thread on a FIFO.
 
 use std::fs::{File, Metadata};
 use std::io::{self, Read as _};
 use std::path::{Path, PathBuf};
 
-use crate::engine::confined;
-use crate::engine::hash::{self, Digest};
+use super::confined;
+use super::hash::{self, Digest};
 
 /// Why a client-named file was not read.
 #[derive(Debug, thiserror::Error)]
@@ -120,7 +121,7 @@ pub fn text(root: &Path, path: &Path, max: u64) -> Result<String, ReadError> {
 /// Those of [`open`]; [`ReadError::Read`] when reading fails.
 pub fn digest(root: &Path, path: &Path, max: u64) -> Result<Digest, ReadError> {
     let (mut file, meta) = open(root, path)?;
-    crate::engine::worker::digest_open(&mut file, meta.len(), max)
+    super::worker::digest_open(&mut file, meta.len(), max)
         .map(|(digest, _)| digest)
         .map_err(|source| ReadError::Read {
             path: path.to_path_buf(),

@@ -1,40 +1,75 @@
-//! Client paths to canonical paths inside the root, or a refusal.
+//! User and client paths to canonical paths inside the root, or a refusal:
+//! the one resolver of the engine, the CLI and the api.
 //!
-//! `..` and symlinks are resolved first (for a path that does not exist yet,
-//! its deepest existing folder is resolved and the rest appended), so neither
-//! can lead a client outside the root.
+//! Input: a path as a person or a client wrote it (absolute, or relative to
+//! a base inside the root). Output: the canonical path the engine stores as
+//! `file_path`, or a [`PathError`]. `..` and symlinks are resolved first
+//! (for a path that does not exist yet, its deepest existing folder is
+//! resolved and the rest appended), so neither can lead outside the root.
+//! Reads only file metadata (`lstat`, `realpath`); never opens a file, never
+//! touches the database. The api turns a [`PathError`] into its status
+//! (`PERMISSION_DENIED` outside the root, else `INVALID_ARGUMENT`).
 
 use std::path::{Component, Path, PathBuf};
 
-use tonic::Status;
-
 /// Longest path accepted, in bytes.
 pub const MAX_PATH_BYTES: usize = 4096;
+
+/// Why a path was refused. Each message names the path's role (`what`).
+#[derive(Debug, thiserror::Error)]
+pub enum PathError {
+    /// An empty (or all-blank) path.
+    #[error("{what} is empty")]
+    Empty {
+        /// The path's role in the request ("file_path", "watch path").
+        what: String,
+    },
+    /// Longer than [`MAX_PATH_BYTES`].
+    #[error("{what} is longer than {MAX_PATH_BYTES} bytes")]
+    TooLong {
+        /// The path's role in the request.
+        what: String,
+    },
+    /// A NUL byte, which no file name can hold.
+    #[error("{what} contains a NUL byte")]
+    Nul {
+        /// The path's role in the request.
+        what: String,
+    },
+    /// The resolved path lies outside the root.
+    #[error("{what} {raw:?} resolves to {}, outside the root {}", resolved.display(), root.display())]
+    Outside {
+        /// The path's role in the request.
+        what: String,
+        /// The path as given.
+        raw: String,
+        /// What it resolves to.
+        resolved: PathBuf,
+        /// The root it left.
+        root: PathBuf,
+    },
+}
 
 /// Resolves `raw` (absolute, or relative to `base`, itself inside the root)
 /// and requires the result to lie inside `root`.
 ///
 /// # Errors
-/// `INVALID_ARGUMENT` for an empty, overlong or NUL-containing path;
-/// `PERMISSION_DENIED` for a path outside the root.
+/// [`PathError::Empty`], [`PathError::TooLong`] or [`PathError::Nul`] for a
+/// malformed path; [`PathError::Outside`] for a path outside the root.
 pub fn inside_root(
     root: &Path,
     raw: &str,
     base: Option<&Path>,
     what: &str,
-) -> Result<PathBuf, Status> {
+) -> Result<PathBuf, PathError> {
     if raw.trim().is_empty() {
-        return Err(Status::invalid_argument(format!("{what} is empty")));
+        return Err(PathError::Empty { what: what.into() });
     }
     if raw.len() > MAX_PATH_BYTES {
-        return Err(Status::invalid_argument(format!(
-            "{what} is longer than {MAX_PATH_BYTES} bytes"
-        )));
+        return Err(PathError::TooLong { what: what.into() });
     }
     if raw.contains('\0') {
-        return Err(Status::invalid_argument(format!(
-            "{what} contains a NUL byte"
-        )));
+        return Err(PathError::Nul { what: what.into() });
     }
     let given = Path::new(raw);
     let joined = if given.is_absolute() {
@@ -46,11 +81,12 @@ pub fn inside_root(
     if resolved.starts_with(root) {
         Ok(resolved)
     } else {
-        Err(Status::permission_denied(format!(
-            "{what} {raw:?} resolves to {}, outside the root {}",
-            resolved.display(),
-            root.display()
-        )))
+        Err(PathError::Outside {
+            what: what.into(),
+            raw: raw.into(),
+            resolved,
+            root: root.to_path_buf(),
+        })
     }
 }
 
@@ -119,20 +155,21 @@ mod tests {
             "notes/new/../../../x",
         ] {
             let err = ok(escape).expect_err(escape);
-            assert_eq!(err.code(), tonic::Code::PermissionDenied, "{escape}");
+            assert!(matches!(err, PathError::Outside { .. }), "{escape}: {err}");
         }
         std::os::unix::fs::symlink("/etc", root.join("notes/link")).expect("symlink");
+        assert!(matches!(
+            ok("notes/link/passwd").expect_err("symlink"),
+            PathError::Outside { .. }
+        ));
+        assert_eq!(ok(" ").expect_err("empty").to_string(), "path is empty");
         assert_eq!(
-            ok("notes/link/passwd").expect_err("symlink").code(),
-            tonic::Code::PermissionDenied
+            ok("a\0b").expect_err("nul").to_string(),
+            "path contains a NUL byte"
         );
-        assert_eq!(
-            ok("").expect_err("empty").code(),
-            tonic::Code::InvalidArgument
-        );
-        assert_eq!(
-            ok("a\0b").expect_err("nul").code(),
-            tonic::Code::InvalidArgument
-        );
+        assert!(matches!(
+            ok(&"a".repeat(MAX_PATH_BYTES + 1)).expect_err("long"),
+            PathError::TooLong { .. }
+        ));
     }
 }

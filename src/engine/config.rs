@@ -1,5 +1,13 @@
-//! Typed configuration: defaults, then environment, then flags (clap does the
-//! last two), validated once into a [`Config`] that the engine trusts.
+//! Typed configuration: defaults, then environment, then flags (the CLI's
+//! clap does the last two), validated once into a [`Config`] that the engine
+//! trusts.
+//!
+//! Part of the engine, because it is the engine's input: it uses only the
+//! engine's leaf modules (`db`'s checkpoint mode, `queue`'s retry policy, the
+//! errors) and never `engine/mod.rs`, so the engine and its configuration
+//! depend one way (the CLI builds a `Config` and hands it to
+//! [`super::Engine::open`]). Reads the file system only to check the root
+//! and to create the database's folder; no SQL.
 //!
 //! Paths are made absolute here: the root canonical (symlinks resolved, so
 //! every stored `file_path` is canonical), the database absolute in a
@@ -8,9 +16,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::engine::EngineError;
-use crate::engine::db::CheckpointMode;
-use crate::engine::queue::QueuePolicy;
+use super::db::CheckpointMode;
+use super::error::EngineError;
+use super::queue::QueuePolicy;
 
 /// Where the database lives unless `--db` or `DB_PATH` says otherwise,
 /// relative to the root: the file Obby's Python backend opens.
