@@ -552,3 +552,168 @@ fn ignored_folders_get_no_inotify_watch_and_new_folders_are_watched_at_once() {
     );
     assert!(engine.stop().success());
 }
+
+/// True when `old`'s end is kept in history: one `moved` change from it to
+/// `new`, or its deletion and `new`'s creation; and `sync_files` and
+/// `file_states` both say `old` is gone.
+fn end_kept(v: &Vault, old: &str, new: &str) -> bool {
+    let changes = v.changes();
+    let moved = changes.contains(&c("moved", new, Some(old)));
+    let split =
+        changes.contains(&c("deleted", old, None)) && changes.contains(&c("created", new, None));
+    let abs = v.abs(old);
+    (moved || split)
+        && v.count(&format!(
+            "SELECT COUNT(*) FROM sync_files WHERE path = '{abs}' AND deleted = 1"
+        )) == 1
+        && v.count(&format!(
+            "SELECT COUNT(*) FROM file_states WHERE file_path = '{abs}' AND is_deleted = 1"
+        )) == 1
+}
+
+/// True when `rel` has a version with `text` (and, when its change is a
+/// move, a diff against the origin's version).
+fn recorded(v: &Vault, rel: &str, text: &str) -> bool {
+    let abs = v.abs(rel);
+    v.count(&format!(
+        "SELECT COUNT(*) FROM file_versions WHERE file_path = '{abs}' AND content = '{text}'"
+    )) == 1
+}
+
+/// Issue 10: a folder renamed (case only, or to a new name) and at once an
+/// atomic save of one of its files under the new name (an editor rewriting
+/// links after the rename): every file of the folder keeps its end, as one
+/// `moved` change from its original path or as deleted + created, never a
+/// silent loss, and the saved file's new content is a version.
+fn folder_rename_then_atomic_save(poll: bool, from: &str, to: &str) {
+    let names = ["a.md", "b.md", "deep/c.md"];
+    let files: Vec<(String, String)> = names
+        .iter()
+        .map(|n| (format!("notes/{from}/{n}"), format!("{n} [[x]]\n")))
+        .collect();
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, t)| (p.as_str(), t.as_str()))
+        .collect();
+    let (v, engine) = started(poll, &refs);
+    v.rename(&format!("notes/{from}"), &format!("notes/{to}"));
+    let tmp = format!("notes/{to}/.a.md.tmp4f2a");
+    v.write(&tmp, "a.md [[y]]\n");
+    v.rename(&tmp, &format!("notes/{to}/a.md"));
+    let all_kept = || {
+        names
+            .iter()
+            .all(|n| end_kept(&v, &format!("notes/{from}/{n}"), &format!("notes/{to}/{n}")))
+            && recorded(&v, &format!("notes/{to}/a.md"), "a.md [[y]]\n")
+    };
+    assert!(
+        wait_for(WAIT, all_kept),
+        "poll={poll}: an old path's end was lost: {:?}",
+        v.changes()
+    );
+    // The files left as they were are moves (paired by hash when the
+    // rescan of both folders finds them); nothing else is recorded (one end
+    // per file, no version of the temp file).
+    let changes = v.changes();
+    for n in &names[1..] {
+        let moved = c(
+            "moved",
+            &format!("notes/{to}/{n}"),
+            Some(&format!("notes/{from}/{n}")),
+        );
+        assert!(changes.contains(&moved), "poll={poll}: {changes:?}");
+    }
+    let a_end = if changes.contains(&c(
+        "moved",
+        &format!("notes/{to}/a.md"),
+        Some(&format!("notes/{from}/a.md")),
+    )) {
+        1
+    } else {
+        2
+    };
+    assert_eq!(
+        changes.len(),
+        files.len() + 2 + a_end,
+        "poll={poll}: {changes:?}"
+    );
+    assert_eq!(
+        v.count("SELECT COUNT(*) FROM file_versions WHERE file_path LIKE '%.tmp4f2a'"),
+        0
+    );
+    assert!(engine.stop().success());
+}
+
+#[test]
+fn a_case_only_folder_rename_then_an_atomic_save_loses_nothing_native() {
+    folder_rename_then_atomic_save(false, "Projects", "projects");
+}
+
+#[test]
+fn a_case_only_folder_rename_then_an_atomic_save_loses_nothing_polling() {
+    folder_rename_then_atomic_save(true, "Projects", "projects");
+}
+
+#[test]
+fn a_folder_rename_then_an_atomic_save_loses_nothing_native() {
+    folder_rename_then_atomic_save(false, "dir", "renamed-dir");
+}
+
+#[test]
+fn a_folder_rename_then_an_atomic_save_loses_nothing_polling() {
+    folder_rename_then_atomic_save(true, "dir", "renamed-dir");
+}
+
+/// Issue 10: a move with an edit follows the same rule whatever found it:
+/// one `moved` change carrying the new content's version and a diff
+/// (native events pair the rename), or deleted + created (the poller's
+/// reconciliation sees a vanished file and a new one with another hash),
+/// never a silent loss.
+fn move_with_an_edit(poll: bool) {
+    let (v, engine) = started(poll, &[("notes/old.md", "one\ntwo\n")]);
+    v.rename("notes/old.md", "notes/new.md");
+    v.write("notes/new.md", "one\ntwo\nthree\n");
+    assert!(
+        wait_for(WAIT, || end_kept(&v, "notes/old.md", "notes/new.md")
+            && recorded(&v, "notes/new.md", "one\ntwo\nthree\n")),
+        "poll={poll}: {:?}",
+        v.changes()
+    );
+    let mut changes = v.changes().split_off(1);
+    changes.sort();
+    let moved = c("moved", "notes/new.md", Some("notes/old.md"));
+    if changes == [moved.clone()] {
+        let new = v.abs("notes/new.md");
+        assert_eq!(
+            v.count(&format!(
+                "SELECT COUNT(*) FROM content_diffs WHERE file_path = '{new}'
+                   AND change_type = 'moved' AND lines_added = 1 AND lines_removed = 0"
+            )),
+            1,
+            "the move carries the edit's diff"
+        );
+    } else {
+        // The edit came after the debounce (a loaded machine), or the
+        // poller saw two unrelated files.
+        let later_edit = vec![moved, c("modified", "notes/new.md", None)];
+        let split = vec![
+            c("created", "notes/new.md", None),
+            c("deleted", "notes/old.md", None),
+        ];
+        assert!(
+            changes == later_edit || changes == split,
+            "poll={poll}: {changes:?}"
+        );
+    }
+    assert!(engine.stop().success());
+}
+
+#[test]
+fn a_move_with_an_edit_keeps_the_old_path_s_end_native() {
+    move_with_an_edit(false);
+}
+
+#[test]
+fn a_move_with_an_edit_keeps_the_old_path_s_end_polling() {
+    move_with_an_edit(true);
+}
