@@ -16,7 +16,9 @@
 //! first brings the scope's watches up to date with the patterns. The polling
 //! backend is that same reconciliation on a timer. A canary cookie file
 //! checks that native events arrive and switches the root to polling when
-//! they do not. Every timed thing (held paths, unpaired renames, scheduled
+//! they do not; while a root polls for that reason, a probe (native watches
+//! and a cookie of its own) is armed every [`NATIVE_RECHECK`], and the root
+//! goes back to native events when the probe's event arrives. Every timed thing (held paths, unpaired renames, scheduled
 //! rescans) is kept in due order, so a loop turn never walks all of them.
 
 use std::collections::{HashMap, HashSet};
@@ -47,6 +49,9 @@ pub const MAX_PENDING_PATHS: usize = 200_000;
 /// Longest a VCS lock may hold events back (a crashed git leaves its lock).
 pub const MAX_VCS_HOLD: Duration = Duration::from_secs(120);
 
+/// How often a root the canary switched to polling tries native events again.
+pub const NATIVE_RECHECK: Duration = Duration::from_secs(60);
+
 /// How long an unpaired rename source waits for its pair.
 const RENAME_PAIRING: Duration = Duration::from_millis(50);
 
@@ -75,6 +80,9 @@ pub struct WatchConfig {
     pub canary_timeout: Duration,
     /// Time between two canary checks on a native root.
     pub canary_interval: Duration,
+    /// Time between two probes of native events on a root the canary
+    /// switched to polling (default [`NATIVE_RECHECK`]).
+    pub native_recheck: Duration,
     /// Longest changes are held for a VCS lock (default [`MAX_VCS_HOLD`]).
     pub vcs_hold: Duration,
 }
@@ -90,6 +98,7 @@ impl Default for WatchConfig {
             poll_interval: Duration::from_secs(2),
             canary_timeout: Duration::from_secs(3),
             canary_interval: Duration::from_secs(600),
+            native_recheck: NATIVE_RECHECK,
             vcs_hold: MAX_VCS_HOLD,
         }
     }
@@ -102,6 +111,14 @@ struct Canary {
     deadline: Instant,
     /// [`RescanRequests::losses`] when it was armed.
     losses: u64,
+}
+
+/// Native watches set up beside polling, and a cookie written under them:
+/// when its event arrives, native events work again and the watches take
+/// over from polling.
+struct Probe {
+    guard: WatchGuard,
+    canary: Canary,
 }
 
 /// The enqueuer thread's state.
@@ -134,6 +151,15 @@ pub struct Enqueuer {
     reload_at: Option<Instant>,
     canary: Option<Canary>,
     next_canary: Instant,
+    /// True while the root polls because its canary's event went missing
+    /// (not because polling was asked for or the file system needs it):
+    /// native events are then tried again by a [`Probe`].
+    native_lost: bool,
+    probe: Option<Probe>,
+    next_probe: Instant,
+    /// Probes armed so far: each cookie has a name of its own, so a late
+    /// event of an earlier probe is not taken for the current one's.
+    probes: u64,
     next_rescan: Option<Instant>,
     /// When the polling backend next reconciles the root.
     next_poll: Instant,
@@ -230,6 +256,10 @@ impl Enqueuer {
             reload_at: None,
             canary: None,
             next_canary: now,
+            native_lost: false,
+            probe: None,
+            next_probe: now,
+            probes: 0,
             next_poll: now,
             pattern_stamp: (None, None),
             control: parts.control,
@@ -287,6 +317,9 @@ impl Enqueuer {
         if let Some(canary) = self.canary.take() {
             let _ = std::fs::remove_file(canary.path);
         }
+        if let Some(probe) = self.probe.take() {
+            let _ = std::fs::remove_file(probe.canary.path);
+        }
         Ok(())
     }
 
@@ -299,6 +332,8 @@ impl Enqueuer {
             self.scheduled.next(),
             self.reload_at,
             self.canary.as_ref().map(|c| c.deadline),
+            self.probe.as_ref().map(|p| p.canary.deadline),
+            (self.native_lost && self.probe.is_none()).then_some(self.next_probe),
             self.barriers.next_deadline(),
             matches!(self.watch.backend, Backend::Poll { .. }).then_some(self.next_poll),
             (!self.vcs_locks.is_empty() || self.root_gone).then(|| now + Duration::from_millis(50)),
@@ -410,6 +445,26 @@ impl Enqueuer {
             let _ = std::fs::remove_file(&c.path);
             tracing::debug!("canary event arrived: native events work");
         }
+        if self.probe.as_ref().is_some_and(|p| p.canary.path == path)
+            && let Some(probe) = self.probe.take()
+        {
+            let _ = std::fs::remove_file(&probe.canary.path);
+            self.back_to_native(probe.guard, now);
+        }
+    }
+
+    /// The probe's event arrived: its watches replace polling. They were set
+    /// before its cookie was written, so every change since is an event
+    /// already read; one rescan of the root catches up on the watches of
+    /// folders created meanwhile (the poller's guard had none to add).
+    fn back_to_native(&mut self, guard: WatchGuard, now: Instant) {
+        self.watch = guard;
+        self.native_lost = false;
+        self.next_canary = now + self.cfg.canary_interval;
+        let reason = "the canary file's event arrived again";
+        tracing::info!(root = %self.root.display(), "{reason}; switching back to native events");
+        self.record_backend(reason);
+        self.rescans.mark(None);
     }
 
     fn housekeeping(&mut self, now: Instant, stopping: bool) -> Result<(), EngineError> {
@@ -761,6 +816,7 @@ impl Enqueuer {
 
     fn canary_check(&mut self, now: Instant) {
         if self.watch.backend != Backend::Native {
+            self.probe_check(now);
             return;
         }
         if let Some(canary) = &self.canary {
@@ -799,6 +855,8 @@ impl Enqueuer {
                     self.watch = guard;
                     self.record_backend(&reason);
                     self.rescans.mark(None);
+                    self.native_lost = true;
+                    self.next_probe = now + self.cfg.native_recheck;
                 }
                 Err(e) => tracing::error!(error = %e, "polling could not start either"),
             }
@@ -819,6 +877,66 @@ impl Enqueuer {
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot write the canary file"),
             }
+        }
+    }
+}
+
+impl Enqueuer {
+    /// On a root the canary switched to polling: arms a probe every
+    /// `native_recheck`, and drops one whose event did not arrive within the
+    /// canary timeout (polling goes on; its watches' events, read
+    /// meanwhile, were debounced like the poller's findings).
+    fn probe_check(&mut self, now: Instant) {
+        if !self.native_lost {
+            return;
+        }
+        if let Some(probe) = &self.probe {
+            if now < probe.canary.deadline {
+                return;
+            }
+            if let Some(probe) = self.probe.take() {
+                let _ = std::fs::remove_file(&probe.canary.path);
+            }
+            tracing::debug!("the probe's event did not arrive either; polling on");
+            self.next_probe = now + self.cfg.native_recheck;
+            return;
+        }
+        if now < self.next_probe {
+            return;
+        }
+        self.next_probe = now + self.cfg.native_recheck;
+        let patterns = self.patterns.get();
+        let guard = match watcher::start(
+            &self.root,
+            Backend::Native,
+            self.tx.clone(),
+            self.rescans.clone(),
+            &patterns,
+        ) {
+            Ok(guard) => guard,
+            Err(e) => {
+                tracing::debug!(error = %e, "native watches cannot be set up; polling on");
+                return;
+            }
+        };
+        self.probes += 1;
+        let path = self.root.join(format!(
+            "{COOKIE_PREFIX}probe-{}-{}",
+            std::process::id(),
+            self.probes
+        ));
+        match std::fs::write(&path, b"obby-sync checks that file events arrive again\n") {
+            Ok(()) => {
+                self.probe = Some(Probe {
+                    guard,
+                    canary: Canary {
+                        path,
+                        deadline: now + self.cfg.canary_timeout,
+                        losses: self.rescans.losses(),
+                    },
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot write the probe's cookie"),
         }
     }
 }
@@ -1018,6 +1136,81 @@ mod tests {
             pending(&e),
             vec![root.join("notes/new.md").display().to_string()]
         );
+    }
+
+    /// Reads events as [`Enqueuer::run`] does until `done` holds.
+    fn read_until(
+        e: &mut Enqueuer,
+        rx: &Receiver<FsEvent>,
+        mut done: impl FnMut(&Enqueuer, &FsEvent) -> bool,
+    ) -> bool {
+        let give_up = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < give_up {
+            if let Ok(event) = rx.recv_timeout(Duration::from_millis(100)) {
+                e.on_event(event.clone(), Instant::now());
+                if done(e, &event) {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    #[test]
+    fn a_root_switched_to_polling_returns_to_native_events_once_they_arrive_again() {
+        let (_dir, root, mut e, rx) = started();
+        let t0 = Instant::now();
+        e.housekeeping(t0, false).expect("housekeeping");
+        // The canary's event sits unread: the root switches to polling.
+        let late = t0 + e.cfg.canary_timeout + Duration::from_millis(1);
+        e.housekeeping(late, false).expect("housekeeping");
+        assert!(matches!(e.backend(), Backend::Poll { .. }));
+        assert!(e.probe.is_none(), "no probe before the recheck interval");
+        // A probe whose event is not read either: polling goes on, and the
+        // next probe comes a recheck interval later.
+        let first = late + e.cfg.native_recheck;
+        e.housekeeping(first, false).expect("housekeeping");
+        let missed = e
+            .probe
+            .as_ref()
+            .map(|p| p.canary.path.clone())
+            .expect("probe");
+        assert!(missed.exists());
+        let timed_out = first + e.cfg.canary_timeout + Duration::from_millis(1);
+        e.housekeeping(timed_out, false).expect("housekeeping");
+        assert!(matches!(e.backend(), Backend::Poll { .. }));
+        assert!(e.probe.is_none() && !missed.exists());
+        e.housekeeping(timed_out + e.cfg.native_recheck, false)
+            .expect("housekeeping");
+        let probe = e
+            .probe
+            .as_ref()
+            .map(|p| p.canary.path.clone())
+            .expect("probe again");
+        assert_ne!(probe, missed, "each probe has a cookie of its own");
+        // Now its event is read (after the stale ones, the missed probe's
+        // among them): native events take over again, and say so.
+        assert!(
+            read_until(&mut e, &rx, |e, _| e.backend() == Backend::Native),
+            "the probe's event did not switch the root back"
+        );
+        assert!(!probe.exists(), "the probe's cookie is removed");
+        let recorded: String = e
+            .conn
+            .query_row(
+                "SELECT value FROM sync_meta WHERE key = 'watch_backend'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("recorded");
+        assert!(recorded.starts_with("native (the canary"), "{recorded}");
+        // And they are native events: a new file's own event arrives.
+        let new = root.join("notes/new.md");
+        std::fs::write(&new, "n\n").expect("write");
+        assert!(read_until(&mut e, &rx, |_, ev| *ev == FsEvent::Changed(new.clone())));
+        e.housekeeping(Instant::now() + e.cfg.debounce * 2, false)
+            .expect("housekeeping");
+        assert_eq!(pending(&e), vec![new.display().to_string()]);
     }
 
     #[test]
