@@ -717,3 +717,67 @@ fn a_move_with_an_edit_keeps_the_old_path_s_end_native() {
 fn a_move_with_an_edit_keeps_the_old_path_s_end_polling() {
     move_with_an_edit(true);
 }
+
+/// Versions of `rel` with exactly `text`.
+fn versions_with(v: &Vault, rel: &str, text: &str) -> i64 {
+    let abs = v.abs(rel);
+    v.count(&format!(
+        "SELECT COUNT(*) FROM file_versions WHERE file_path = '{abs}' AND content = '{text}'"
+    ))
+}
+
+/// Issue 10, one settle rule whatever found a change: a writer that
+/// truncates a file, writes half of it and pauses for longer than
+/// `--settle-ms` (but less than the debounce) before writing the rest
+/// leaves no half version, even when the half state is found by the
+/// start-up reconciliation (no debounce of its own) rather than the watcher.
+/// On the old rule (`--settle-ms` for reconciliation-found changes) the
+/// worker read the half state as soon as it was 100 ms old.
+#[test]
+fn a_writer_paused_longer_than_settle_ms_leaves_no_half_version_found_by_reconciliation() {
+    let v = Vault::new();
+    v.write("notes/f.md", "v1 complete\n");
+    let flags = [
+        "--debounce-ms",
+        "6000",
+        "--settle-ms",
+        "100",
+        "--rescan-interval",
+        "0",
+    ];
+    let engine = v.start(&flags);
+    assert!(wait_for(WAIT, || versions_with(
+        &v,
+        "notes/f.md",
+        "v1 complete\n"
+    ) == 1));
+    assert!(engine.stop().success());
+    // The generator: truncate and write half, pause, write the rest. The
+    // engine starts during the pause, so its start-up reconciliation finds
+    // the half state.
+    let half_at = std::time::Instant::now();
+    v.write("notes/f.md", "v2 ha");
+    let engine = v.start(&flags);
+    let started = std::time::Instant::now();
+    // Past the settle time by far, under the debounce by far.
+    let pause_end =
+        (half_at + Duration::from_millis(2000)).max(started + Duration::from_millis(1000));
+    std::thread::sleep(pause_end.saturating_duration_since(std::time::Instant::now()));
+    v.write("notes/f.md", "v2 half and the rest\n");
+    assert!(
+        wait_for(Duration::from_secs(30), || versions_with(
+            &v,
+            "notes/f.md",
+            "v2 half and the rest\n"
+        ) == 1),
+        "{:?}",
+        v.changes()
+    );
+    assert_eq!(
+        versions_with(&v, "notes/f.md", "v2 ha"),
+        0,
+        "the half-written state became a version"
+    );
+    assert_eq!(v.changes().len(), 2, "{:?}", v.changes());
+    assert!(engine.stop().success());
+}
