@@ -467,7 +467,18 @@ impl Enqueuer {
         self.rescans.mark(None);
     }
 
+    /// One loop turn: what is due is done; with `stopping`, everything held
+    /// is released (a VCS hold included).
     fn housekeeping(&mut self, now: Instant, stopping: bool) -> Result<(), EngineError> {
+        self.turn(now, stopping, stopping)
+    }
+
+    /// [`Enqueuer::housekeeping`], with `all` taking everything held, due or
+    /// not (a pending pattern reload, unpaired renames, scheduled folder
+    /// rescans, debounced paths), as a barrier needs; only `stopping` ends a
+    /// VCS hold early. While paused no rescan runs (resuming rescans the
+    /// root), so nothing found on disk is recorded either.
+    fn turn(&mut self, now: Instant, all: bool, stopping: bool) -> Result<(), EngineError> {
         self.check_root();
         while let Ok(control) = self.control.try_recv() {
             self.on_control(control, now)?;
@@ -476,18 +487,17 @@ impl Enqueuer {
         // a rescan of the root stands in for it.
         let late = self.barriers.take_late(now);
         if !late.is_empty() {
-            self.rescan(None)?;
-            self.flush_all(now)?;
+            self.rescan_for_barrier(now)?;
             for reply in late {
                 let _ = reply.send(());
             }
         }
-        if self.reload_at.is_some_and(|at| at <= now) {
+        if self.reload_at.is_some_and(|at| at <= now || all) {
             self.reload_at = None;
             self.reload_patterns();
         }
         // Unpaired rename sources: moved out of the tree (or a folder moved).
-        for path in self.unpaired.take_due(now, stopping) {
+        for path in self.unpaired.take_due(now, all) {
             let patterns = self.patterns.get();
             if patterns.is_tracked(&path) {
                 self.debouncer
@@ -498,6 +508,7 @@ impl Enqueuer {
         self.canary_check(now);
         if let Backend::Poll { interval } = self.watch.backend
             && now >= self.next_poll
+            && !self.paused
         {
             self.next_poll = now + interval;
             self.rescans.mark(None);
@@ -513,26 +524,50 @@ impl Enqueuer {
             self.next_rescan = self.cfg.rescan_interval.map(|d| now + d);
         }
         // Folders to rescan once quiet for a debounce.
-        for path in self.scheduled.take_due(now, stopping) {
+        for path in self.scheduled.take_due(now, all) {
             self.rescans.mark(Some(&path));
         }
         // While a VCS operation runs, hold both events and rescans: a
-        // checkout becomes one burst, not thousands of half-states. The root's
-        // own repository is looked at directly (a poller gets no events, and
-        // a lock made right after its folder may beat the folder's watch).
+        // checkout becomes one burst, not thousands of half-states.
+        self.note_root_lock();
+        if self.held_by_vcs(now) && !stopping {
+            return Ok(());
+        }
+        if !self.paused
+            && let Some(request) = self.rescans.take()
+        {
+            self.rescan(request)?;
+        }
+        let release_all = all || self.hold_since.take().is_some();
+        let due = self.debouncer.take_due(now, release_all);
+        self.flush(due)
+    }
+
+    /// The root's own repository is looked at directly: a poller gets no
+    /// events, and a lock made right after its folder may beat the folder's
+    /// watch.
+    fn note_root_lock(&mut self) {
         let root_lock = self.root.join(".git").join("index.lock");
         if root_lock.exists() {
             self.note_lock(root_lock);
         }
-        if self.held_by_vcs(now) && !stopping {
+    }
+
+    /// What stands in for a barrier's cookie event (polling, a cookie that
+    /// could not be written or whose event is late): a rescan of the root,
+    /// everything held flushed. Not while paused (nothing is recorded until
+    /// resumed) nor during a VCS hold (what it holds is recorded when the
+    /// lock goes).
+    fn rescan_for_barrier(&mut self, now: Instant) -> Result<(), EngineError> {
+        if self.paused {
             return Ok(());
         }
-        if let Some(request) = self.rescans.take() {
-            self.rescan(request)?;
+        self.note_root_lock();
+        if self.held_by_vcs(now) {
+            return Ok(());
         }
-        let release_all = stopping || self.hold_since.take().is_some();
-        let due = self.debouncer.take_due(now, release_all);
-        self.flush(due)
+        self.rescan(None)?;
+        self.flush_all(now)
     }
 
     /// Holds changes for a VCS lock, unless it is a stale one unchanged.
@@ -706,23 +741,20 @@ impl Enqueuer {
             }
             Control::ReloadPatterns => self.reload_patterns(),
             Control::Barrier(reply) => {
-                if self.paused {
-                    // StopWatching means nothing is recorded until resumed:
-                    // a barrier does not undo that.
-                    let _ = reply.send(());
-                    return Ok(());
-                }
+                // StopWatching means nothing is recorded until resumed, and
+                // a VCS hold keeps its changes until the lock goes: a
+                // barrier undoes neither. With native events its cookie is
+                // still written, so its answer proves every earlier event
+                // was read (and, paused, dropped).
                 if self.watch.backend != Backend::Native {
                     // Nothing would deliver a cookie event: reconcile now.
-                    self.rescan(None)?;
-                    self.flush_all(now)?;
+                    self.rescan_for_barrier(now)?;
                     let _ = reply.send(());
                     return Ok(());
                 }
                 if let Err((e, reply)) = self.barriers.arm(&self.root, reply, now) {
                     tracing::warn!(error = %e, "cannot write a barrier cookie; rescanning instead");
-                    self.rescan(None)?;
-                    self.flush_all(now)?;
+                    self.rescan_for_barrier(now)?;
                     let _ = reply.send(());
                 }
             }
@@ -761,16 +793,15 @@ impl Enqueuer {
     }
 
     /// When `path` is a barrier's cookie: every event before it has been
-    /// read, so flush everything held and answer the barrier.
+    /// read, so flush everything held (but what a VCS hold keeps, and
+    /// nothing while paused) and answer the barrier.
     fn barrier_seen(&mut self, path: &Path) -> bool {
         let Some(reply) = self.barriers.seen(path) else {
             return false;
         };
-        // Renames still waiting for their pair and due folder rescans first.
-        let now = Instant::now();
-        let result = self
-            .housekeeping(now, true)
-            .and_then(|()| self.flush_all(now));
+        // Renames still waiting for their pair, folder rescans and a pattern
+        // reload first, then everything held (unless a VCS lock holds it).
+        let result = self.turn(Instant::now(), true, false);
         if let Err(e) = result {
             tracing::warn!(error = %e, "barrier flush failed");
         }
@@ -996,6 +1027,13 @@ mod tests {
     /// A root with `.obbywatch` = `notes/`, a fresh database and a started
     /// enqueuer whose events the test consumes (or, to simulate loss, not).
     fn started() -> (tempfile::TempDir, PathBuf, Enqueuer, Receiver<FsEvent>) {
+        started_with(WatchConfig {
+            rescan_interval: None,
+            ..WatchConfig::default()
+        })
+    }
+
+    fn started_with(cfg: WatchConfig) -> (tempfile::TempDir, PathBuf, Enqueuer, Receiver<FsEvent>) {
         let dir = tempfile::tempdir().expect("tmp");
         let root = dir.path().join("vault");
         std::fs::create_dir_all(root.join("notes")).expect("mkdir");
@@ -1003,10 +1041,6 @@ mod tests {
         let root = std::fs::canonicalize(&root).expect("canonical");
         let conn = db::open_writer(&dir.path().join("obby.db")).expect("db");
         let patterns = SharedPatterns::new(Patterns::load(&root).expect("patterns"));
-        let cfg = WatchConfig {
-            rescan_interval: None,
-            ..WatchConfig::default()
-        };
         let (_control_tx, control) = std::sync::mpsc::channel();
         let (enqueuer, rx) = Enqueuer::start(
             EnqueuerParts {
@@ -1053,6 +1087,36 @@ mod tests {
         assert_eq!(
             pending(&e),
             vec![root.join("drafts/d.md").display().to_string()]
+        );
+    }
+
+    #[test]
+    fn a_paused_poller_records_nothing_until_resumed() {
+        let (_dir, root, mut e, _rx) = started_with(WatchConfig {
+            rescan_interval: None,
+            force_poll: true,
+            ..WatchConfig::default()
+        });
+        e.on_control(Control::Pause(true), Instant::now())
+            .expect("pause");
+        std::fs::write(root.join("notes/while-paused.md"), "p\n").expect("write");
+        // Polls fall due (and a safety rescan is asked for): nothing is
+        // rescanned while paused.
+        e.rescans.mark(None);
+        let later = Instant::now() + Duration::from_secs(10);
+        e.housekeeping(later, false).expect("housekeeping");
+        e.housekeeping(later + e.cfg.poll_interval * 2, false)
+            .expect("housekeeping");
+        assert!(pending(&e).is_empty(), "{:?}", pending(&e));
+        // Resumed: the rescan finds what changed meanwhile.
+        e.on_control(Control::Pause(false), later).expect("resume");
+        e.housekeeping(later + Duration::from_secs(10), false)
+            .expect("housekeeping");
+        e.housekeeping(later + Duration::from_secs(20), false)
+            .expect("housekeeping");
+        assert_eq!(
+            pending(&e),
+            vec![root.join("notes/while-paused.md").display().to_string()]
         );
     }
 

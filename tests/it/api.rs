@@ -334,6 +334,7 @@ async fn start_stop_and_update_patterns_steer_the_watcher_and_persist() {
     assert_eq!(v.meta("api_watch_patterns").as_deref(), Some("/research/"));
     assert_eq!(v.meta("api_ignore_patterns").as_deref(), Some("*.draft"));
     // Paused: nothing recorded; resumed: the rescan finds what changed.
+    // The barrier answers once the write's event was read (and dropped).
     assert!(
         fw.stop_watching(StopRequest {})
             .await
@@ -341,9 +342,10 @@ async fn start_stop_and_update_patterns_steer_the_watcher_and_persist() {
             .into_inner()
             .success
     );
-    std::thread::sleep(Duration::from_millis(200));
     v.write("notes/while-paused.md", "p\n");
-    std::thread::sleep(Duration::from_millis(400));
+    sy.sync(SyncRequest { timeout_ms: 10_000 })
+        .await
+        .expect("sync");
     assert_eq!(
         v.count("SELECT COUNT(*) FROM file_versions WHERE file_path LIKE '%while-paused.md'"),
         0

@@ -30,14 +30,15 @@ fn flags_debounce(poll: bool, debounce: &'static str) -> Vec<&'static str> {
     f
 }
 
-/// Waits until `n` changes are recorded, then long enough for anything late
-/// (debounce, a poll, a retry) to show up, and returns the changes.
+/// Waits until `n` changes are recorded, then for the `Sync` barrier (so
+/// anything late, a debounce, a poll, a retry, is committed too, whatever
+/// the machine's load), and returns the changes.
 fn settle(v: &Vault, n: usize) -> Vec<(String, String, Option<String>)> {
     let reached = wait_for(WAIT, || {
         v.count("SELECT COUNT(*) FROM file_changes") as usize >= n
     });
     assert!(reached, "expected {n} changes, have {:?}", v.changes());
-    std::thread::sleep(Duration::from_millis(600));
+    v.barrier();
     v.changes()
 }
 
@@ -268,8 +269,9 @@ fn hot_reload(poll: bool) {
     let changes = settle(&v, 2);
     assert_eq!(changes[1], c("created", "research/paper.md", None));
     // Newly ignored: left alone, history kept, further edits not recorded.
+    // The barrier applies the reload before it answers.
     v.write(".obbyignore", "notes/\n");
-    std::thread::sleep(Duration::from_millis(400));
+    v.barrier();
     v.write("notes/a.md", "a, edited while ignored\n");
     v.write("research/paper.md", "edited\n");
     let changes = settle(&v, 3);
@@ -297,7 +299,10 @@ fn vcs_hold(poll: bool) {
     v.write(".git/index.lock", "");
     v.write("notes/a.md", "a2\n");
     v.write("notes/b.md", "b2\n");
-    std::thread::sleep(Duration::from_millis(500));
+    // The barrier answers once the edits' events were read (native; a
+    // poller would find them by a rescan, which the lock holds back too):
+    // the lock keeps them held.
+    v.barrier();
     assert_eq!(v.changes().len(), 2, "held while the lock exists");
     v.remove(".git/index.lock");
     let changes = settle(&v, 4);
@@ -336,7 +341,9 @@ fn a_flood_of_20000_new_files_is_tracked_exactly_once_each() {
         "only {} of {files} tracked",
         v.count("SELECT COUNT(*) FROM file_states")
     );
-    std::thread::sleep(Duration::from_millis(500));
+    // Anything still held or queued (a second version of a file) is
+    // committed before the counts.
+    v.barrier();
     eprintln!(
         "flood: {files} files written in {:.2} s, all committed after {:.2} s; engine peak RSS {} MiB",
         written.as_secs_f64(),
