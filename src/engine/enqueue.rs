@@ -14,11 +14,10 @@
 //! Lost events (a full channel, an overflow) become subtree rescans through
 //! [`super::reconcile`], as does a periodic safety rescan; every rescan
 //! first brings the scope's watches up to date with the patterns. The polling
-//! backend is that same reconciliation on a timer. A canary cookie file
-//! checks that native events arrive and switches the root to polling when
-//! they do not; while a root polls for that reason, a probe (native watches
-//! and a cookie of its own) is armed every [`NATIVE_RECHECK`], and the root
-//! goes back to native events when the probe's event arrives. Every timed thing (held paths, unpaired renames, scheduled
+//! backend is that same reconciliation on a timer. Which backend watches the
+//! root, and the canary that may switch it, are [`super::canary`]'s: this
+//! loop passes it the time and the events read, and applies its switches
+//! (the new watches, the backend recorded, a root rescan). Every timed thing (held paths, unpaired renames, scheduled
 //! rescans) is kept in due order, so a loop turn never walks all of them.
 
 use std::collections::{HashMap, HashSet};
@@ -30,11 +29,12 @@ use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
+use super::canary::{self, Canary, CanaryConfig, Switch};
 use super::control::Barriers;
 use super::db;
 use super::debounce::{Deadlines, Debouncer, Release};
 use super::error::EngineError;
-use super::patterns::{COOKIE_PREFIX, IGNORE_FILE, Patterns, SharedPatterns, WATCH_FILE};
+use super::patterns::{IGNORE_FILE, Patterns, SharedPatterns, WATCH_FILE};
 use super::progress::Doorbell;
 use super::queue::{ChangeKind, NewEvent};
 use super::reconcile;
@@ -104,23 +104,6 @@ impl Default for WatchConfig {
     }
 }
 
-/// A cookie file that proves native events arrive.
-#[derive(Debug)]
-struct Canary {
-    path: PathBuf,
-    deadline: Instant,
-    /// [`RescanRequests::losses`] when it was armed.
-    losses: u64,
-}
-
-/// Native watches set up beside polling, and a cookie written under them:
-/// when its event arrives, native events work again and the watches take
-/// over from polling.
-struct Probe {
-    guard: WatchGuard,
-    canary: Canary,
-}
-
 /// The enqueuer thread's state.
 pub struct Enqueuer {
     root: PathBuf,
@@ -149,17 +132,9 @@ pub struct Enqueuer {
     /// every time it is seen again.
     stale_locks: HashMap<PathBuf, (u64, i64, i64)>,
     reload_at: Option<Instant>,
-    canary: Option<Canary>,
-    next_canary: Instant,
-    /// True while the root polls because its canary's event went missing
-    /// (not because polling was asked for or the file system needs it):
-    /// native events are then tried again by a [`Probe`].
-    native_lost: bool,
-    probe: Option<Probe>,
-    next_probe: Instant,
-    /// Probes armed so far: each cookie has a name of its own, so a late
-    /// event of an earlier probe is not taken for the current one's.
-    probes: u64,
+    /// Proves native events arrive; switches the backend when they do not,
+    /// and back when they work again.
+    canary: Canary,
     next_rescan: Option<Instant>,
     /// When the polling backend next reconciles the root.
     next_poll: Instant,
@@ -216,25 +191,28 @@ impl Enqueuer {
         let (tx, rx) = channel;
         let rescans = Arc::new(RescanRequests::default());
         let cfg = parts.cfg;
-        let (backend, reason) =
-            watcher::choose_backend(&parts.root, cfg.force_poll, cfg.poll_interval);
         let patterns = parts.patterns.get();
-        let (watch, reason) =
-            match watcher::start(&parts.root, backend, tx.clone(), rescans.clone(), &patterns) {
-                Ok(w) => (w, reason),
-                Err(e) if backend == Backend::Native => {
-                    tracing::warn!(error = %e, "native watching failed; polling instead");
-                    let poll = Backend::Poll {
-                        interval: cfg.poll_interval,
-                    };
-                    (
-                        watcher::start(&parts.root, poll, tx.clone(), rescans.clone(), &patterns)?,
-                        e.to_string(),
-                    )
-                }
-                Err(e) => return Err(e),
-            };
+        let (watch, reason) = canary::start_watching(
+            &parts.root,
+            cfg.force_poll,
+            cfg.poll_interval,
+            &tx,
+            &rescans,
+            &patterns,
+        )?;
         let now = Instant::now();
+        let canary = Canary::new(
+            parts.root.clone(),
+            CanaryConfig {
+                timeout: cfg.canary_timeout,
+                interval: cfg.canary_interval,
+                recheck: cfg.native_recheck,
+                poll_interval: cfg.poll_interval,
+            },
+            tx.clone(),
+            rescans.clone(),
+            now,
+        );
         let mut enqueuer = Enqueuer {
             root: parts.root,
             conn: parts.conn,
@@ -254,12 +232,7 @@ impl Enqueuer {
             hold_since: None,
             stale_locks: HashMap::new(),
             reload_at: None,
-            canary: None,
-            next_canary: now,
-            native_lost: false,
-            probe: None,
-            next_probe: now,
-            probes: 0,
+            canary,
             next_poll: now,
             pattern_stamp: (None, None),
             control: parts.control,
@@ -314,12 +287,7 @@ impl Enqueuer {
                 break;
             }
         }
-        if let Some(canary) = self.canary.take() {
-            let _ = std::fs::remove_file(canary.path);
-        }
-        if let Some(probe) = self.probe.take() {
-            let _ = std::fs::remove_file(probe.canary.path);
-        }
+        self.canary.stop();
         Ok(())
     }
 
@@ -331,14 +299,10 @@ impl Enqueuer {
             self.unpaired.next(),
             self.scheduled.next(),
             self.reload_at,
-            self.canary.as_ref().map(|c| c.deadline),
-            self.probe.as_ref().map(|p| p.canary.deadline),
-            (self.native_lost && self.probe.is_none()).then_some(self.next_probe),
+            self.canary.next_wakeup(self.watch.backend),
             self.barriers.next_deadline(),
             matches!(self.watch.backend, Backend::Poll { .. }).then_some(self.next_poll),
             (!self.vcs_locks.is_empty() || self.root_gone).then(|| now + Duration::from_millis(50)),
-            (self.watch.backend == Backend::Native && self.canary.is_none())
-                .then_some(self.next_canary),
         ];
         candidates
             .into_iter()
@@ -439,31 +403,19 @@ impl Enqueuer {
         if is_vcs_lock(path) {
             self.note_lock(path.to_path_buf());
         }
-        if self.canary.as_ref().is_some_and(|c| c.path == path)
-            && let Some(c) = self.canary.take()
-        {
-            let _ = std::fs::remove_file(&c.path);
-            tracing::debug!("canary event arrived: native events work");
-        }
-        if self.probe.as_ref().is_some_and(|p| p.canary.path == path)
-            && let Some(probe) = self.probe.take()
-        {
-            let _ = std::fs::remove_file(&probe.canary.path);
-            self.back_to_native(probe.guard, now);
+        if let Some(switch) = self.canary.seen(path, now) {
+            self.switch_backend(switch);
         }
     }
 
-    /// The probe's event arrived: its watches replace polling. They were set
-    /// before its cookie was written, so every change since is an event
-    /// already read; one rescan of the root catches up on the watches of
-    /// folders created meanwhile (the poller's guard had none to add).
-    fn back_to_native(&mut self, guard: WatchGuard, now: Instant) {
-        self.watch = guard;
-        self.native_lost = false;
-        self.next_canary = now + self.cfg.canary_interval;
-        let reason = "the canary file's event arrived again";
-        tracing::info!(root = %self.root.display(), "{reason}; switching back to native events");
-        self.record_backend(reason);
+    /// A new backend from the canary: its watches replace the old, it is
+    /// recorded, and the root is rescanned (after a switch to polling, for
+    /// what the missing events did not tell; after a switch back, for the
+    /// watches of folders made meanwhile, which the poller's guard did not
+    /// add).
+    fn switch_backend(&mut self, switch: Switch) {
+        self.watch = switch.guard;
+        self.record_backend(&switch.reason);
         self.rescans.mark(None);
     }
 
@@ -505,7 +457,10 @@ impl Enqueuer {
             }
             self.scheduled.set(path, now + self.cfg.debounce);
         }
-        self.canary_check(now);
+        let patterns = self.patterns.get();
+        if let Some(switch) = self.canary.check(now, self.watch.backend, &patterns) {
+            self.switch_backend(switch);
+        }
         if let Backend::Poll { interval } = self.watch.backend
             && now >= self.next_poll
             && !self.paused
@@ -844,132 +799,6 @@ impl Enqueuer {
             Err(e) => tracing::warn!(error = %e, "keeping the previous patterns"),
         }
     }
-
-    fn canary_check(&mut self, now: Instant) {
-        if self.watch.backend != Backend::Native {
-            self.probe_check(now);
-            return;
-        }
-        if let Some(canary) = &self.canary {
-            if now < canary.deadline {
-                return;
-            }
-            let path = canary.path.clone();
-            let lost_since = self.rescans.losses() != canary.losses;
-            self.canary = None;
-            let _ = std::fs::remove_file(&path);
-            if lost_since {
-                // Its event may have been lost with the others (and those
-                // are being rescanned): that says nothing about whether
-                // native events work. Try again at once.
-                tracing::debug!("events were lost while the canary was out; re-arming it");
-                self.next_canary = now;
-                return;
-            }
-            let reason = format!(
-                "the canary file's event did not arrive within {} ms",
-                self.cfg.canary_timeout.as_millis()
-            );
-            tracing::warn!(root = %self.root.display(), "{reason}; switching to polling");
-            let poll = Backend::Poll {
-                interval: self.cfg.poll_interval,
-            };
-            let patterns = self.patterns.get();
-            match watcher::start(
-                &self.root,
-                poll,
-                self.tx.clone(),
-                self.rescans.clone(),
-                &patterns,
-            ) {
-                Ok(guard) => {
-                    self.watch = guard;
-                    self.record_backend(&reason);
-                    self.rescans.mark(None);
-                    self.native_lost = true;
-                    self.next_probe = now + self.cfg.native_recheck;
-                }
-                Err(e) => tracing::error!(error = %e, "polling could not start either"),
-            }
-            return;
-        }
-        if now >= self.next_canary {
-            self.next_canary = now + self.cfg.canary_interval;
-            let path = self
-                .root
-                .join(format!("{COOKIE_PREFIX}canary-{}", std::process::id()));
-            match std::fs::write(&path, b"obby-sync checks that file events arrive\n") {
-                Ok(()) => {
-                    self.canary = Some(Canary {
-                        path,
-                        deadline: now + self.cfg.canary_timeout,
-                        losses: self.rescans.losses(),
-                    })
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot write the canary file"),
-            }
-        }
-    }
-}
-
-impl Enqueuer {
-    /// On a root the canary switched to polling: arms a probe every
-    /// `native_recheck`, and drops one whose event did not arrive within the
-    /// canary timeout (polling goes on; its watches' events, read
-    /// meanwhile, were debounced like the poller's findings).
-    fn probe_check(&mut self, now: Instant) {
-        if !self.native_lost {
-            return;
-        }
-        if let Some(probe) = &self.probe {
-            if now < probe.canary.deadline {
-                return;
-            }
-            if let Some(probe) = self.probe.take() {
-                let _ = std::fs::remove_file(&probe.canary.path);
-            }
-            tracing::debug!("the probe's event did not arrive either; polling on");
-            self.next_probe = now + self.cfg.native_recheck;
-            return;
-        }
-        if now < self.next_probe {
-            return;
-        }
-        self.next_probe = now + self.cfg.native_recheck;
-        let patterns = self.patterns.get();
-        let guard = match watcher::start(
-            &self.root,
-            Backend::Native,
-            self.tx.clone(),
-            self.rescans.clone(),
-            &patterns,
-        ) {
-            Ok(guard) => guard,
-            Err(e) => {
-                tracing::debug!(error = %e, "native watches cannot be set up; polling on");
-                return;
-            }
-        };
-        self.probes += 1;
-        let path = self.root.join(format!(
-            "{COOKIE_PREFIX}probe-{}-{}",
-            std::process::id(),
-            self.probes
-        ));
-        match std::fs::write(&path, b"obby-sync checks that file events arrive again\n") {
-            Ok(()) => {
-                self.probe = Some(Probe {
-                    guard,
-                    canary: Canary {
-                        path,
-                        deadline: now + self.cfg.canary_timeout,
-                        losses: self.rescans.losses(),
-                    },
-                });
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot write the probe's cookie"),
-        }
-    }
 }
 
 /// Logs a folder that could not be watched; its changes are then found by
@@ -1149,7 +978,7 @@ mod tests {
         let (_dir, _root, mut e, _rx) = started();
         let t0 = Instant::now();
         e.housekeeping(t0, false).expect("housekeeping");
-        let first = e.canary.as_ref().map(|c| c.path.clone()).expect("canary");
+        let first = e.canary.cookie().map(Path::to_path_buf).expect("canary");
         // Events were lost while it was out (the watcher callback saw a
         // full channel): its own missing event proves nothing.
         e.rescans.mark_lost(None);
@@ -1157,7 +986,7 @@ mod tests {
         e.housekeeping(late, false).expect("housekeeping");
         assert_eq!(e.backend(), Backend::Native);
         e.housekeeping(late, false).expect("housekeeping");
-        let second = e.canary.as_ref().map(|c| c.path.clone()).expect("re-armed");
+        let second = e.canary.cookie().map(Path::to_path_buf).expect("re-armed");
         assert_eq!(second, first, "the same cookie, written again");
         assert!(second.exists());
         // Without a loss this time, a missing event does switch.
@@ -1174,8 +1003,8 @@ mod tests {
         e.housekeeping(t0, false).expect("housekeeping");
         let canary = e
             .canary
-            .as_ref()
-            .map(|c| c.path.clone())
+            .cookie()
+            .map(Path::to_path_buf)
             .expect("canary written");
         assert!(canary.exists());
         // The event sits unread in the channel: as if it never arrived.
@@ -1229,27 +1058,26 @@ mod tests {
         let late = t0 + e.cfg.canary_timeout + Duration::from_millis(1);
         e.housekeeping(late, false).expect("housekeeping");
         assert!(matches!(e.backend(), Backend::Poll { .. }));
-        assert!(e.probe.is_none(), "no probe before the recheck interval");
+        assert!(
+            e.canary.probe().is_none(),
+            "no probe before the recheck interval"
+        );
         // A probe whose event is not read either: polling goes on, and the
         // next probe comes a recheck interval later.
         let first = late + e.cfg.native_recheck;
         e.housekeeping(first, false).expect("housekeeping");
-        let missed = e
-            .probe
-            .as_ref()
-            .map(|p| p.canary.path.clone())
-            .expect("probe");
+        let missed = e.canary.probe().map(Path::to_path_buf).expect("probe");
         assert!(missed.exists());
         let timed_out = first + e.cfg.canary_timeout + Duration::from_millis(1);
         e.housekeeping(timed_out, false).expect("housekeeping");
         assert!(matches!(e.backend(), Backend::Poll { .. }));
-        assert!(e.probe.is_none() && !missed.exists());
+        assert!(e.canary.probe().is_none() && !missed.exists());
         e.housekeeping(timed_out + e.cfg.native_recheck, false)
             .expect("housekeeping");
         let probe = e
-            .probe
-            .as_ref()
-            .map(|p| p.canary.path.clone())
+            .canary
+            .probe()
+            .map(Path::to_path_buf)
             .expect("probe again");
         assert_ne!(probe, missed, "each probe has a cookie of its own");
         // Now its event is read (after the stale ones, the missed probe's

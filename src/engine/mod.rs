@@ -15,6 +15,7 @@
 //! CPU work and the single writer overlap. Synchronous: threads and rayon, no
 //! async runtime.
 
+pub mod canary;
 pub mod clock;
 pub mod confined;
 pub mod control;
