@@ -16,9 +16,10 @@
 //! first brings the scope's watches up to date with the patterns. The polling
 //! backend is that same reconciliation on a timer. Which backend watches the
 //! root, and the canary that may switch it, are [`super::canary`]'s: this
-//! loop passes it the time and the events read, and applies its switches
-//! (the new watches, the backend recorded, a root rescan). Every timed thing (held paths, unpaired renames, scheduled
-//! rescans) is kept in due order, so a loop turn never walks all of them.
+//! loop passes it the time and the events read (paused or not), and applies
+//! its switches (the new watches, the backend recorded, a root rescan).
+//! Every timed thing (held paths, unpaired renames, scheduled rescans) is
+//! kept in due order, so a loop turn never walks all of them.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -312,10 +313,15 @@ impl Enqueuer {
 
     fn on_event(&mut self, event: FsEvent, now: Instant) {
         let patterns = self.patterns.get();
-        if let FsEvent::Changed(path) | FsEvent::Removed(path) = &event
-            && self.barrier_seen(path)
-        {
-            return;
+        if let FsEvent::Changed(path) | FsEvent::Removed(path) = &event {
+            if self.barrier_seen(path) {
+                return;
+            }
+            // The canary's cookies count even while paused: a pause must not
+            // read as native events that stopped working.
+            if let Some(switch) = self.canary.seen(path, now) {
+                self.switch_backend(switch);
+            }
         }
         if self.paused {
             return;
@@ -391,7 +397,7 @@ impl Enqueuer {
         }
     }
 
-    /// Pattern files, VCS locks and the canary.
+    /// Pattern files and VCS locks.
     fn notice_special(&mut self, path: &Path, now: Instant) {
         if path.parent() == Some(self.root.as_path())
             && path
@@ -402,9 +408,6 @@ impl Enqueuer {
         }
         if is_vcs_lock(path) {
             self.note_lock(path.to_path_buf());
-        }
-        if let Some(switch) = self.canary.seen(path, now) {
-            self.switch_backend(switch);
         }
     }
 
@@ -1103,6 +1106,21 @@ mod tests {
         e.housekeeping(Instant::now() + e.cfg.debounce * 2, false)
             .expect("housekeeping");
         assert_eq!(pending(&e), vec![new.display().to_string()]);
+    }
+
+    #[test]
+    fn a_canary_due_while_paused_keeps_native_events() {
+        let (_dir, _root, mut e, rx) = started();
+        let t0 = Instant::now();
+        e.on_control(Control::Pause(true), t0).expect("pause");
+        e.housekeeping(t0, false).expect("housekeeping");
+        let cookie = e.canary.cookie().map(Path::to_path_buf).expect("canary");
+        // Its event is read while paused, like every other event dropped.
+        assert!(read_until(&mut e, &rx, |e, _| e.canary.cookie().is_none()));
+        assert!(!cookie.exists());
+        e.housekeeping(t0 + e.cfg.canary_timeout * 2, false)
+            .expect("housekeeping");
+        assert_eq!(e.backend(), Backend::Native);
     }
 
     #[test]
