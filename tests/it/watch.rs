@@ -796,3 +796,50 @@ fn a_writer_paused_longer_than_settle_ms_leaves_no_half_version_found_by_reconci
     assert_eq!(v.changes().len(), 2, "{:?}", v.changes());
     assert!(engine.stop().success());
 }
+
+/// True when `sync_files` and `file_states` both say `rel` is gone.
+fn gone(v: &Vault, rel: &str) -> bool {
+    let abs = v.abs(rel);
+    v.count(&format!(
+        "SELECT COUNT(*) FROM sync_files WHERE path = '{abs}' AND deleted = 1"
+    )) == 1
+        && v.count(&format!(
+            "SELECT COUNT(*) FROM file_states WHERE file_path = '{abs}' AND is_deleted = 1"
+        )) == 1
+}
+
+/// Issue 10: a tracked note renamed onto a destination that is itself a
+/// note just moved there (`rename(a, b)`, then `rename(c, b)`) ends both
+/// old paths: neither `a` nor `c` is left live until some later rescan.
+fn rename_onto_a_just_moved_note(poll: bool) {
+    let (v, engine) = started(
+        poll,
+        &[("notes/a.md", "alpha\n"), ("notes/c.md", "gamma\n")],
+    );
+    v.rename("notes/a.md", "notes/b.md");
+    v.rename("notes/c.md", "notes/b.md");
+    assert!(
+        wait_for(WAIT, || gone(&v, "notes/a.md")
+            && gone(&v, "notes/c.md")
+            && recorded(&v, "notes/b.md", "gamma\n")),
+        "poll={poll}: an old path's end was lost: {:?}",
+        v.changes()
+    );
+    let changes = v.changes();
+    let ends = |old: &str| {
+        changes.contains(&c("deleted", old, None))
+            || changes.contains(&c("moved", "notes/b.md", Some(old)))
+    };
+    assert!(ends("notes/a.md") && ends("notes/c.md"), "{changes:?}");
+    assert!(engine.stop().success());
+}
+
+#[test]
+fn a_rename_onto_a_just_moved_note_ends_both_old_paths_native() {
+    rename_onto_a_just_moved_note(false);
+}
+
+#[test]
+fn a_rename_onto_a_just_moved_note_ends_both_old_paths_polling() {
+    rename_onto_a_just_moved_note(true);
+}
