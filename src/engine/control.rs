@@ -6,9 +6,10 @@
 //! reload the patterns (the api's own live in `sync_meta`), and the `Sync`
 //! barrier. [`Barriers`] keeps the barriers in flight: each writes a cookie
 //! file in the root; when the watcher reports the cookie, every event made
-//! before it has been read, so the enqueuer flushes what it holds and
-//! answers. A barrier whose cookie event does not come within
-//! [`BARRIER_COOKIE_WAIT`] (events lost) is answered after a rescan instead.
+//! before it has been read, so the enqueuer flushes what it holds (not
+//! while paused, nor what a VCS lock holds back) and answers. A barrier
+//! whose cookie event does not come within [`BARRIER_COOKIE_WAIT`] (events
+//! lost) is answered after a rescan instead.
 //! Writes and removes only its cookie files; no SQL, no clock of its own.
 
 use std::path::{Path, PathBuf};
@@ -28,8 +29,9 @@ pub type Reply = tokio::sync::oneshot::Sender<()>;
 pub enum Control {
     /// Rescan a folder or file under the root.
     Rescan(PathBuf),
-    /// Pause (true) or resume (false) recording live events. Resuming
-    /// rescans the root, so nothing changed meanwhile is missed.
+    /// Pause (true) or resume (false) recording live events; no rescan or
+    /// poll runs while paused. Resuming rescans the root, so nothing
+    /// changed meanwhile is missed.
     Pause(bool),
     /// A new quiet time per path.
     SetDebounce(Duration),

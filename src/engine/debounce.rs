@@ -231,10 +231,10 @@ impl Debouncer {
     /// carries it), and a chain a → b → c within the window stays a → c.
     /// A rename onto a destination that is itself held as a move from `x`
     /// (an editor renames a note, then saves the new name atomically through
-    /// a temp file) keeps `x` as the origin, so the move is not lost. The
-    /// source's own end is not held: a temp file was never recorded, and a
-    /// tracked file renamed onto the destination is found gone by the next
-    /// rescan.
+    /// a temp file; or a second note renamed onto the first's new name)
+    /// keeps `x` as the origin, so that move is not lost, and holds the
+    /// source's own origin as deleted, so its end is not lost either (for a
+    /// temp file that was never recorded the worker finds nothing to end).
     pub fn observe_move(&mut self, from: PathBuf, to: PathBuf, now: Instant) {
         let source = self.release(&from);
         let origin = source
@@ -248,7 +248,13 @@ impl Debouncer {
             .filter(|h| h.kind == ChangeKind::Moved)
             .and_then(|h| h.old_path)
             .filter(|x| *x != origin && *x != to);
-        let origin = displaced.unwrap_or(origin);
+        let origin = match displaced {
+            Some(x) => {
+                self.observe(origin, ChangeKind::Deleted, now);
+                x
+            }
+            None => origin,
+        };
         let held = Held {
             kind: ChangeKind::Moved,
             old_path: Some(origin),
@@ -479,9 +485,41 @@ mod tests {
         d.observe_move(p("/r/a.md"), p("/r/b.md"), t0);
         d.observe(p("/r/.b.md.tmp1"), ChangeKind::Modified, t0 + ms(1));
         d.observe_move(p("/r/.b.md.tmp1"), p("/r/b.md"), t0 + ms(2));
+        // The temp file's end is held too (when the patterns track it): it
+        // was never recorded, so the worker finds nothing to end.
         assert_eq!(
             d.take_due(t0 + ms(200), false),
-            vec![(p("/r/b.md"), ChangeKind::Moved, Some(p("/r/a.md")))]
+            vec![
+                (p("/r/.b.md.tmp1"), ChangeKind::Deleted, None),
+                (p("/r/b.md"), ChangeKind::Moved, Some(p("/r/a.md"))),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_note_renamed_onto_a_just_moved_one_ends_both_old_paths() {
+        let t0 = Instant::now();
+        let mut d = Debouncer::new(ms(100), ms(1000));
+        // rename(a, b), then rename(c, b): c's content at b, a and c gone.
+        d.observe_move(p("/r/a.md"), p("/r/b.md"), t0);
+        d.observe_move(p("/r/c.md"), p("/r/b.md"), t0 + ms(1));
+        assert_eq!(
+            d.take_due(t0 + ms(200), false),
+            vec![
+                (p("/r/b.md"), ChangeKind::Moved, Some(p("/r/a.md"))),
+                (p("/r/c.md"), ChangeKind::Deleted, None),
+            ]
+        );
+        // A chain y -> c first: y is the end to hold.
+        d.observe_move(p("/r/a.md"), p("/r/b.md"), t0);
+        d.observe_move(p("/r/y.md"), p("/r/c.md"), t0);
+        d.observe_move(p("/r/c.md"), p("/r/b.md"), t0 + ms(1));
+        assert_eq!(
+            d.take_due(t0 + ms(200), false),
+            vec![
+                (p("/r/b.md"), ChangeKind::Moved, Some(p("/r/a.md"))),
+                (p("/r/y.md"), ChangeKind::Deleted, None),
+            ]
         );
     }
 

@@ -14,10 +14,12 @@
 //! Lost events (a full channel, an overflow) become subtree rescans through
 //! [`super::reconcile`], as does a periodic safety rescan; every rescan
 //! first brings the scope's watches up to date with the patterns. The polling
-//! backend is that same reconciliation on a timer. A canary cookie file
-//! checks that native events arrive and switches the root to polling when
-//! they do not. Every timed thing (held paths, unpaired renames, scheduled
-//! rescans) is kept in due order, so a loop turn never walks all of them.
+//! backend is that same reconciliation on a timer. Which backend watches the
+//! root, and the canary that may switch it, are [`super::canary`]'s: this
+//! loop passes it the time and the events read (paused or not), and applies
+//! its switches (the new watches, the backend recorded, a root rescan).
+//! Every timed thing (held paths, unpaired renames, scheduled rescans) is
+//! kept in due order, so a loop turn never walks all of them.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -28,11 +30,12 @@ use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
+use super::canary::{self, Canary, CanaryConfig, Switch};
 use super::control::Barriers;
 use super::db;
 use super::debounce::{Deadlines, Debouncer, Release};
 use super::error::EngineError;
-use super::patterns::{COOKIE_PREFIX, IGNORE_FILE, Patterns, SharedPatterns, WATCH_FILE};
+use super::patterns::{IGNORE_FILE, Patterns, SharedPatterns, WATCH_FILE};
 use super::progress::Doorbell;
 use super::queue::{ChangeKind, NewEvent};
 use super::reconcile;
@@ -46,6 +49,9 @@ pub const MAX_PENDING_PATHS: usize = 200_000;
 
 /// Longest a VCS lock may hold events back (a crashed git leaves its lock).
 pub const MAX_VCS_HOLD: Duration = Duration::from_secs(120);
+
+/// How often a root the canary switched to polling tries native events again.
+pub const NATIVE_RECHECK: Duration = Duration::from_secs(60);
 
 /// How long an unpaired rename source waits for its pair.
 const RENAME_PAIRING: Duration = Duration::from_millis(50);
@@ -75,6 +81,9 @@ pub struct WatchConfig {
     pub canary_timeout: Duration,
     /// Time between two canary checks on a native root.
     pub canary_interval: Duration,
+    /// Time between two probes of native events on a root the canary
+    /// switched to polling (default [`NATIVE_RECHECK`]).
+    pub native_recheck: Duration,
     /// Longest changes are held for a VCS lock (default [`MAX_VCS_HOLD`]).
     pub vcs_hold: Duration,
 }
@@ -90,18 +99,10 @@ impl Default for WatchConfig {
             poll_interval: Duration::from_secs(2),
             canary_timeout: Duration::from_secs(3),
             canary_interval: Duration::from_secs(600),
+            native_recheck: NATIVE_RECHECK,
             vcs_hold: MAX_VCS_HOLD,
         }
     }
-}
-
-/// A cookie file that proves native events arrive.
-#[derive(Debug)]
-struct Canary {
-    path: PathBuf,
-    deadline: Instant,
-    /// [`RescanRequests::losses`] when it was armed.
-    losses: u64,
 }
 
 /// The enqueuer thread's state.
@@ -132,8 +133,9 @@ pub struct Enqueuer {
     /// every time it is seen again.
     stale_locks: HashMap<PathBuf, (u64, i64, i64)>,
     reload_at: Option<Instant>,
-    canary: Option<Canary>,
-    next_canary: Instant,
+    /// Proves native events arrive; switches the backend when they do not,
+    /// and back when they work again.
+    canary: Canary,
     next_rescan: Option<Instant>,
     /// When the polling backend next reconciles the root.
     next_poll: Instant,
@@ -190,25 +192,28 @@ impl Enqueuer {
         let (tx, rx) = channel;
         let rescans = Arc::new(RescanRequests::default());
         let cfg = parts.cfg;
-        let (backend, reason) =
-            watcher::choose_backend(&parts.root, cfg.force_poll, cfg.poll_interval);
         let patterns = parts.patterns.get();
-        let (watch, reason) =
-            match watcher::start(&parts.root, backend, tx.clone(), rescans.clone(), &patterns) {
-                Ok(w) => (w, reason),
-                Err(e) if backend == Backend::Native => {
-                    tracing::warn!(error = %e, "native watching failed; polling instead");
-                    let poll = Backend::Poll {
-                        interval: cfg.poll_interval,
-                    };
-                    (
-                        watcher::start(&parts.root, poll, tx.clone(), rescans.clone(), &patterns)?,
-                        e.to_string(),
-                    )
-                }
-                Err(e) => return Err(e),
-            };
+        let (watch, reason) = canary::start_watching(
+            &parts.root,
+            cfg.force_poll,
+            cfg.poll_interval,
+            &tx,
+            &rescans,
+            &patterns,
+        )?;
         let now = Instant::now();
+        let canary = Canary::new(
+            parts.root.clone(),
+            CanaryConfig {
+                timeout: cfg.canary_timeout,
+                interval: cfg.canary_interval,
+                recheck: cfg.native_recheck,
+                poll_interval: cfg.poll_interval,
+            },
+            tx.clone(),
+            rescans.clone(),
+            now,
+        );
         let mut enqueuer = Enqueuer {
             root: parts.root,
             conn: parts.conn,
@@ -228,8 +233,7 @@ impl Enqueuer {
             hold_since: None,
             stale_locks: HashMap::new(),
             reload_at: None,
-            canary: None,
-            next_canary: now,
+            canary,
             next_poll: now,
             pattern_stamp: (None, None),
             control: parts.control,
@@ -284,9 +288,7 @@ impl Enqueuer {
                 break;
             }
         }
-        if let Some(canary) = self.canary.take() {
-            let _ = std::fs::remove_file(canary.path);
-        }
+        self.canary.stop();
         Ok(())
     }
 
@@ -298,12 +300,10 @@ impl Enqueuer {
             self.unpaired.next(),
             self.scheduled.next(),
             self.reload_at,
-            self.canary.as_ref().map(|c| c.deadline),
+            self.canary.next_wakeup(self.watch.backend),
             self.barriers.next_deadline(),
             matches!(self.watch.backend, Backend::Poll { .. }).then_some(self.next_poll),
             (!self.vcs_locks.is_empty() || self.root_gone).then(|| now + Duration::from_millis(50)),
-            (self.watch.backend == Backend::Native && self.canary.is_none())
-                .then_some(self.next_canary),
         ];
         candidates
             .into_iter()
@@ -313,10 +313,15 @@ impl Enqueuer {
 
     fn on_event(&mut self, event: FsEvent, now: Instant) {
         let patterns = self.patterns.get();
-        if let FsEvent::Changed(path) | FsEvent::Removed(path) = &event
-            && self.barrier_seen(path)
-        {
-            return;
+        if let FsEvent::Changed(path) | FsEvent::Removed(path) = &event {
+            if self.barrier_seen(path) {
+                return;
+            }
+            // The canary's cookies count even while paused: a pause must not
+            // read as native events that stopped working.
+            if let Some(switch) = self.canary.seen(path, now) {
+                self.switch_backend(switch);
+            }
         }
         if self.paused {
             return;
@@ -392,7 +397,7 @@ impl Enqueuer {
         }
     }
 
-    /// Pattern files, VCS locks and the canary.
+    /// Pattern files and VCS locks.
     fn notice_special(&mut self, path: &Path, now: Instant) {
         if path.parent() == Some(self.root.as_path())
             && path
@@ -404,15 +409,31 @@ impl Enqueuer {
         if is_vcs_lock(path) {
             self.note_lock(path.to_path_buf());
         }
-        if self.canary.as_ref().is_some_and(|c| c.path == path)
-            && let Some(c) = self.canary.take()
-        {
-            let _ = std::fs::remove_file(&c.path);
-            tracing::debug!("canary event arrived: native events work");
-        }
     }
 
+    /// A new backend from the canary: its watches replace the old, it is
+    /// recorded, and the root is rescanned (after a switch to polling, for
+    /// what the missing events did not tell; after a switch back, for the
+    /// watches of folders made meanwhile, which the poller's guard did not
+    /// add).
+    fn switch_backend(&mut self, switch: Switch) {
+        self.watch = switch.guard;
+        self.record_backend(&switch.reason);
+        self.rescans.mark(None);
+    }
+
+    /// One loop turn: what is due is done; with `stopping`, everything held
+    /// is released (a VCS hold included).
     fn housekeeping(&mut self, now: Instant, stopping: bool) -> Result<(), EngineError> {
+        self.turn(now, stopping, stopping)
+    }
+
+    /// [`Enqueuer::housekeeping`], with `all` taking everything held, due or
+    /// not (a pending pattern reload, unpaired renames, scheduled folder
+    /// rescans, debounced paths), as a barrier needs; only `stopping` ends a
+    /// VCS hold early. While paused no rescan runs (resuming rescans the
+    /// root), so nothing found on disk is recorded either.
+    fn turn(&mut self, now: Instant, all: bool, stopping: bool) -> Result<(), EngineError> {
         self.check_root();
         while let Ok(control) = self.control.try_recv() {
             self.on_control(control, now)?;
@@ -421,18 +442,17 @@ impl Enqueuer {
         // a rescan of the root stands in for it.
         let late = self.barriers.take_late(now);
         if !late.is_empty() {
-            self.rescan(None)?;
-            self.flush_all(now)?;
+            self.rescan_for_barrier(now)?;
             for reply in late {
                 let _ = reply.send(());
             }
         }
-        if self.reload_at.is_some_and(|at| at <= now) {
+        if self.reload_at.is_some_and(|at| at <= now || all) {
             self.reload_at = None;
             self.reload_patterns();
         }
         // Unpaired rename sources: moved out of the tree (or a folder moved).
-        for path in self.unpaired.take_due(now, stopping) {
+        for path in self.unpaired.take_due(now, all) {
             let patterns = self.patterns.get();
             if patterns.is_tracked(&path) {
                 self.debouncer
@@ -440,9 +460,13 @@ impl Enqueuer {
             }
             self.scheduled.set(path, now + self.cfg.debounce);
         }
-        self.canary_check(now);
+        let patterns = self.patterns.get();
+        if let Some(switch) = self.canary.check(now, self.watch.backend, &patterns) {
+            self.switch_backend(switch);
+        }
         if let Backend::Poll { interval } = self.watch.backend
             && now >= self.next_poll
+            && !self.paused
         {
             self.next_poll = now + interval;
             self.rescans.mark(None);
@@ -458,26 +482,50 @@ impl Enqueuer {
             self.next_rescan = self.cfg.rescan_interval.map(|d| now + d);
         }
         // Folders to rescan once quiet for a debounce.
-        for path in self.scheduled.take_due(now, stopping) {
+        for path in self.scheduled.take_due(now, all) {
             self.rescans.mark(Some(&path));
         }
         // While a VCS operation runs, hold both events and rescans: a
-        // checkout becomes one burst, not thousands of half-states. The root's
-        // own repository is looked at directly (a poller gets no events, and
-        // a lock made right after its folder may beat the folder's watch).
+        // checkout becomes one burst, not thousands of half-states.
+        self.note_root_lock();
+        if self.held_by_vcs(now) && !stopping {
+            return Ok(());
+        }
+        if !self.paused
+            && let Some(request) = self.rescans.take()
+        {
+            self.rescan(request)?;
+        }
+        let release_all = all || self.hold_since.take().is_some();
+        let due = self.debouncer.take_due(now, release_all);
+        self.flush(due)
+    }
+
+    /// The root's own repository is looked at directly: a poller gets no
+    /// events, and a lock made right after its folder may beat the folder's
+    /// watch.
+    fn note_root_lock(&mut self) {
         let root_lock = self.root.join(".git").join("index.lock");
         if root_lock.exists() {
             self.note_lock(root_lock);
         }
-        if self.held_by_vcs(now) && !stopping {
+    }
+
+    /// What stands in for a barrier's cookie event (polling, a cookie that
+    /// could not be written or whose event is late): a rescan of the root,
+    /// everything held flushed. Not while paused (nothing is recorded until
+    /// resumed) nor during a VCS hold (what it holds is recorded when the
+    /// lock goes).
+    fn rescan_for_barrier(&mut self, now: Instant) -> Result<(), EngineError> {
+        if self.paused {
             return Ok(());
         }
-        if let Some(request) = self.rescans.take() {
-            self.rescan(request)?;
+        self.note_root_lock();
+        if self.held_by_vcs(now) {
+            return Ok(());
         }
-        let release_all = stopping || self.hold_since.take().is_some();
-        let due = self.debouncer.take_due(now, release_all);
-        self.flush(due)
+        self.rescan(None)?;
+        self.flush_all(now)
     }
 
     /// Holds changes for a VCS lock, unless it is a stale one unchanged.
@@ -651,23 +699,20 @@ impl Enqueuer {
             }
             Control::ReloadPatterns => self.reload_patterns(),
             Control::Barrier(reply) => {
-                if self.paused {
-                    // StopWatching means nothing is recorded until resumed:
-                    // a barrier does not undo that.
-                    let _ = reply.send(());
-                    return Ok(());
-                }
+                // StopWatching means nothing is recorded until resumed, and
+                // a VCS hold keeps its changes until the lock goes: a
+                // barrier undoes neither. With native events its cookie is
+                // still written, so its answer proves every earlier event
+                // was read (and, paused, dropped).
                 if self.watch.backend != Backend::Native {
                     // Nothing would deliver a cookie event: reconcile now.
-                    self.rescan(None)?;
-                    self.flush_all(now)?;
+                    self.rescan_for_barrier(now)?;
                     let _ = reply.send(());
                     return Ok(());
                 }
                 if let Err((e, reply)) = self.barriers.arm(&self.root, reply, now) {
                     tracing::warn!(error = %e, "cannot write a barrier cookie; rescanning instead");
-                    self.rescan(None)?;
-                    self.flush_all(now)?;
+                    self.rescan_for_barrier(now)?;
                     let _ = reply.send(());
                 }
             }
@@ -706,16 +751,15 @@ impl Enqueuer {
     }
 
     /// When `path` is a barrier's cookie: every event before it has been
-    /// read, so flush everything held and answer the barrier.
+    /// read, so flush everything held (but what a VCS hold keeps, and
+    /// nothing while paused) and answer the barrier.
     fn barrier_seen(&mut self, path: &Path) -> bool {
         let Some(reply) = self.barriers.seen(path) else {
             return false;
         };
-        // Renames still waiting for their pair and due folder rescans first.
-        let now = Instant::now();
-        let result = self
-            .housekeeping(now, true)
-            .and_then(|()| self.flush_all(now));
+        // Renames still waiting for their pair, folder rescans and a pattern
+        // reload first, then everything held (unless a VCS lock holds it).
+        let result = self.turn(Instant::now(), true, false);
         if let Err(e) = result {
             tracing::warn!(error = %e, "barrier flush failed");
         }
@@ -756,69 +800,6 @@ impl Enqueuer {
                 self.rescans.mark(None);
             }
             Err(e) => tracing::warn!(error = %e, "keeping the previous patterns"),
-        }
-    }
-
-    fn canary_check(&mut self, now: Instant) {
-        if self.watch.backend != Backend::Native {
-            return;
-        }
-        if let Some(canary) = &self.canary {
-            if now < canary.deadline {
-                return;
-            }
-            let path = canary.path.clone();
-            let lost_since = self.rescans.losses() != canary.losses;
-            self.canary = None;
-            let _ = std::fs::remove_file(&path);
-            if lost_since {
-                // Its event may have been lost with the others (and those
-                // are being rescanned): that says nothing about whether
-                // native events work. Try again at once.
-                tracing::debug!("events were lost while the canary was out; re-arming it");
-                self.next_canary = now;
-                return;
-            }
-            let reason = format!(
-                "the canary file's event did not arrive within {} ms",
-                self.cfg.canary_timeout.as_millis()
-            );
-            tracing::warn!(root = %self.root.display(), "{reason}; switching to polling");
-            let poll = Backend::Poll {
-                interval: self.cfg.poll_interval,
-            };
-            let patterns = self.patterns.get();
-            match watcher::start(
-                &self.root,
-                poll,
-                self.tx.clone(),
-                self.rescans.clone(),
-                &patterns,
-            ) {
-                Ok(guard) => {
-                    self.watch = guard;
-                    self.record_backend(&reason);
-                    self.rescans.mark(None);
-                }
-                Err(e) => tracing::error!(error = %e, "polling could not start either"),
-            }
-            return;
-        }
-        if now >= self.next_canary {
-            self.next_canary = now + self.cfg.canary_interval;
-            let path = self
-                .root
-                .join(format!("{COOKIE_PREFIX}canary-{}", std::process::id()));
-            match std::fs::write(&path, b"obby-sync checks that file events arrive\n") {
-                Ok(()) => {
-                    self.canary = Some(Canary {
-                        path,
-                        deadline: now + self.cfg.canary_timeout,
-                        losses: self.rescans.losses(),
-                    })
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot write the canary file"),
-            }
         }
     }
 }
@@ -878,6 +859,13 @@ mod tests {
     /// A root with `.obbywatch` = `notes/`, a fresh database and a started
     /// enqueuer whose events the test consumes (or, to simulate loss, not).
     fn started() -> (tempfile::TempDir, PathBuf, Enqueuer, Receiver<FsEvent>) {
+        started_with(WatchConfig {
+            rescan_interval: None,
+            ..WatchConfig::default()
+        })
+    }
+
+    fn started_with(cfg: WatchConfig) -> (tempfile::TempDir, PathBuf, Enqueuer, Receiver<FsEvent>) {
         let dir = tempfile::tempdir().expect("tmp");
         let root = dir.path().join("vault");
         std::fs::create_dir_all(root.join("notes")).expect("mkdir");
@@ -885,10 +873,6 @@ mod tests {
         let root = std::fs::canonicalize(&root).expect("canonical");
         let conn = db::open_writer(&dir.path().join("obby.db")).expect("db");
         let patterns = SharedPatterns::new(Patterns::load(&root).expect("patterns"));
-        let cfg = WatchConfig {
-            rescan_interval: None,
-            ..WatchConfig::default()
-        };
         let (_control_tx, control) = std::sync::mpsc::channel();
         let (enqueuer, rx) = Enqueuer::start(
             EnqueuerParts {
@@ -939,6 +923,36 @@ mod tests {
     }
 
     #[test]
+    fn a_paused_poller_records_nothing_until_resumed() {
+        let (_dir, root, mut e, _rx) = started_with(WatchConfig {
+            rescan_interval: None,
+            force_poll: true,
+            ..WatchConfig::default()
+        });
+        e.on_control(Control::Pause(true), Instant::now())
+            .expect("pause");
+        std::fs::write(root.join("notes/while-paused.md"), "p\n").expect("write");
+        // Polls fall due (and a safety rescan is asked for): nothing is
+        // rescanned while paused.
+        e.rescans.mark(None);
+        let later = Instant::now() + Duration::from_secs(10);
+        e.housekeeping(later, false).expect("housekeeping");
+        e.housekeeping(later + e.cfg.poll_interval * 2, false)
+            .expect("housekeeping");
+        assert!(pending(&e).is_empty(), "{:?}", pending(&e));
+        // Resumed: the rescan finds what changed meanwhile.
+        e.on_control(Control::Pause(false), later).expect("resume");
+        e.housekeeping(later + Duration::from_secs(10), false)
+            .expect("housekeeping");
+        e.housekeeping(later + Duration::from_secs(20), false)
+            .expect("housekeeping");
+        assert_eq!(
+            pending(&e),
+            vec![root.join("notes/while-paused.md").display().to_string()]
+        );
+    }
+
+    #[test]
     fn a_subtree_rescan_finds_changes_whose_events_were_lost() {
         let (_dir, root, mut e, _rx) = started();
         // Written while the watcher runs, but its events are never consumed:
@@ -967,7 +981,7 @@ mod tests {
         let (_dir, _root, mut e, _rx) = started();
         let t0 = Instant::now();
         e.housekeeping(t0, false).expect("housekeeping");
-        let first = e.canary.as_ref().map(|c| c.path.clone()).expect("canary");
+        let first = e.canary.cookie().map(Path::to_path_buf).expect("canary");
         // Events were lost while it was out (the watcher callback saw a
         // full channel): its own missing event proves nothing.
         e.rescans.mark_lost(None);
@@ -975,7 +989,7 @@ mod tests {
         e.housekeeping(late, false).expect("housekeeping");
         assert_eq!(e.backend(), Backend::Native);
         e.housekeeping(late, false).expect("housekeeping");
-        let second = e.canary.as_ref().map(|c| c.path.clone()).expect("re-armed");
+        let second = e.canary.cookie().map(Path::to_path_buf).expect("re-armed");
         assert_eq!(second, first, "the same cookie, written again");
         assert!(second.exists());
         // Without a loss this time, a missing event does switch.
@@ -992,8 +1006,8 @@ mod tests {
         e.housekeeping(t0, false).expect("housekeeping");
         let canary = e
             .canary
-            .as_ref()
-            .map(|c| c.path.clone())
+            .cookie()
+            .map(Path::to_path_buf)
             .expect("canary written");
         assert!(canary.exists());
         // The event sits unread in the channel: as if it never arrived.
@@ -1018,6 +1032,95 @@ mod tests {
             pending(&e),
             vec![root.join("notes/new.md").display().to_string()]
         );
+    }
+
+    /// Reads events as [`Enqueuer::run`] does until `done` holds.
+    fn read_until(
+        e: &mut Enqueuer,
+        rx: &Receiver<FsEvent>,
+        mut done: impl FnMut(&Enqueuer, &FsEvent) -> bool,
+    ) -> bool {
+        let give_up = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < give_up {
+            if let Ok(event) = rx.recv_timeout(Duration::from_millis(100)) {
+                e.on_event(event.clone(), Instant::now());
+                if done(e, &event) {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    #[test]
+    fn a_root_switched_to_polling_returns_to_native_events_once_they_arrive_again() {
+        let (_dir, root, mut e, rx) = started();
+        let t0 = Instant::now();
+        e.housekeeping(t0, false).expect("housekeeping");
+        // The canary's event sits unread: the root switches to polling.
+        let late = t0 + e.cfg.canary_timeout + Duration::from_millis(1);
+        e.housekeeping(late, false).expect("housekeeping");
+        assert!(matches!(e.backend(), Backend::Poll { .. }));
+        assert!(
+            e.canary.probe().is_none(),
+            "no probe before the recheck interval"
+        );
+        // A probe whose event is not read either: polling goes on, and the
+        // next probe comes a recheck interval later.
+        let first = late + e.cfg.native_recheck;
+        e.housekeeping(first, false).expect("housekeeping");
+        let missed = e.canary.probe().map(Path::to_path_buf).expect("probe");
+        assert!(missed.exists());
+        let timed_out = first + e.cfg.canary_timeout + Duration::from_millis(1);
+        e.housekeeping(timed_out, false).expect("housekeeping");
+        assert!(matches!(e.backend(), Backend::Poll { .. }));
+        assert!(e.canary.probe().is_none() && !missed.exists());
+        e.housekeeping(timed_out + e.cfg.native_recheck, false)
+            .expect("housekeeping");
+        let probe = e
+            .canary
+            .probe()
+            .map(Path::to_path_buf)
+            .expect("probe again");
+        assert_ne!(probe, missed, "each probe has a cookie of its own");
+        // Now its event is read (after the stale ones, the missed probe's
+        // among them): native events take over again, and say so.
+        assert!(
+            read_until(&mut e, &rx, |e, _| e.backend() == Backend::Native),
+            "the probe's event did not switch the root back"
+        );
+        assert!(!probe.exists(), "the probe's cookie is removed");
+        let recorded: String = e
+            .conn
+            .query_row(
+                "SELECT value FROM sync_meta WHERE key = 'watch_backend'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("recorded");
+        assert!(recorded.starts_with("native (the canary"), "{recorded}");
+        // And they are native events: a new file's own event arrives.
+        let new = root.join("notes/new.md");
+        std::fs::write(&new, "n\n").expect("write");
+        assert!(read_until(&mut e, &rx, |_, ev| *ev == FsEvent::Changed(new.clone())));
+        e.housekeeping(Instant::now() + e.cfg.debounce * 2, false)
+            .expect("housekeeping");
+        assert_eq!(pending(&e), vec![new.display().to_string()]);
+    }
+
+    #[test]
+    fn a_canary_due_while_paused_keeps_native_events() {
+        let (_dir, _root, mut e, rx) = started();
+        let t0 = Instant::now();
+        e.on_control(Control::Pause(true), t0).expect("pause");
+        e.housekeeping(t0, false).expect("housekeeping");
+        let cookie = e.canary.cookie().map(Path::to_path_buf).expect("canary");
+        // Its event is read while paused, like every other event dropped.
+        assert!(read_until(&mut e, &rx, |e, _| e.canary.cookie().is_none()));
+        assert!(!cookie.exists());
+        e.housekeeping(t0 + e.cfg.canary_timeout * 2, false)
+            .expect("housekeeping");
+        assert_eq!(e.backend(), Backend::Native);
     }
 
     #[test]

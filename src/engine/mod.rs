@@ -21,6 +21,7 @@
 //! names nothing of the engine but the handle and the plain data types
 //! re-exported here.
 
+pub mod canary;
 pub mod clock;
 pub mod config;
 pub mod confined;

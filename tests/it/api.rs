@@ -334,6 +334,7 @@ async fn start_stop_and_update_patterns_steer_the_watcher_and_persist() {
     assert_eq!(v.meta("api_watch_patterns").as_deref(), Some("/research/"));
     assert_eq!(v.meta("api_ignore_patterns").as_deref(), Some("*.draft"));
     // Paused: nothing recorded; resumed: the rescan finds what changed.
+    // The barrier answers once the write's event was read (and dropped).
     assert!(
         fw.stop_watching(StopRequest {})
             .await
@@ -341,9 +342,10 @@ async fn start_stop_and_update_patterns_steer_the_watcher_and_persist() {
             .into_inner()
             .success
     );
-    std::thread::sleep(Duration::from_millis(200));
     v.write("notes/while-paused.md", "p\n");
-    std::thread::sleep(Duration::from_millis(400));
+    sy.sync(SyncRequest { timeout_ms: 10_000 })
+        .await
+        .expect("sync");
     assert_eq!(
         v.count("SELECT COUNT(*) FROM file_versions WHERE file_path LIKE '%while-paused.md'"),
         0
@@ -1228,5 +1230,56 @@ async fn track_batch_answers_in_request_order() {
         answers[0].version_id,
         answers.last().expect("last").version_id
     );
+    drop(engine);
+}
+
+/// Issue 10: a debounce set through `FileWatcher.StartWatching` becomes the
+/// workers' settle time for every source, not only for the watcher's own
+/// debounce: a change the api enqueues directly (`TrackChange`) on a file
+/// written half, paused for longer than the old debounce and `--settle-ms`,
+/// then finished, records the finished state only.
+#[tokio::test]
+async fn a_debounce_set_through_the_api_is_the_settle_time_of_every_source() {
+    let (v, engine) = started(&["--debounce-ms", "50", "--settle-ms", "50"]);
+    let url = engine.api_url(&v);
+    let mut fw = FileWatcherClient::new(channel(url.clone()).await);
+    let mut sy = SyncClient::new(channel(url.clone()).await);
+    let mut ct = ContentTrackerClient::new(channel(url).await);
+    let ok = fw
+        .start_watching(WatchRequest {
+            watch_paths: vec![],
+            ignore_patterns: vec![],
+            debounce_ms: 6000,
+        })
+        .await
+        .expect("start")
+        .into_inner();
+    assert!(ok.success, "{}", ok.error);
+    // Control messages are read in order: once the barrier is answered,
+    // the new debounce is in force.
+    sy.sync(SyncRequest { timeout_ms: 10_000 })
+        .await
+        .expect("sync");
+    let half_at = std::time::Instant::now();
+    v.write("notes/g.md", "half");
+    let req = TrackRequest {
+        file_path: v.abs("notes/g.md"),
+        change_type: "modified".into(),
+        project_root: String::new(),
+    };
+    let track = tokio::spawn(async move { ct.track_change(req).await });
+    tokio::time::sleep_until((half_at + Duration::from_millis(1500)).into()).await;
+    v.write("notes/g.md", "half and the rest\n");
+    let answer = track.await.expect("join").expect("track").into_inner();
+    assert!(answer.success, "{}", answer.error);
+    let versions: Vec<String> = query(
+        &v.conn(),
+        &format!(
+            "SELECT content FROM file_versions WHERE file_path = '{}' ORDER BY id",
+            v.abs("notes/g.md")
+        ),
+        |r| r.get(0),
+    );
+    assert_eq!(versions, vec!["half and the rest\n".to_owned()]);
     drop(engine);
 }

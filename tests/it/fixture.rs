@@ -425,6 +425,33 @@ impl Vault {
         .ok()
     }
 
+    /// The api's `Sync` barrier on a running engine: returns once every
+    /// change made before the call is committed (or held on purpose: paused,
+    /// a VCS lock), with the cursor. The positive signal tests wait for
+    /// instead of sleeping before they assert that nothing (more) happened.
+    #[allow(dead_code)]
+    pub fn barrier(&self) -> i64 {
+        use obby_sync::api::proto::sync::SyncRequest;
+        use obby_sync::api::proto::sync::sync_client::SyncClient;
+        let url = format!(
+            "http://{}",
+            self.meta("api_tracker_addr").expect("api address recorded")
+        );
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let mut client = SyncClient::connect(url).await.expect("connect");
+            client
+                .sync(SyncRequest { timeout_ms: 30_000 })
+                .await
+                .expect("sync")
+                .into_inner()
+                .cursor
+        })
+    }
+
     /// `(change_type, path relative to the root, old path)` of every change.
     pub fn changes(&self) -> Vec<(String, String, Option<String>)> {
         let root = format!("{}/", self.root.to_str().expect("utf-8"));
