@@ -112,7 +112,8 @@ struct Tuning {
     #[arg(long, default_value_t = config::DEFAULT_RETRY_BACKOFF.as_millis() as u64)]
     retry_backoff_ms: u64,
     /// A file modified less than this many milliseconds ago is read a little
-    /// later (it may be half written).
+    /// later (it may be half written); under `run` the debounce is the
+    /// settle time instead.
     #[arg(long, default_value_t = config::DEFAULT_SETTLE.as_millis() as u64)]
     settle_ms: u64,
     /// Hours to keep finished queue rows before pruning them.

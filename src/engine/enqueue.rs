@@ -112,7 +112,7 @@ pub struct Enqueuer {
     patterns: SharedPatterns,
     own_files: Vec<PathBuf>,
     cfg: WatchConfig,
-    /// The workers' settle floor: the debounce, in ms.
+    /// The workers' settle time: the debounce, in ms.
     debounce_ms: Arc<AtomicU64>,
     debouncer: Debouncer,
     doorbell: Arc<Doorbell>,
@@ -168,7 +168,7 @@ pub struct EnqueuerParts {
     pub own_files: Vec<PathBuf>,
     /// Watch settings.
     pub cfg: WatchConfig,
-    /// The debounce as the workers' settle floor sees it (ms), kept in step
+    /// The debounce as the workers' settle time (ms), kept in step
     /// with `cfg.debounce`.
     pub debounce_ms: Arc<AtomicU64>,
     /// Rung after each flush.

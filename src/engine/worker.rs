@@ -41,22 +41,26 @@ pub struct WorkerConfig {
     pub max_file_size: u64,
     /// Which files are tracked; a row for an untracked path does nothing.
     pub patterns: SharedPatterns,
-    /// A file modified less than this long ago is looked at again later.
+    /// Without a watcher, a file modified less than this long ago is looked
+    /// at again later.
     pub settle: std::time::Duration,
-    /// The watcher's debounce in ms (0 without a watcher), which the settle
-    /// time is never below: shared with the enqueuer, so a debounce changed
-    /// through the api changes the settle time of every source at once.
+    /// The watcher's debounce in ms (0 without a watcher), which is then the
+    /// settle time: shared with the enqueuer, so a debounce changed through
+    /// the api changes the settle time of every source at once.
     pub debounce_ms: Arc<AtomicU64>,
     /// Faults the tests inject from outside (see [`Faults`]).
     pub faults: Faults,
 }
 
 impl WorkerConfig {
-    /// `settle`, or the watcher's current debounce when that is longer.
+    /// The watcher's current debounce under `run`: a change found by any
+    /// source becomes a version once it has been quiet that long, like the
+    /// watcher's own; `settle` without a watcher (`scan`).
     pub fn effective_settle(&self) -> std::time::Duration {
-        self.settle.max(std::time::Duration::from_millis(
-            self.debounce_ms.load(Ordering::Relaxed),
-        ))
+        match self.debounce_ms.load(Ordering::Relaxed) {
+            0 => self.settle,
+            ms => std::time::Duration::from_millis(ms),
+        }
     }
 }
 

@@ -164,10 +164,11 @@ fn clock_step_back_deferrals_are_counted_and_bounded() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     writer.join().expect("writer");
     assert_eq!(summary["versions"], 1, "{summary}");
-    assert_eq!(
-        v.count("SELECT deferrals FROM event_queue WHERE path LIKE '%log.md'"),
-        5
-    );
+    // Five for the settle time; a read that a write overlapped is deferred
+    // once more (the text may mix two states), which a loaded machine makes
+    // likelier: at most a couple of those in this run.
+    let deferrals = v.count("SELECT deferrals FROM event_queue WHERE path LIKE '%log.md'");
+    assert!((5..=7).contains(&deferrals), "{deferrals} deferrals");
 }
 
 /// Issue 9, item 2: what is in flight is bounded by bytes, not only rows: ten
