@@ -16,13 +16,25 @@
 //! process holding the engine lock runs it (`run` on a thread of its own,
 //! `scan` after its queue drains).
 //!
+//! A second index, `file_current_fts` (`schema/0007_search_current.sql`),
+//! holds only the newest version of each path that `sync_files` does not
+//! mark deleted (`search_current` names it), kept by triggers on
+//! `file_versions` and `sync_files` in the same transactions; it is built
+//! in full by that migration, so it needs no backfill.
+//!
 //! [`search`] takes a person's words, never raw FTS5 syntax: each word (or
 //! `"quoted phrase"`) is quoted for FTS5 and all must match; malformed input
-//! is a [`QueryError`]. Hits are ranked by bm25 (the path weighs
-//! [`PATH_WEIGHT`], the text 1), with a snippet whose matches are wrapped in
-//! `<mark>`…`</mark>` and whose text is HTML-escaped. By default only the
-//! newest version of each file that is not deleted is searched; with
-//! [`SearchOptions::all_versions`], every version.
+//! is a [`QueryError`]. Hits are ranked by bm25 over the set searched (the
+//! path weighs [`PATH_WEIGHT`], the text 1), with a snippet whose matches
+//! are wrapped in `<mark>`…`</mark>` and whose text is HTML-escaped. By
+//! default only the newest version of each file that is not deleted is
+//! searched, in `file_current_fts` (so bm25 scores ~one match per file, and
+//! its statistics are those of the newest versions); with
+//! [`SearchOptions::all_versions`], every version, in `file_versions_fts`.
+//! The ranking query reads nothing but the index before its LIMIT; the
+//! snippets and rows of the hits returned are read afterwards. On a schema 6
+//! file opened read-only (no `file_current_fts`), newest-only filters the
+//! index of every version instead.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -60,6 +72,12 @@ pub const MAX_QUERY_TERMS: usize = 32;
 pub const PATH_WEIGHT: f64 = 2.0;
 /// Tokens in a snippet.
 pub const SNIPPET_TOKENS: i32 = 24;
+
+/// The index of every version (schema 6).
+pub const ALL_TABLE: &str = "file_versions_fts";
+/// The index of the newest version of each path that is not deleted
+/// (schema 7), which newest-only searches use.
+pub const CURRENT_TABLE: &str = "file_current_fts";
 
 /// Markers the snippet is built with before HTML escaping (private-use
 /// characters, which notes do not contain in practice).
@@ -196,10 +214,27 @@ pub fn fts_query(input: &str, prefix: bool) -> Result<String, QueryError> {
 /// # Errors
 /// Any SQLite error.
 pub fn has_index(conn: &Connection) -> rusqlite::Result<bool> {
+    has_table(conn, ALL_TABLE)
+}
+
+/// True when the schema holds a table (or virtual table) `name`.
+fn has_table(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
     conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'file_versions_fts')",
-        [],
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = ?1)",
+        [name],
         |r| r.get(0),
+    )
+}
+
+/// The ranking query of one index: every match scored by bm25 (the path
+/// weighs [`PATH_WEIGHT`]), best first, ties newest first; nothing else
+/// is read before the LIMIT.
+fn ranked_sql(table: &str) -> String {
+    format!(
+        "SELECT rowid, bm25({table}, {PATH_WEIGHT}, 1.0) AS score
+         FROM {table} WHERE {table} MATCH ?1
+         ORDER BY score, rowid DESC
+         LIMIT ?2"
     )
 }
 
@@ -219,28 +254,38 @@ pub fn search(
     }
     let limit = i64::try_from(opts.limit).unwrap_or(i64::MAX);
     // Phase 1: the best ids by score, without snippets (a common word can
-    // match many versions; snippets are made only for those returned).
-    let newest_only = if opts.all_versions {
-        ""
+    // match many versions; snippets are made only for those returned), and
+    // without a join before the LIMIT: only bm25 runs per match.
+    let (table, sql) = if opts.all_versions {
+        (ALL_TABLE, ranked_sql(ALL_TABLE))
+    } else if has_table(conn, CURRENT_TABLE)? {
+        // The index of the newest live versions (schema 7): the set is the
+        // index, nothing to filter.
+        (CURRENT_TABLE, ranked_sql(CURRENT_TABLE))
     } else {
-        "AND fv.id = (SELECT MAX(n.id) FROM file_versions n WHERE n.file_path = fv.file_path)
-         AND NOT EXISTS (SELECT 1 FROM sync_files s WHERE s.path = fv.file_path AND s.deleted <> 0)"
+        // A schema 6 file opened read-only (a replica of an older build):
+        // every version's index, filtered to the newest of each live path.
+        (
+            ALL_TABLE,
+            format!(
+                "SELECT f.rowid, bm25({ALL_TABLE}, {PATH_WEIGHT}, 1.0) AS score
+                 FROM {ALL_TABLE} f JOIN file_versions fv ON fv.id = f.rowid
+                 WHERE {ALL_TABLE} MATCH ?1
+                   AND fv.id = (SELECT MAX(n.id) FROM file_versions n WHERE n.file_path = fv.file_path)
+                   AND NOT EXISTS (SELECT 1 FROM sync_files s WHERE s.path = fv.file_path AND s.deleted <> 0)
+                 ORDER BY score, f.rowid DESC
+                 LIMIT ?2"
+            ),
+        )
     };
-    let sql = format!(
-        "SELECT f.rowid, bm25(file_versions_fts, {PATH_WEIGHT}, 1.0) AS score
-         FROM file_versions_fts f JOIN file_versions fv ON fv.id = f.rowid
-         WHERE file_versions_fts MATCH ?1 {newest_only}
-         ORDER BY score, f.rowid DESC
-         LIMIT ?2"
-    );
     let ranked: Vec<(i64, f64)> = conn
         .prepare(&sql)?
         .query_map(params![expr, limit], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
     // Phase 2: each hit's snippet and row.
     let mut snippet = conn.prepare(&format!(
-        "SELECT snippet(file_versions_fts, -1, '{OPEN}', '{CLOSE}', '…', {SNIPPET_TOKENS})
-         FROM file_versions_fts WHERE file_versions_fts MATCH ?1 AND rowid = ?2"
+        "SELECT snippet({table}, -1, '{OPEN}', '{CLOSE}', '…', {SNIPPET_TOKENS})
+         FROM {table} WHERE {table} MATCH ?1 AND rowid = ?2"
     ))?;
     let mut row =
         conn.prepare("SELECT file_path, content, timestamp FROM file_versions WHERE id = ?1")?;

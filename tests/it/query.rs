@@ -769,3 +769,132 @@ fn cli_search_and_stats_answer_without_an_engine_and_explain_bad_input() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The newest-only index (`file_current_fts`, schema 7) holds exactly the
+/// newest version of each path `sync_files` does not mark deleted, and a
+/// newest-only search finds what filtering the index of every version for
+/// that set finds.
+fn check_current_index(v: &Vault, step: &str) {
+    let conn = v.conn();
+    let rows = |sql: &str| -> Vec<(String, i64)> {
+        conn.prepare(sql)
+            .expect("prepare")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    };
+    let want = rows(
+        "SELECT fv.file_path, MAX(fv.id) FROM file_versions fv
+         WHERE NOT EXISTS (SELECT 1 FROM sync_files s WHERE s.path = fv.file_path AND s.deleted <> 0)
+         GROUP BY fv.file_path ORDER BY 1",
+    );
+    let named = rows("SELECT file_path, version_id FROM search_current ORDER BY 1");
+    assert_eq!(
+        named, want,
+        "{step}: search_current names the newest live versions"
+    );
+    let indexed: Vec<i64> = conn
+        .prepare("SELECT id FROM file_current_fts_docsize ORDER BY id")
+        .expect("prepare")
+        .query_map([], |r| r.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("ids");
+    let mut want_ids: Vec<i64> = want.iter().map(|(_, id)| *id).collect();
+    want_ids.sort_unstable();
+    assert_eq!(indexed, want_ids, "{step}: the index holds those versions");
+    conn.execute(
+        "INSERT INTO file_current_fts (file_current_fts) VALUES ('integrity-check')",
+        [],
+    )
+    .unwrap_or_else(|e| panic!("{step}: file_current_fts integrity-check: {e}"));
+    for word in ["alpha", "beta", "gamma", "notes"] {
+        let opts = obby_sync::engine::search::SearchOptions {
+            all_versions: false,
+            prefix: false,
+            limit: 10_000,
+        };
+        let mut found: Vec<i64> = obby_sync::engine::search::search(&conn, word, &opts)
+            .expect("search")
+            .iter()
+            .map(|h| h.version_id)
+            .collect();
+        found.sort_unstable();
+        let mut reference: Vec<i64> = conn
+            .prepare(
+                "SELECT f.rowid FROM file_versions_fts f JOIN file_versions fv ON fv.id = f.rowid
+                 WHERE file_versions_fts MATCH ?1
+                   AND fv.id = (SELECT MAX(n.id) FROM file_versions n WHERE n.file_path = fv.file_path)
+                   AND NOT EXISTS (SELECT 1 FROM sync_files s WHERE s.path = fv.file_path AND s.deleted <> 0)",
+            )
+            .expect("prepare")
+            .query_map([word], |r| r.get(0))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("ids");
+        reference.sort_unstable();
+        assert_eq!(found, reference, "{step}: newest-only hits of {word:?}");
+    }
+}
+
+#[test]
+fn the_newest_only_index_follows_edits_deletes_moves_returns_and_backend_writes() {
+    let v = Vault::new();
+    for i in 0..20 {
+        let word = ["alpha", "beta", "gamma"][i % 3];
+        v.write(&format!("notes/n{i:02}.md"), format!("note {i} {word}\n"));
+    }
+    v.scan(&["--settle-ms", "0"]);
+    check_current_index(&v, "initial scan");
+
+    // Edits (a word moves from one note to another), a delete, a move.
+    v.write("notes/n00.md", "note 0 now beta\n");
+    v.write("notes/n01.md", "note 1 now gamma and alpha\n");
+    v.remove("notes/n02.md");
+    v.rename("notes/n03.md", "notes/moved/n03.md");
+    v.scan(&["--settle-ms", "0"]);
+    check_current_index(&v, "edits, delete, move");
+
+    // The deleted note comes back with the same text: no new version, the
+    // path is live again with its newest version.
+    v.write("notes/n02.md", "note 2 gamma\n");
+    v.scan(&["--settle-ms", "0"]);
+    check_current_index(&v, "a deleted note back with the same text");
+
+    // Another program's writes to file_versions: a new version, a deleted
+    // newest version (its predecessor takes its place), a rewritten one.
+    let conn = v.conn();
+    let path = v.abs("notes/n04.md");
+    conn.execute(
+        "INSERT INTO file_versions (file_path, content_hash, content, size, timestamp)
+         VALUES (?1, ?2, 'backend text alpha gamma', 24, strftime('%Y-%m-%d %H:%M:%f000', 'now', 'localtime'))",
+        [path.clone(), "ab".repeat(32)],
+    )
+    .expect("backend insert");
+    check_current_index(&v, "a version the backend inserted");
+    conn.execute(
+        "DELETE FROM file_versions WHERE id = (SELECT MAX(id) FROM file_versions WHERE file_path = ?1)",
+        [&path],
+    )
+    .expect("backend delete");
+    check_current_index(&v, "the newest version deleted");
+    conn.execute(
+        "UPDATE file_versions SET content = 'rewritten beta' WHERE id = (SELECT MAX(id) FROM file_versions WHERE file_path = ?1)",
+        [v.abs("notes/n05.md")],
+    )
+    .expect("backend update");
+    check_current_index(&v, "the newest version rewritten");
+    conn.execute(
+        "UPDATE file_versions SET file_path = ?2 WHERE id = (SELECT MAX(id) FROM file_versions WHERE file_path = ?1)",
+        [v.abs("notes/n06.md"), v.abs("notes/n07.md")],
+    )
+    .expect("backend path update");
+    check_current_index(&v, "a version moved to another path");
+    drop(conn);
+
+    // The engine goes on from there.
+    v.write("notes/n07.md", "note 7 beta again\n");
+    v.scan(&["--settle-ms", "0"]);
+    check_current_index(&v, "a scan after the backend's writes");
+}
