@@ -52,6 +52,12 @@ const TARGET_P99_MS: f64 = 20.0;
 const NOTES_PER_TAG: usize = 10;
 /// Runs of each `obby-sync search` command.
 const CLI_RUNS: usize = 10;
+/// The engine counts as idle below this share of one core ...
+const IDLE_CPU_SHARE: f64 = 0.03;
+/// ... over this long.
+const IDLE_WINDOW: std::time::Duration = std::time::Duration::from_secs(2);
+/// Longest wait for the engine to go idle before measuring.
+const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 /// The stage name: the database is `db/search.db`, the engine's log `logs/search.log`.
 const NAME: &str = "search";
 /// Seed stream of the notes' text (version `r` uses `STREAM_TEXT + r`).
@@ -152,6 +158,8 @@ fn run(args: &Args) -> Res<()> {
 
     let mut engine = Engine::start_with_api(&bench, &root, NAME, 100)?;
     let ready = engine.wait_ready(want)?;
+    let idle = wait_idle(engine.pid)?;
+    progress!("the engine went idle after {idle:.1} s (its search index merges when idle)");
     let addr =
         meta(&ready.conn, "api_query_addr")?.ok_or("the engine recorded no api_query_addr")?;
     let bytes: i64 = ready.conn.query_row(
@@ -349,6 +357,36 @@ fn cpu_ns(pid: u32) -> Res<u64> {
             .ok_or("unexpected /proc/PID/task/TID/schedstat")?;
     }
     Ok(total)
+}
+
+/// Waits until process `pid` used under [`IDLE_CPU_SHARE`] of a core over
+/// [`IDLE_WINDOW`] (the engine's idle work, merging the search index, is
+/// done), at most [`IDLE_TIMEOUT`]; the seconds waited.
+fn wait_idle(pid: u32) -> Res<f64> {
+    let started = Instant::now();
+    let mut samples = std::collections::VecDeque::new();
+    loop {
+        samples.push_back((Instant::now(), cpu_ns(pid)?));
+        while samples.len() > 1
+            && samples[0].0.elapsed() > IDLE_WINDOW + std::time::Duration::from_millis(100)
+        {
+            samples.pop_front();
+        }
+        let (t0, c0) = samples[0];
+        let (t1, c1) = samples[samples.len() - 1];
+        let span = t1.duration_since(t0);
+        if span >= IDLE_WINDOW && ((c1 - c0) as f64 / 1e9) < IDLE_CPU_SHARE * span.as_secs_f64() {
+            return Ok(started.elapsed().as_secs_f64());
+        }
+        if started.elapsed() > IDLE_TIMEOUT {
+            progress!(
+                "warning: the engine was still busy after {} s",
+                IDLE_TIMEOUT.as_secs()
+            );
+            return Ok(started.elapsed().as_secs_f64());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
 }
 
 /// FNV-1a over the ids' little-endian bytes.

@@ -22,6 +22,12 @@
 //! `file_versions` and `sync_files` in the same transactions; it is built
 //! in full by that migration, so it needs no backfill.
 //!
+//! Each commit adds a segment to each index (merged only when 64 pile up
+//! on a level, so the writer does little merge work); under `run`, the
+//! backfill's thread then merges them while the engine is idle
+//! ([`merge_when_idle`]: short `'merge'` steps once no commit happened for
+//! [`MERGE_IDLE`]), so queries read few segments.
+//!
 //! [`search`] takes a person's words, never raw FTS5 syntax: each word (or
 //! `"quoted phrase"`) is quoted for FTS5 and all must match; malformed input
 //! is a [`QueryError`]. Hits are ranked by bm25 over the set searched (the
@@ -62,6 +68,17 @@ pub const BACKFILL_PAUSE: Duration = Duration::from_millis(20);
 /// Environment variable that overrides [`BACKFILL_BATCH_ROWS`] (tests use a
 /// small batch to stop a backfill midway).
 pub const BACKFILL_ROWS_VAR: &str = "OBBY_SEARCH_BACKFILL_ROWS";
+
+/// Pages of FTS5 merge work per step when the engine is idle (the
+/// `'merge'` command's budget, negated so every level is merged, toward one
+/// segment per index): about 4 MiB written per step with 16 KiB pages, one
+/// short write transaction.
+pub const MERGE_PAGES: i64 = 256;
+/// How long no other connection must have committed before merge work
+/// starts: merges run only while the engine is idle.
+pub const MERGE_IDLE: Duration = Duration::from_secs(1);
+/// How often the merge thread looks for the engine's commits.
+pub const MERGE_POLL: Duration = Duration::from_millis(200);
 
 /// Longest query accepted, in bytes.
 pub const MAX_QUERY_BYTES: usize = 1024;
@@ -282,18 +299,40 @@ pub fn search(
         .prepare(&sql)?
         .query_map(params![expr, limit], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
-    // Phase 2: each hit's snippet and row.
-    let mut snippet = conn.prepare(&format!(
-        "SELECT snippet({table}, -1, '{OPEN}', '{CLOSE}', '…', {SNIPPET_TOKENS})
-         FROM {table} WHERE {table} MATCH ?1 AND rowid = ?2"
-    ))?;
+    // Phase 2: the hits' snippets, in one statement: one pass over the
+    // matches within the hits' id range, snippet() only for the hits (the
+    // unary `+` keeps the id list a filter, not 100 lookups that would each
+    // set the query up again: for a prefix, merging every matching term).
+    let (Some(low), Some(high)) = (
+        ranked.iter().map(|(id, _)| *id).min(),
+        ranked.iter().map(|(id, _)| *id).max(),
+    ) else {
+        return Ok(Vec::new());
+    };
+    let ids = format!(
+        "[{}]",
+        ranked
+            .iter()
+            .map(|(id, _)| id.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let snippets: std::collections::HashMap<i64, String> = conn
+        .prepare(&format!(
+            "SELECT rowid, snippet({table}, -1, '{OPEN}', '{CLOSE}', '…', {SNIPPET_TOKENS})
+             FROM {table}
+             WHERE {table} MATCH ?1 AND rowid BETWEEN ?2 AND ?3
+               AND +rowid IN (SELECT value FROM json_each(?4))"
+        ))?
+        .query_map(params![expr, low, high, ids], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
+        .collect::<Result<_, _>>()?;
     let mut row =
         conn.prepare("SELECT file_path, content, timestamp FROM file_versions WHERE id = ?1")?;
     let mut hits = Vec::with_capacity(ranked.len());
     for (id, score) in ranked {
-        let marked: Option<String> = snippet
-            .query_row(params![expr, id], |r| r.get(0))
-            .optional()?;
+        let marked = snippets.get(&id);
         let Some((file_path, content, timestamp)) = row
             .query_row([id], |r| {
                 Ok((
@@ -311,7 +350,7 @@ pub fn search(
             version_id: id,
             file_path,
             content,
-            highlighted: marked.map(|m| markup(&m)).unwrap_or_default(),
+            highlighted: marked.map(|m| markup(m)).unwrap_or_default(),
             rank: -score,
             timestamp,
         });
@@ -477,8 +516,76 @@ pub fn backfill(
     Ok(total)
 }
 
-/// The backfill on a thread of its own, with its own write connection, for
-/// `run`. Stops (between two batches) and joins when dropped.
+/// One step of merge work on each index ([`ALL_TABLE`], [`CURRENT_TABLE`]
+/// when the schema has it): FTS5's `'merge'` command with a budget of
+/// `pages` pages, every level eligible, in one `BEGIN IMMEDIATE`
+/// transaction. Returns true when it merged anything (FTS5 counts at least
+/// two changes then); false once each index is one segment.
+///
+/// # Errors
+/// Any SQLite error (nothing is changed then).
+pub fn merge_step(conn: &Connection, pages: i64) -> rusqlite::Result<bool> {
+    let tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
+    let mut merged = false;
+    for table in [ALL_TABLE, CURRENT_TABLE] {
+        if !has_table(&tx, table)? {
+            continue;
+        }
+        let before = tx.total_changes();
+        tx.execute(
+            &format!("INSERT INTO {table} ({table}, rank) VALUES ('merge', ?1)"),
+            [-pages.max(1)],
+        )?;
+        merged |= tx.total_changes() >= before + 2;
+    }
+    tx.commit()?;
+    Ok(merged)
+}
+
+/// Merges the indexes' segments while the database is idle, until `stop`:
+/// every [`MERGE_POLL`] it reads `PRAGMA data_version` (which moves when
+/// another connection commits); once nothing was committed for
+/// [`MERGE_IDLE`], it runs [`merge_step`]s, checking for commits between
+/// them, until a step merges nothing; then it waits for the next commit.
+/// Returns the steps that merged something.
+///
+/// Every commit adds a segment to each index (the settings of schema 6 and 7
+/// merge only when 64 pile up on a level), and every query reads every
+/// segment: merging when idle keeps queries fast without costing the writer.
+///
+/// # Errors
+/// The first SQLite error that is not "busy".
+pub fn merge_when_idle(conn: &Connection, stop: &AtomicBool) -> rusqlite::Result<u64> {
+    let data_version = || conn.pragma_query_value(None, "data_version", |r| r.get::<_, i64>(0));
+    let mut seen = data_version()?;
+    let mut quiet_since = std::time::Instant::now();
+    let mut merged_all = false;
+    let mut steps = 0_u64;
+    while !stop.load(Ordering::Relaxed) {
+        let now = data_version()?;
+        if now != seen {
+            seen = now;
+            quiet_since = std::time::Instant::now();
+            merged_all = false;
+        } else if !merged_all && quiet_since.elapsed() >= MERGE_IDLE {
+            if db::retry_busy(stop, || merge_step(conn, MERGE_PAGES))? {
+                steps += 1;
+                // Straight to the next step unless the engine committed.
+                continue;
+            }
+            merged_all = true;
+            if steps > 0 {
+                tracing::debug!(steps, "search indexes merged");
+            }
+        }
+        std::thread::sleep(MERGE_POLL);
+    }
+    Ok(steps)
+}
+
+/// The backfill, then merges when idle ([`merge_when_idle`]), on a thread
+/// of its own with its own write connection, for `run`. Stops (between two
+/// batches or steps) and joins when dropped.
 #[derive(Debug)]
 pub struct BackfillGuard {
     stop: Arc<AtomicBool>,
@@ -486,8 +593,9 @@ pub struct BackfillGuard {
 }
 
 impl BackfillGuard {
-    /// Starts the thread when there is something to backfill; logs the
-    /// progress and any error (a failed backfill resumes at the next start).
+    /// Starts the thread when the database has the index: the backfill when
+    /// something is pending, then [`merge_when_idle`]; logs the progress and
+    /// any error (a failed backfill or merge resumes at the next start).
     ///
     /// # Errors
     /// [`db::open_writer`]'s errors; [`EngineError::Io`] when the thread
@@ -500,41 +608,55 @@ impl BackfillGuard {
         // As the engine's own connections: no checkpoint on close unless `auto`.
         let conn = db::open_writer_with(db_path, checkpoints)?;
         let sql = |source| EngineError::from_sqlite(db_path, source);
-        let pending = progress(&conn).map_err(sql)?.filter(|p| !p.complete());
-        let Some(first) = pending else {
+        if !has_index(&conn).map_err(sql)? {
             return Ok(BackfillGuard { stop, thread: None });
-        };
-        tracing::info!(
-            indexed = first.indexed,
-            pending = first.pending,
-            "building the search index of existing versions in the background"
-        );
+        }
+        let pending = progress(&conn).map_err(sql)?.filter(|p| !p.complete());
+        if let Some(first) = pending {
+            tracing::info!(
+                indexed = first.indexed,
+                pending = first.pending,
+                "building the search index of existing versions in the background"
+            );
+        }
         let flag = stop.clone();
         let path: PathBuf = db_path.to_path_buf();
         let thread = std::thread::Builder::new()
             .name("obby-search-backfill".into())
             .spawn(move || {
-                let mut last_log = std::time::Instant::now();
-                let result = backfill(&conn, &flag, BACKFILL_PAUSE, &mut |p| {
-                    if last_log.elapsed() >= Duration::from_secs(5) {
-                        last_log = std::time::Instant::now();
-                        tracing::info!(
-                            indexed = p.indexed,
-                            pending = p.pending,
-                            "search index backfill"
-                        );
+                if pending.is_some() {
+                    let mut last_log = std::time::Instant::now();
+                    let result = backfill(&conn, &flag, BACKFILL_PAUSE, &mut |p| {
+                        if last_log.elapsed() >= Duration::from_secs(5) {
+                            last_log = std::time::Instant::now();
+                            tracing::info!(
+                                indexed = p.indexed,
+                                pending = p.pending,
+                                "search index backfill"
+                            );
+                        }
+                    });
+                    match result {
+                        Ok(n) if !flag.load(Ordering::Relaxed) => {
+                            tracing::info!(versions = n, "search index complete");
+                        }
+                        Ok(_) => return,
+                        Err(e) => {
+                            tracing::warn!(
+                                db = %path.display(),
+                                error = %e,
+                                "search index backfill stopped; it resumes at the next start"
+                            );
+                            return;
+                        }
                     }
-                });
-                match result {
-                    Ok(n) if !flag.load(Ordering::Relaxed) => {
-                        tracing::info!(versions = n, "search index complete");
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(
+                }
+                if let Err(e) = merge_when_idle(&conn, &flag) {
+                    tracing::warn!(
                         db = %path.display(),
                         error = %e,
-                        "search index backfill stopped; it resumes at the next start"
-                    ),
+                        "search index merging stopped; it resumes at the next start"
+                    );
                 }
             })
             .map_err(|source| EngineError::Io {

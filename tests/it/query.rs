@@ -2,8 +2,10 @@
 //! 127.0.0.1, the search index behind it (ranking, snippets, prefix, all
 //! versions, malformed queries), the index's consistency after a kill -9
 //! mid-scan, the resumable backfill of a backend-made database with
-//! history, topics from the backend's tables, and `search` / `stats` on the
-//! command line.
+//! history, the newest-only index after edits, deletes, moves, a return and
+//! the backend's own writes, both indexes across a rebuild of
+//! `file_versions` at schema 7, topics from the backend's tables, and
+//! `search` / `stats` on the command line.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -897,4 +899,109 @@ fn the_newest_only_index_follows_edits_deletes_moves_returns_and_backend_writes(
     v.write("notes/n07.md", "note 7 beta again\n");
     v.scan(&["--settle-ms", "0"]);
     check_current_index(&v, "a scan after the backend's writes");
+}
+
+#[test]
+fn a_rebuild_of_file_versions_at_schema_7_keeps_both_indexes_right() {
+    let v = Vault::new();
+    for i in 0..12 {
+        let word = ["alpha", "beta", "gamma"][i % 3];
+        v.write(&format!("notes/r{i:02}.md"), format!("note {i} {word}\n"));
+    }
+    v.scan(&["--settle-ms", "0"]);
+    v.write("notes/r00.md", "note 0 now gamma\n");
+    v.remove("notes/r01.md");
+    v.scan(&["--settle-ms", "0"]);
+    check_current_index(&v, "before the rebuild");
+
+    // Another program gives file_versions a constraint the shared shape
+    // does not have (the backend's UNIQUE(file_path, content_hash)), by
+    // SQLite's rebuild procedure: every row and id kept, its triggers
+    // (the search indexes' among them) recreated. The next open conforms
+    // the table again, by the same procedure.
+    {
+        let conn = v.conn();
+        let (create, triggers): (String, Vec<String>) = {
+            let create: String = conn
+                .query_row(
+                    "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'file_versions'",
+                    [],
+                    |r| r.get(0),
+                )
+                .expect("table sql");
+            let triggers = conn
+                .prepare(
+                    "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'file_versions'",
+                )
+                .expect("prepare")
+                .query_map([], |r| r.get(0))
+                .expect("query")
+                .collect::<Result<_, _>>()
+                .expect("triggers");
+            (create, triggers)
+        };
+        assert!(
+            triggers.iter().any(|t| t.contains("file_current_fts"))
+                && triggers.iter().any(|t| t.contains("file_versions_fts ")),
+            "both indexes' triggers are on file_versions: {triggers:?}"
+        );
+        let end = create.rfind(')').expect("closing parenthesis");
+        let unique = format!(
+            "{}, UNIQUE(file_path, content_hash))",
+            &create[..end].replace("CREATE TABLE file_versions", "CREATE TABLE fv_new")
+        );
+        conn.execute_batch("PRAGMA foreign_keys = OFF; PRAGMA legacy_alter_table = ON; BEGIN;")
+            .expect("begin");
+        conn.execute_batch(&unique).expect("create the new shape");
+        conn.execute_batch(
+            "INSERT INTO fv_new SELECT * FROM file_versions;
+             DROP TABLE file_versions;
+             ALTER TABLE fv_new RENAME TO file_versions;
+             CREATE INDEX IF NOT EXISTS idx_file_versions_path ON file_versions(file_path);",
+        )
+        .expect("copy the rows");
+        for t in &triggers {
+            conn.execute_batch(t).expect("recreate a trigger");
+        }
+        conn.execute_batch("COMMIT; PRAGMA legacy_alter_table = OFF;")
+            .expect("commit");
+    }
+    check_current_index(&v, "after the other program's rebuild");
+
+    // The engine's open rebuilds it back; then it keeps indexing.
+    v.write("notes/r02.md", "note 2 now alpha and beta\n");
+    v.write("notes/r12.md", "note 12 beta\n");
+    v.scan(&["--settle-ms", "0"]);
+    let conn = v.conn();
+    let unique: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE name = 'file_versions' AND sql LIKE '%UNIQUE%'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("shape");
+    assert_eq!(
+        unique, 0,
+        "the engine conformed file_versions to the shared shape"
+    );
+    let triggers: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'file_versions'
+               AND (sql LIKE '%file_versions_fts%' OR sql LIKE '%file_current_fts%')",
+            [],
+            |r| r.get(0),
+        )
+        .expect("triggers");
+    assert_eq!(
+        triggers, 6,
+        "both indexes' three triggers survived the rebuild"
+    );
+    drop(conn);
+    assert_eq!(
+        index_rows(&v),
+        v.count("SELECT COUNT(*) FROM file_versions"),
+        "the index of every version holds every version"
+    );
+    index_check(&v, true).expect("the index of every version matches file_versions");
+    check_current_index(&v, "after the engine's rebuild and a scan");
 }
