@@ -20,7 +20,13 @@
 //! holds only the newest version of each path that `sync_files` does not
 //! mark deleted (`search_current` names it), kept by triggers on
 //! `file_versions` and `sync_files` in the same transactions; it is built
-//! in full by that migration, so it needs no backfill.
+//! in full by that migration, so it needs no backfill. An entry that
+//! leaves that set (a newer version came, the file was deleted) is listed
+//! in `search_stale` instead of being unindexed in the writer's transaction
+//! (which would tokenize its text again); newest-only searches leave listed
+//! entries out, and the idle work below unindexes them ([`purge_stale`]).
+//! Until then bm25's statistics count them too; under `scan` alone they
+//! stay until the next `run` is idle.
 //!
 //! Each commit adds a segment to each index (merged only when 64 pile up
 //! on a level, so the writer does little merge work); under `run`, the
@@ -79,6 +85,9 @@ pub const MERGE_PAGES: i64 = 256;
 pub const MERGE_IDLE: Duration = Duration::from_secs(1);
 /// How often the merge thread looks for the engine's commits.
 pub const MERGE_POLL: Duration = Duration::from_millis(200);
+
+/// Stale newest-only entries unindexed per idle step.
+pub const PURGE_ROWS: usize = 256;
 
 /// Longest query accepted, in bytes.
 pub const MAX_QUERY_BYTES: usize = 1024;
@@ -276,9 +285,19 @@ pub fn search(
     let (table, sql) = if opts.all_versions {
         (ALL_TABLE, ranked_sql(ALL_TABLE))
     } else if has_table(conn, CURRENT_TABLE)? {
-        // The index of the newest live versions (schema 7): the set is the
-        // index, nothing to filter.
-        (CURRENT_TABLE, ranked_sql(CURRENT_TABLE))
+        // The index of the newest live versions (schema 7), less the
+        // entries that left the set and wait to be purged (none once the
+        // engine was idle).
+        (
+            CURRENT_TABLE,
+            format!(
+                "SELECT rowid, bm25({CURRENT_TABLE}, {PATH_WEIGHT}, 1.0) AS score
+                 FROM {CURRENT_TABLE} WHERE {CURRENT_TABLE} MATCH ?1
+                   AND rowid NOT IN (SELECT version_id FROM search_stale)
+                 ORDER BY score, rowid DESC
+                 LIMIT ?2"
+            ),
+        )
     } else {
         // A schema 6 file opened read-only (a replica of an older build):
         // every version's index, filtered to the newest of each live path.
@@ -516,16 +535,52 @@ pub fn backfill(
     Ok(total)
 }
 
-/// One step of merge work on each index ([`ALL_TABLE`], [`CURRENT_TABLE`]
+/// Unindexes at most `max_rows` of the entries `search_stale` lists (the
+/// versions that left the newest-only set: `schema/0007_search_current.sql`
+/// leaves them in `file_current_fts` so the writer does not tokenize them a
+/// second time) and drops them from the list, in the caller's transaction.
+/// Returns how many it listed. A listed id whose row is gone (never, by the
+/// triggers) is only dropped from the list.
+///
+/// # Errors
+/// Any SQLite error.
+pub fn purge_stale(conn: &Connection, max_rows: usize) -> rusqlite::Result<usize> {
+    if !has_table(conn, "search_stale")? {
+        return Ok(0);
+    }
+    let n = i64::try_from(max_rows).unwrap_or(i64::MAX);
+    conn.execute(
+        &format!(
+            "INSERT INTO {CURRENT_TABLE} ({CURRENT_TABLE}, rowid, file_path, content)
+             SELECT 'delete', fv.id, fv.file_path, fv.content
+             FROM (SELECT version_id FROM search_stale ORDER BY version_id LIMIT ?1) s
+             JOIN file_versions fv ON fv.id = s.version_id"
+        ),
+        [n],
+    )?;
+    conn.execute(
+        "DELETE FROM search_stale WHERE version_id IN
+             (SELECT version_id FROM search_stale ORDER BY version_id LIMIT ?1)",
+        [n],
+    )
+}
+
+/// One step of idle work: [`purge_stale`] of [`PURGE_ROWS`] entries while
+/// any are listed, else merge work on each index ([`ALL_TABLE`], [`CURRENT_TABLE`]
 /// when the schema has it): FTS5's `'merge'` command with a budget of
 /// `pages` pages, every level eligible, in one `BEGIN IMMEDIATE`
-/// transaction. Returns true when it merged anything (FTS5 counts at least
-/// two changes then); false once each index is one segment.
+/// transaction. Returns true when it purged or merged anything (FTS5 counts
+/// at least two changes for a merge that did work); false once nothing is
+/// stale and each index is one segment.
 ///
 /// # Errors
 /// Any SQLite error (nothing is changed then).
 pub fn merge_step(conn: &Connection, pages: i64) -> rusqlite::Result<bool> {
     let tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
+    if purge_stale(&tx, PURGE_ROWS)? > 0 {
+        tx.commit()?;
+        return Ok(true);
+    }
     let mut merged = false;
     for table in [ALL_TABLE, CURRENT_TABLE] {
         if !has_table(&tx, table)? {
