@@ -81,6 +81,9 @@ struct Args {
     /// Build everything in DIR (new or empty) and keep it afterwards.
     #[arg(long, value_name = "DIR", conflicts_with = "reuse")]
     keep: Option<PathBuf>,
+    /// Skip the `obby-sync search` runs.
+    #[arg(long)]
+    no_cli: bool,
     /// Only the queries whose kind contains this text (e.g. `rare`).
     #[arg(long, value_name = "TEXT")]
     only: Option<String>,
@@ -187,7 +190,7 @@ fn run(args: &Args) -> Res<()> {
         args.repeat,
     ))?;
     let stop = engine.stop()?;
-    let cli = cli_runs(&bin, &root, &db, &mix)?;
+    let cli = cli_runs(&bin, &root, &db, &mix, args.no_cli)?;
 
     print_tables(args, build.as_ref(), &mix, &measured, &cli, load_average());
     if stop.code != Some(0) {
@@ -399,17 +402,19 @@ fn fnv(ids: &[i64]) -> u64 {
 }
 
 /// `obby-sync search` (default limit, newest only) for the first query of
-/// each of a few kinds: `(kind, p50 ms, max ms)` over [`CLI_RUNS`] runs.
-fn cli_runs(bin: &Path, root: &Path, db: &Path, mix: &[Query]) -> Res<Vec<(String, f64, f64)>> {
+/// each of a few kinds (none with `skip`): `(kind, p50 ms, max ms)` over [`CLI_RUNS`] runs.
+fn cli_runs(
+    bin: &Path,
+    root: &Path,
+    db: &Path,
+    mix: &[Query],
+    skip: bool,
+) -> Res<Vec<(String, f64, f64)>> {
     let mut out = Vec::new();
     for q in mix
         .iter()
         .filter(|q| ["common word", "rare word", "prefix, common"].contains(&q.kind))
-        .take(if std::env::var_os("SEARCH_BENCH_NO_CLI").is_some() {
-            0
-        } else {
-            3
-        })
+        .filter(|_| !skip)
     {
         let mut ms = Vec::new();
         for _ in 0..=CLI_RUNS {

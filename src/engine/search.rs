@@ -83,8 +83,9 @@ pub const MERGE_PAGES: i64 = 256;
 /// How long no other connection must have committed before merge work
 /// starts: merges run only while the engine is idle.
 pub const MERGE_IDLE: Duration = Duration::from_secs(1);
-/// How often the merge thread looks for the engine's commits.
-pub const MERGE_POLL: Duration = Duration::from_millis(200);
+/// How often the idle-work thread looks for the engine's commits (two
+/// wakeups a second of an idle engine).
+pub const MERGE_POLL: Duration = Duration::from_millis(500);
 
 /// Stale newest-only entries unindexed per idle step.
 pub const PURGE_ROWS: usize = 256;
