@@ -285,8 +285,17 @@ pub(super) async fn serve(
         .add_service(health)
         .add_optional_service(reflection.map(|r| InterceptedService::new(r, auth.clone())))
         .add_service(InterceptedService::new(service, auth));
+    // Replies are written without Nagle's delay: a small reply (a search
+    // with a few hits) otherwise waits for the client's delayed ACK, 40 ms.
+    let incoming = tokio_stream::StreamExt::map(TcpListenerStream::new(listener), |conn| {
+        conn.inspect(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "TCP_NODELAY not set on a query connection");
+            }
+        })
+    });
     router
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(incoming, async move {
             let _ = stop.wait_for(|s| *s).await;
         })
         .await

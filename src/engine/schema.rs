@@ -37,6 +37,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../../schema/0004_racy.sql")),
     (5, include_str!("../../schema/0005_lean.sql")),
     (6, include_str!("../../schema/0006_search.sql")),
+    (7, include_str!("../../schema/0007_search_current.sql")),
 ];
 
 /// The declared shape of the shared tables.

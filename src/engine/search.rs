@@ -16,13 +16,37 @@
 //! process holding the engine lock runs it (`run` on a thread of its own,
 //! `scan` after its queue drains).
 //!
+//! A second index, `file_current_fts` (`schema/0007_search_current.sql`),
+//! holds only the newest version of each path that `sync_files` does not
+//! mark deleted (`search_current` names it), kept by triggers on
+//! `file_versions` and `sync_files` in the same transactions; it is built
+//! in full by that migration, so it needs no backfill. An entry that
+//! leaves that set (a newer version came, the file was deleted) is listed
+//! in `search_stale` instead of being unindexed in the writer's transaction
+//! (which would tokenize its text again); newest-only searches leave listed
+//! entries out, and the idle work below unindexes them ([`purge_stale`]).
+//! Until then bm25's statistics count them too; under `scan` alone they
+//! stay until the next `run` is idle.
+//!
+//! Each commit adds a segment to each index (merged only when 64 pile up
+//! on a level, so the writer does little merge work); under `run`, the
+//! backfill's thread then merges them while the engine is idle
+//! ([`merge_when_idle`]: short `'merge'` steps once no commit happened for
+//! [`MERGE_IDLE`]), so queries read few segments.
+//!
 //! [`search`] takes a person's words, never raw FTS5 syntax: each word (or
 //! `"quoted phrase"`) is quoted for FTS5 and all must match; malformed input
-//! is a [`QueryError`]. Hits are ranked by bm25 (the path weighs
-//! [`PATH_WEIGHT`], the text 1), with a snippet whose matches are wrapped in
-//! `<mark>`…`</mark>` and whose text is HTML-escaped. By default only the
-//! newest version of each file that is not deleted is searched; with
-//! [`SearchOptions::all_versions`], every version.
+//! is a [`QueryError`]. Hits are ranked by bm25 over the set searched (the
+//! path weighs [`PATH_WEIGHT`], the text 1), with a snippet whose matches
+//! are wrapped in `<mark>`…`</mark>` and whose text is HTML-escaped. By
+//! default only the newest version of each file that is not deleted is
+//! searched, in `file_current_fts` (so bm25 scores ~one match per file, and
+//! its statistics are those of the newest versions); with
+//! [`SearchOptions::all_versions`], every version, in `file_versions_fts`.
+//! The ranking query reads nothing but the index before its LIMIT; the
+//! snippets and rows of the hits returned are read afterwards. On a schema 6
+//! file opened read-only (no `file_current_fts`), newest-only filters the
+//! index of every version instead.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -51,6 +75,21 @@ pub const BACKFILL_PAUSE: Duration = Duration::from_millis(20);
 /// small batch to stop a backfill midway).
 pub const BACKFILL_ROWS_VAR: &str = "OBBY_SEARCH_BACKFILL_ROWS";
 
+/// Pages of FTS5 merge work per step when the engine is idle (the
+/// `'merge'` command's budget, negated so every level is merged, toward one
+/// segment per index): about 4 MiB written per step with 16 KiB pages, one
+/// short write transaction.
+pub const MERGE_PAGES: i64 = 256;
+/// How long no other connection must have committed before merge work
+/// starts: merges run only while the engine is idle.
+pub const MERGE_IDLE: Duration = Duration::from_secs(1);
+/// How often the idle-work thread looks for the engine's commits (two
+/// wakeups a second of an idle engine).
+pub const MERGE_POLL: Duration = Duration::from_millis(500);
+
+/// Stale newest-only entries unindexed per idle step.
+pub const PURGE_ROWS: usize = 256;
+
 /// Longest query accepted, in bytes.
 pub const MAX_QUERY_BYTES: usize = 1024;
 /// Most words and phrases in one query.
@@ -60,6 +99,12 @@ pub const MAX_QUERY_TERMS: usize = 32;
 pub const PATH_WEIGHT: f64 = 2.0;
 /// Tokens in a snippet.
 pub const SNIPPET_TOKENS: i32 = 24;
+
+/// The index of every version (schema 6).
+pub const ALL_TABLE: &str = "file_versions_fts";
+/// The index of the newest version of each path that is not deleted
+/// (schema 7), which newest-only searches use.
+pub const CURRENT_TABLE: &str = "file_current_fts";
 
 /// Markers the snippet is built with before HTML escaping (private-use
 /// characters, which notes do not contain in practice).
@@ -196,10 +241,27 @@ pub fn fts_query(input: &str, prefix: bool) -> Result<String, QueryError> {
 /// # Errors
 /// Any SQLite error.
 pub fn has_index(conn: &Connection) -> rusqlite::Result<bool> {
+    has_table(conn, ALL_TABLE)
+}
+
+/// True when the schema holds a table (or virtual table) `name`.
+fn has_table(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
     conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'file_versions_fts')",
-        [],
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = ?1)",
+        [name],
         |r| r.get(0),
+    )
+}
+
+/// The ranking query of one index: every match scored by bm25 (the path
+/// weighs [`PATH_WEIGHT`]), best first, ties newest first; nothing else
+/// is read before the LIMIT.
+fn ranked_sql(table: &str) -> String {
+    format!(
+        "SELECT rowid, bm25({table}, {PATH_WEIGHT}, 1.0) AS score
+         FROM {table} WHERE {table} MATCH ?1
+         ORDER BY score, rowid DESC
+         LIMIT ?2"
     )
 }
 
@@ -219,36 +281,78 @@ pub fn search(
     }
     let limit = i64::try_from(opts.limit).unwrap_or(i64::MAX);
     // Phase 1: the best ids by score, without snippets (a common word can
-    // match many versions; snippets are made only for those returned).
-    let newest_only = if opts.all_versions {
-        ""
+    // match many versions; snippets are made only for those returned), and
+    // without a join before the LIMIT: only bm25 runs per match.
+    let (table, sql) = if opts.all_versions {
+        (ALL_TABLE, ranked_sql(ALL_TABLE))
+    } else if has_table(conn, CURRENT_TABLE)? {
+        // The index of the newest live versions (schema 7), less the
+        // entries that left the set and wait to be purged (none once the
+        // engine was idle).
+        (
+            CURRENT_TABLE,
+            format!(
+                "SELECT rowid, bm25({CURRENT_TABLE}, {PATH_WEIGHT}, 1.0) AS score
+                 FROM {CURRENT_TABLE} WHERE {CURRENT_TABLE} MATCH ?1
+                   AND rowid NOT IN (SELECT version_id FROM search_stale)
+                 ORDER BY score, rowid DESC
+                 LIMIT ?2"
+            ),
+        )
     } else {
-        "AND fv.id = (SELECT MAX(n.id) FROM file_versions n WHERE n.file_path = fv.file_path)
-         AND NOT EXISTS (SELECT 1 FROM sync_files s WHERE s.path = fv.file_path AND s.deleted <> 0)"
+        // A schema 6 file opened read-only (a replica of an older build):
+        // every version's index, filtered to the newest of each live path.
+        (
+            ALL_TABLE,
+            format!(
+                "SELECT f.rowid, bm25({ALL_TABLE}, {PATH_WEIGHT}, 1.0) AS score
+                 FROM {ALL_TABLE} f JOIN file_versions fv ON fv.id = f.rowid
+                 WHERE {ALL_TABLE} MATCH ?1
+                   AND fv.id = (SELECT MAX(n.id) FROM file_versions n WHERE n.file_path = fv.file_path)
+                   AND NOT EXISTS (SELECT 1 FROM sync_files s WHERE s.path = fv.file_path AND s.deleted <> 0)
+                 ORDER BY score, f.rowid DESC
+                 LIMIT ?2"
+            ),
+        )
     };
-    let sql = format!(
-        "SELECT f.rowid, bm25(file_versions_fts, {PATH_WEIGHT}, 1.0) AS score
-         FROM file_versions_fts f JOIN file_versions fv ON fv.id = f.rowid
-         WHERE file_versions_fts MATCH ?1 {newest_only}
-         ORDER BY score, f.rowid DESC
-         LIMIT ?2"
-    );
     let ranked: Vec<(i64, f64)> = conn
         .prepare(&sql)?
         .query_map(params![expr, limit], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
-    // Phase 2: each hit's snippet and row.
-    let mut snippet = conn.prepare(&format!(
-        "SELECT snippet(file_versions_fts, -1, '{OPEN}', '{CLOSE}', '…', {SNIPPET_TOKENS})
-         FROM file_versions_fts WHERE file_versions_fts MATCH ?1 AND rowid = ?2"
-    ))?;
+    // Phase 2: the hits' snippets, in one statement: one pass over the
+    // matches within the hits' id range, snippet() only for the hits (the
+    // unary `+` keeps the id list a filter, not 100 lookups that would each
+    // set the query up again: for a prefix, merging every matching term).
+    let (Some(low), Some(high)) = (
+        ranked.iter().map(|(id, _)| *id).min(),
+        ranked.iter().map(|(id, _)| *id).max(),
+    ) else {
+        return Ok(Vec::new());
+    };
+    let ids = format!(
+        "[{}]",
+        ranked
+            .iter()
+            .map(|(id, _)| id.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let snippets: std::collections::HashMap<i64, String> = conn
+        .prepare(&format!(
+            "SELECT rowid, snippet({table}, -1, '{OPEN}', '{CLOSE}', '…', {SNIPPET_TOKENS})
+             FROM {table}
+             WHERE {table} MATCH ?1 AND rowid BETWEEN ?2 AND ?3
+               AND +rowid IN (SELECT value FROM json_each(?4))"
+        ))?
+        .query_map(params![expr, low, high, ids], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
+        .collect::<Result<_, _>>()?;
     let mut row =
         conn.prepare("SELECT file_path, content, timestamp FROM file_versions WHERE id = ?1")?;
     let mut hits = Vec::with_capacity(ranked.len());
     for (id, score) in ranked {
-        let marked: Option<String> = snippet
-            .query_row(params![expr, id], |r| r.get(0))
-            .optional()?;
+        let marked = snippets.get(&id);
         let Some((file_path, content, timestamp)) = row
             .query_row([id], |r| {
                 Ok((
@@ -266,7 +370,7 @@ pub fn search(
             version_id: id,
             file_path,
             content,
-            highlighted: marked.map(|m| markup(&m)).unwrap_or_default(),
+            highlighted: marked.map(|m| markup(m)).unwrap_or_default(),
             rank: -score,
             timestamp,
         });
@@ -432,8 +536,112 @@ pub fn backfill(
     Ok(total)
 }
 
-/// The backfill on a thread of its own, with its own write connection, for
-/// `run`. Stops (between two batches) and joins when dropped.
+/// Unindexes at most `max_rows` of the entries `search_stale` lists (the
+/// versions that left the newest-only set: `schema/0007_search_current.sql`
+/// leaves them in `file_current_fts` so the writer does not tokenize them a
+/// second time) and drops them from the list, in the caller's transaction.
+/// Returns how many it listed. A listed id whose row is gone (never, by the
+/// triggers) is only dropped from the list.
+///
+/// # Errors
+/// Any SQLite error.
+pub fn purge_stale(conn: &Connection, max_rows: usize) -> rusqlite::Result<usize> {
+    if !has_table(conn, "search_stale")? {
+        return Ok(0);
+    }
+    let n = i64::try_from(max_rows).unwrap_or(i64::MAX);
+    conn.execute(
+        &format!(
+            "INSERT INTO {CURRENT_TABLE} ({CURRENT_TABLE}, rowid, file_path, content)
+             SELECT 'delete', fv.id, fv.file_path, fv.content
+             FROM (SELECT version_id FROM search_stale ORDER BY version_id LIMIT ?1) s
+             JOIN file_versions fv ON fv.id = s.version_id"
+        ),
+        [n],
+    )?;
+    conn.execute(
+        "DELETE FROM search_stale WHERE version_id IN
+             (SELECT version_id FROM search_stale ORDER BY version_id LIMIT ?1)",
+        [n],
+    )
+}
+
+/// One step of idle work: [`purge_stale`] of [`PURGE_ROWS`] entries while
+/// any are listed, else merge work on each index ([`ALL_TABLE`], [`CURRENT_TABLE`]
+/// when the schema has it): FTS5's `'merge'` command with a budget of
+/// `pages` pages, every level eligible, in one `BEGIN IMMEDIATE`
+/// transaction. Returns true when it purged or merged anything (FTS5 counts
+/// at least two changes for a merge that did work); false once nothing is
+/// stale and each index is one segment.
+///
+/// # Errors
+/// Any SQLite error (nothing is changed then).
+pub fn merge_step(conn: &Connection, pages: i64) -> rusqlite::Result<bool> {
+    let tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
+    if purge_stale(&tx, PURGE_ROWS)? > 0 {
+        tx.commit()?;
+        return Ok(true);
+    }
+    let mut merged = false;
+    for table in [ALL_TABLE, CURRENT_TABLE] {
+        if !has_table(&tx, table)? {
+            continue;
+        }
+        let before = tx.total_changes();
+        tx.execute(
+            &format!("INSERT INTO {table} ({table}, rank) VALUES ('merge', ?1)"),
+            [-pages.max(1)],
+        )?;
+        merged |= tx.total_changes() >= before + 2;
+    }
+    tx.commit()?;
+    Ok(merged)
+}
+
+/// Merges the indexes' segments while the database is idle, until `stop`:
+/// every [`MERGE_POLL`] it reads `PRAGMA data_version` (which moves when
+/// another connection commits); once nothing was committed for
+/// [`MERGE_IDLE`], it runs [`merge_step`]s, checking for commits between
+/// them, until a step merges nothing; then it waits for the next commit.
+/// Returns the steps that merged something.
+///
+/// Every commit adds a segment to each index (the settings of schema 6 and 7
+/// merge only when 64 pile up on a level), and every query reads every
+/// segment: merging when idle keeps queries fast without costing the writer.
+///
+/// # Errors
+/// The first SQLite error that is not "busy".
+pub fn merge_when_idle(conn: &Connection, stop: &AtomicBool) -> rusqlite::Result<u64> {
+    let data_version = || conn.pragma_query_value(None, "data_version", |r| r.get::<_, i64>(0));
+    let mut seen = data_version()?;
+    let mut quiet_since = std::time::Instant::now();
+    let mut merged_all = false;
+    let mut steps = 0_u64;
+    while !stop.load(Ordering::Relaxed) {
+        let now = data_version()?;
+        if now != seen {
+            seen = now;
+            quiet_since = std::time::Instant::now();
+            merged_all = false;
+        } else if !merged_all && quiet_since.elapsed() >= MERGE_IDLE {
+            if db::retry_busy(stop, || merge_step(conn, MERGE_PAGES))? {
+                steps += 1;
+                // Straight to the next step unless the engine committed.
+                continue;
+            }
+            merged_all = true;
+            if steps > 0 {
+                tracing::debug!(steps, "search indexes merged");
+            }
+        }
+        std::thread::sleep(MERGE_POLL);
+    }
+    Ok(steps)
+}
+
+/// The backfill, then merges when idle ([`merge_when_idle`]), on a thread
+/// of its own with its own write connection, for `run`. Stops (between two
+/// batches or steps) and joins when dropped.
 #[derive(Debug)]
 pub struct BackfillGuard {
     stop: Arc<AtomicBool>,
@@ -441,8 +649,9 @@ pub struct BackfillGuard {
 }
 
 impl BackfillGuard {
-    /// Starts the thread when there is something to backfill; logs the
-    /// progress and any error (a failed backfill resumes at the next start).
+    /// Starts the thread when the database has the index: the backfill when
+    /// something is pending, then [`merge_when_idle`]; logs the progress and
+    /// any error (a failed backfill or merge resumes at the next start).
     ///
     /// # Errors
     /// [`db::open_writer`]'s errors; [`EngineError::Io`] when the thread
@@ -455,41 +664,55 @@ impl BackfillGuard {
         // As the engine's own connections: no checkpoint on close unless `auto`.
         let conn = db::open_writer_with(db_path, checkpoints)?;
         let sql = |source| EngineError::from_sqlite(db_path, source);
-        let pending = progress(&conn).map_err(sql)?.filter(|p| !p.complete());
-        let Some(first) = pending else {
+        if !has_index(&conn).map_err(sql)? {
             return Ok(BackfillGuard { stop, thread: None });
-        };
-        tracing::info!(
-            indexed = first.indexed,
-            pending = first.pending,
-            "building the search index of existing versions in the background"
-        );
+        }
+        let pending = progress(&conn).map_err(sql)?.filter(|p| !p.complete());
+        if let Some(first) = pending {
+            tracing::info!(
+                indexed = first.indexed,
+                pending = first.pending,
+                "building the search index of existing versions in the background"
+            );
+        }
         let flag = stop.clone();
         let path: PathBuf = db_path.to_path_buf();
         let thread = std::thread::Builder::new()
             .name("obby-search-backfill".into())
             .spawn(move || {
-                let mut last_log = std::time::Instant::now();
-                let result = backfill(&conn, &flag, BACKFILL_PAUSE, &mut |p| {
-                    if last_log.elapsed() >= Duration::from_secs(5) {
-                        last_log = std::time::Instant::now();
-                        tracing::info!(
-                            indexed = p.indexed,
-                            pending = p.pending,
-                            "search index backfill"
-                        );
+                if pending.is_some() {
+                    let mut last_log = std::time::Instant::now();
+                    let result = backfill(&conn, &flag, BACKFILL_PAUSE, &mut |p| {
+                        if last_log.elapsed() >= Duration::from_secs(5) {
+                            last_log = std::time::Instant::now();
+                            tracing::info!(
+                                indexed = p.indexed,
+                                pending = p.pending,
+                                "search index backfill"
+                            );
+                        }
+                    });
+                    match result {
+                        Ok(n) if !flag.load(Ordering::Relaxed) => {
+                            tracing::info!(versions = n, "search index complete");
+                        }
+                        Ok(_) => return,
+                        Err(e) => {
+                            tracing::warn!(
+                                db = %path.display(),
+                                error = %e,
+                                "search index backfill stopped; it resumes at the next start"
+                            );
+                            return;
+                        }
                     }
-                });
-                match result {
-                    Ok(n) if !flag.load(Ordering::Relaxed) => {
-                        tracing::info!(versions = n, "search index complete");
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(
+                }
+                if let Err(e) = merge_when_idle(&conn, &flag) {
+                    tracing::warn!(
                         db = %path.display(),
                         error = %e,
-                        "search index backfill stopped; it resumes at the next start"
-                    ),
+                        "search index merging stopped; it resumes at the next start"
+                    );
                 }
             })
             .map_err(|source| EngineError::Io {

@@ -2,8 +2,10 @@
 //! 127.0.0.1, the search index behind it (ranking, snippets, prefix, all
 //! versions, malformed queries), the index's consistency after a kill -9
 //! mid-scan, the resumable backfill of a backend-made database with
-//! history, topics from the backend's tables, and `search` / `stats` on the
-//! command line.
+//! history, the newest-only index after edits, deletes, moves, a return and
+//! the backend's own writes, both indexes across a rebuild of
+//! `file_versions` at schema 7, topics from the backend's tables, and
+//! `search` / `stats` on the command line.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -100,6 +102,15 @@ async fn every_rpc_answers_from_the_database_as_the_contract_says() {
     let mut q = client(engine.query_url(&v)).await;
     let root = v.root.to_str().expect("utf-8").to_owned();
     let rel = |p: &str| p.replace(&root, "<root>");
+    // The idle engine unindexes the newest-only index's stale entries;
+    // until then bm25's statistics count them, so the ranks below are
+    // those of an idle engine.
+    assert!(
+        wait_for(Duration::from_secs(30), || {
+            v.count("SELECT COUNT(*) FROM search_stale") == 0
+        }),
+        "the idle engine purged the stale entries"
+    );
 
     let diffs: Vec<_> = q
         .get_recent_diffs(DiffQuery { limit: 0 })
@@ -768,4 +779,273 @@ fn cli_search_and_stats_answer_without_an_engine_and_explain_bad_input() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The newest-only index (`file_current_fts`, schema 7) holds exactly the
+/// newest version of each path `sync_files` does not mark deleted, and a
+/// newest-only search finds what filtering the index of every version for
+/// that set finds.
+fn check_current_index(v: &Vault, step: &str) {
+    let conn = v.conn();
+    let rows = |sql: &str| -> Vec<(String, i64)> {
+        conn.prepare(sql)
+            .expect("prepare")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    };
+    let want = rows(
+        "SELECT fv.file_path, MAX(fv.id) FROM file_versions fv
+         WHERE NOT EXISTS (SELECT 1 FROM sync_files s WHERE s.path = fv.file_path AND s.deleted <> 0)
+         GROUP BY fv.file_path ORDER BY 1",
+    );
+    let named = rows("SELECT file_path, version_id FROM search_current ORDER BY 1");
+    assert_eq!(
+        named, want,
+        "{step}: search_current names the newest live versions"
+    );
+    let ids = |sql: &str| -> Vec<i64> {
+        conn.prepare(sql)
+            .expect("prepare")
+            .query_map([], |r| r.get(0))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("ids")
+    };
+    let stale = ids("SELECT version_id FROM search_stale ORDER BY 1");
+    let mut want_ids: Vec<i64> = want.iter().map(|(_, id)| *id).collect();
+    want_ids.extend(&stale);
+    want_ids.sort_unstable();
+    assert_eq!(
+        ids("SELECT id FROM file_current_fts_docsize ORDER BY id"),
+        want_ids,
+        "{step}: the index holds those versions and the stale ones"
+    );
+    for s in &stale {
+        assert!(
+            !want.iter().any(|(_, id)| id == s),
+            "{step}: a stale entry {s} is not in the set"
+        );
+    }
+    conn.execute(
+        "INSERT INTO file_current_fts (file_current_fts) VALUES ('integrity-check')",
+        [],
+    )
+    .unwrap_or_else(|e| panic!("{step}: file_current_fts integrity-check: {e}"));
+    for word in ["alpha", "beta", "gamma", "notes"] {
+        let opts = obby_sync::engine::search::SearchOptions {
+            all_versions: false,
+            prefix: false,
+            limit: 10_000,
+        };
+        let mut found: Vec<i64> = obby_sync::engine::search::search(&conn, word, &opts)
+            .expect("search")
+            .iter()
+            .map(|h| h.version_id)
+            .collect();
+        found.sort_unstable();
+        let mut reference: Vec<i64> = conn
+            .prepare(
+                "SELECT f.rowid FROM file_versions_fts f JOIN file_versions fv ON fv.id = f.rowid
+                 WHERE file_versions_fts MATCH ?1
+                   AND fv.id = (SELECT MAX(n.id) FROM file_versions n WHERE n.file_path = fv.file_path)
+                   AND NOT EXISTS (SELECT 1 FROM sync_files s WHERE s.path = fv.file_path AND s.deleted <> 0)",
+            )
+            .expect("prepare")
+            .query_map([word], |r| r.get(0))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("ids");
+        reference.sort_unstable();
+        assert_eq!(found, reference, "{step}: newest-only hits of {word:?}");
+    }
+    if !stale.is_empty() {
+        // The idle work unindexes the stale entries: then the index holds
+        // exactly the set.
+        while obby_sync::engine::search::merge_step(&conn, 64).expect("idle step") {}
+        assert_eq!(
+            ids("SELECT COUNT(*) FROM search_stale"),
+            vec![0],
+            "{step}: nothing stale after the idle work"
+        );
+        let mut set: Vec<i64> = want.iter().map(|(_, id)| *id).collect();
+        set.sort_unstable();
+        assert_eq!(
+            ids("SELECT id FROM file_current_fts_docsize ORDER BY id"),
+            set,
+            "{step}: after the idle work the index holds exactly the set"
+        );
+        conn.execute(
+            "INSERT INTO file_current_fts (file_current_fts) VALUES ('integrity-check')",
+            [],
+        )
+        .unwrap_or_else(|e| panic!("{step}: integrity-check after the idle work: {e}"));
+    }
+}
+
+#[test]
+fn the_newest_only_index_follows_edits_deletes_moves_returns_and_backend_writes() {
+    let v = Vault::new();
+    for i in 0..20 {
+        let word = ["alpha", "beta", "gamma"][i % 3];
+        v.write(&format!("notes/n{i:02}.md"), format!("note {i} {word}\n"));
+    }
+    v.scan(&["--settle-ms", "0"]);
+    check_current_index(&v, "initial scan");
+
+    // Edits (a word moves from one note to another), a delete, a move.
+    v.write("notes/n00.md", "note 0 now beta\n");
+    v.write("notes/n01.md", "note 1 now gamma and alpha\n");
+    v.remove("notes/n02.md");
+    v.rename("notes/n03.md", "notes/moved/n03.md");
+    v.scan(&["--settle-ms", "0"]);
+    check_current_index(&v, "edits, delete, move");
+
+    // The deleted note comes back with the same text: no new version, the
+    // path is live again with its newest version.
+    v.write("notes/n02.md", "note 2 gamma\n");
+    v.scan(&["--settle-ms", "0"]);
+    check_current_index(&v, "a deleted note back with the same text");
+
+    // Another program's writes to file_versions: a new version, a deleted
+    // newest version (its predecessor takes its place), a rewritten one.
+    let conn = v.conn();
+    let path = v.abs("notes/n04.md");
+    conn.execute(
+        "INSERT INTO file_versions (file_path, content_hash, content, size, timestamp)
+         VALUES (?1, ?2, 'backend text alpha gamma', 24, strftime('%Y-%m-%d %H:%M:%f000', 'now', 'localtime'))",
+        [path.clone(), "ab".repeat(32)],
+    )
+    .expect("backend insert");
+    check_current_index(&v, "a version the backend inserted");
+    conn.execute(
+        "DELETE FROM file_versions WHERE id = (SELECT MAX(id) FROM file_versions WHERE file_path = ?1)",
+        [&path],
+    )
+    .expect("backend delete");
+    check_current_index(&v, "the newest version deleted");
+    conn.execute(
+        "UPDATE file_versions SET content = 'rewritten beta' WHERE id = (SELECT MAX(id) FROM file_versions WHERE file_path = ?1)",
+        [v.abs("notes/n05.md")],
+    )
+    .expect("backend update");
+    check_current_index(&v, "the newest version rewritten");
+    conn.execute(
+        "UPDATE file_versions SET file_path = ?2 WHERE id = (SELECT MAX(id) FROM file_versions WHERE file_path = ?1)",
+        [v.abs("notes/n06.md"), v.abs("notes/n07.md")],
+    )
+    .expect("backend path update");
+    check_current_index(&v, "a version moved to another path");
+    drop(conn);
+
+    // The engine goes on from there.
+    v.write("notes/n07.md", "note 7 beta again\n");
+    v.scan(&["--settle-ms", "0"]);
+    check_current_index(&v, "a scan after the backend's writes");
+}
+
+#[test]
+fn a_rebuild_of_file_versions_at_schema_7_keeps_both_indexes_right() {
+    let v = Vault::new();
+    for i in 0..12 {
+        let word = ["alpha", "beta", "gamma"][i % 3];
+        v.write(&format!("notes/r{i:02}.md"), format!("note {i} {word}\n"));
+    }
+    v.scan(&["--settle-ms", "0"]);
+    v.write("notes/r00.md", "note 0 now gamma\n");
+    v.remove("notes/r01.md");
+    v.scan(&["--settle-ms", "0"]);
+    check_current_index(&v, "before the rebuild");
+
+    // Another program gives file_versions a constraint the shared shape
+    // does not have (the backend's UNIQUE(file_path, content_hash)), by
+    // SQLite's rebuild procedure: every row and id kept, its triggers
+    // (the search indexes' among them) recreated. The next open conforms
+    // the table again, by the same procedure.
+    {
+        let conn = v.conn();
+        let (create, triggers): (String, Vec<String>) = {
+            let create: String = conn
+                .query_row(
+                    "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'file_versions'",
+                    [],
+                    |r| r.get(0),
+                )
+                .expect("table sql");
+            let triggers = conn
+                .prepare(
+                    "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'file_versions'",
+                )
+                .expect("prepare")
+                .query_map([], |r| r.get(0))
+                .expect("query")
+                .collect::<Result<_, _>>()
+                .expect("triggers");
+            (create, triggers)
+        };
+        assert!(
+            triggers.iter().any(|t| t.contains("file_current_fts"))
+                && triggers.iter().any(|t| t.contains("file_versions_fts ")),
+            "both indexes' triggers are on file_versions: {triggers:?}"
+        );
+        let end = create.rfind(')').expect("closing parenthesis");
+        let unique = format!(
+            "{}, UNIQUE(file_path, content_hash))",
+            &create[..end].replace("CREATE TABLE file_versions", "CREATE TABLE fv_new")
+        );
+        conn.execute_batch("PRAGMA foreign_keys = OFF; PRAGMA legacy_alter_table = ON; BEGIN;")
+            .expect("begin");
+        conn.execute_batch(&unique).expect("create the new shape");
+        conn.execute_batch(
+            "INSERT INTO fv_new SELECT * FROM file_versions;
+             DROP TABLE file_versions;
+             ALTER TABLE fv_new RENAME TO file_versions;
+             CREATE INDEX IF NOT EXISTS idx_file_versions_path ON file_versions(file_path);",
+        )
+        .expect("copy the rows");
+        for t in &triggers {
+            conn.execute_batch(t).expect("recreate a trigger");
+        }
+        conn.execute_batch("COMMIT; PRAGMA legacy_alter_table = OFF;")
+            .expect("commit");
+    }
+    check_current_index(&v, "after the other program's rebuild");
+
+    // The engine's open rebuilds it back; then it keeps indexing.
+    v.write("notes/r02.md", "note 2 now alpha and beta\n");
+    v.write("notes/r12.md", "note 12 beta\n");
+    v.scan(&["--settle-ms", "0"]);
+    let conn = v.conn();
+    let unique: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE name = 'file_versions' AND sql LIKE '%UNIQUE%'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("shape");
+    assert_eq!(
+        unique, 0,
+        "the engine conformed file_versions to the shared shape"
+    );
+    let triggers: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'file_versions'
+               AND (sql LIKE '%file_versions_fts%' OR sql LIKE '%file_current_fts%')",
+            [],
+            |r| r.get(0),
+        )
+        .expect("triggers");
+    assert_eq!(
+        triggers, 6,
+        "both indexes' three triggers survived the rebuild"
+    );
+    drop(conn);
+    assert_eq!(
+        index_rows(&v),
+        v.count("SELECT COUNT(*) FROM file_versions"),
+        "the index of every version holds every version"
+    );
+    index_check(&v, true).expect("the index of every version matches file_versions");
+    check_current_index(&v, "after the engine's rebuild and a scan");
 }

@@ -1,4 +1,4 @@
-//! What the benchmark examples (`bench`, `watch-bench`, `api-bench`) share:
+//! What the benchmark examples (`bench`, `watch-bench`, `api-bench`, `search-bench`) share:
 //! finding the release `obby-sync` binary, the scratch folder, progress
 //! lines, seeded note text, reading the engine's database, running `obby-sync
 //! run` as a child process and reading its `/proc` figures, statistics, and
