@@ -277,6 +277,21 @@ impl tonic::service::Interceptor for Auth {
     }
 }
 
+/// The connections `listener` accepts, each with `TCP_NODELAY` (tonic sets
+/// it only on listeners it binds itself): without it a small reply, a
+/// stream's next few messages, waits for the peer's delayed ACK (40 ms).
+pub(crate) fn incoming(
+    listener: tokio::net::TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    tokio_stream::StreamExt::map(TcpListenerStream::new(listener), |conn| {
+        conn.inspect(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "TCP_NODELAY not set on an api connection");
+            }
+        })
+    })
+}
+
 /// Records bound addresses in `sync_meta`, in order (useful with port 0);
 /// a read-only replica (`obby-sync serve`) records nothing.
 ///
@@ -432,13 +447,13 @@ pub async fn serve(
     let mut stop_a = stop_rx.clone();
     let mut stop_b = stop_rx;
     let a = tokio::spawn(router.serve_with_incoming_shutdown(
-        TcpListenerStream::new(watcher_listener),
+        incoming(watcher_listener),
         async move {
             let _ = stop_a.wait_for(|s| *s).await;
         },
     ));
     let b = tokio::spawn(second.serve_with_incoming_shutdown(
-        TcpListenerStream::new(tracker_listener),
+        incoming(tracker_listener),
         async move {
             let _ = stop_b.wait_for(|s| *s).await;
         },

@@ -15,7 +15,6 @@ use std::pin::Pin;
 
 use tokio::net::TcpListener;
 use tokio_stream::Stream;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
@@ -287,13 +286,7 @@ pub(super) async fn serve(
         .add_service(InterceptedService::new(service, auth));
     // Replies are written without Nagle's delay: a small reply (a search
     // with a few hits) otherwise waits for the client's delayed ACK, 40 ms.
-    let incoming = tokio_stream::StreamExt::map(TcpListenerStream::new(listener), |conn| {
-        conn.inspect(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "TCP_NODELAY not set on a query connection");
-            }
-        })
-    });
+    let incoming = super::incoming(listener);
     router
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = stop.wait_for(|s| *s).await;

@@ -53,6 +53,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt as _;
 use bytes::{Bytes, BytesMut};
 use chrono::TimeZone as _;
 use futures_util::FutureExt as _;
@@ -93,6 +94,12 @@ pub(crate) async fn serve(
     listener: TcpListener,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ApiError> {
+    // Each event is written at once, not held for the client's delayed ACK.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set on an SSE connection");
+        }
+    });
     axum::serve(listener, router(hub, token))
         .with_graceful_shutdown(async move {
             let _ = stop.wait_for(|s| *s).await;

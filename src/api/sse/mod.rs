@@ -49,7 +49,6 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
@@ -780,7 +779,7 @@ pub(crate) async fn start(
     let mut stop_grpc = stop.clone();
     let grpc = tokio::spawn(async move {
         router
-            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
+            .serve_with_incoming_shutdown(super::incoming(grpc_listener), async move {
                 let _ = stop_grpc.wait_for(|s| *s).await;
             })
             .await
