@@ -18,14 +18,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::engine::config::{self, Config};
-use crate::engine::enqueue::WatchConfig;
-use crate::engine::patterns::{DEFAULT_IGNORE, DEFAULT_WATCH, IGNORE_FILE, WATCH_FILE};
-use crate::engine::progress::ProgressSnapshot;
-use crate::engine::queue::{self, ChangeKind, NewEvent};
-use crate::engine::{Engine, Until, db, diff};
+use crate::engine::{
+    ChangeKind, CheckpointMode, Config, Database, DiffLookup, Engine, NewEvent, Progress,
+    ProgressSnapshot, Until, WatchConfig,
+};
+use crate::engine::{DEFAULT_IGNORE, DEFAULT_WATCH, IGNORE_FILE, WATCH_FILE};
 
 /// `println!` that hands a failed write back (`?`) instead of panicking: a
 /// reader that closed the pipe ends the command quietly (see [`main`]).
@@ -75,7 +73,7 @@ impl Location {
         match &self.db.db {
             Some(db) => db.clone(),
             None => {
-                let db = self.root.join(config::DEFAULT_DB);
+                let db = self.root.join(crate::engine::DEFAULT_DB);
                 let legacy = self.root.join("obby.db");
                 if legacy.is_file() && !db.exists() {
                     tracing::warn!(
@@ -96,34 +94,34 @@ struct Tuning {
     #[arg(long)]
     workers: Option<usize>,
     /// Queue rows claimed and committed together.
-    #[arg(long, default_value_t = config::DEFAULT_BATCH_SIZE)]
+    #[arg(long, default_value_t = crate::engine::DEFAULT_BATCH_SIZE)]
     batch_size: usize,
     /// MiB of files claimed and committed together (a larger file alone):
     /// bounds the memory a batch holds.
-    #[arg(long, default_value_t = config::DEFAULT_BATCH_BYTES / (1024 * 1024))]
+    #[arg(long, default_value_t = crate::engine::DEFAULT_BATCH_BYTES / (1024 * 1024))]
     batch_mib: u64,
     /// Files larger than this many bytes are hashed only, without text.
-    #[arg(long, default_value_t = config::DEFAULT_MAX_FILE_SIZE)]
+    #[arg(long, default_value_t = crate::engine::DEFAULT_MAX_FILE_SIZE)]
     max_file_size: u64,
     /// Attempts before an unreadable file's change is marked failed.
-    #[arg(long, default_value_t = config::DEFAULT_MAX_ATTEMPTS)]
+    #[arg(long, default_value_t = crate::engine::DEFAULT_MAX_ATTEMPTS)]
     max_attempts: i64,
     /// Milliseconds before the first retry; doubles after each failure.
-    #[arg(long, default_value_t = config::DEFAULT_RETRY_BACKOFF.as_millis() as u64)]
+    #[arg(long, default_value_t = crate::engine::DEFAULT_RETRY_BACKOFF.as_millis() as u64)]
     retry_backoff_ms: u64,
     /// A file modified less than this many milliseconds ago is read a little
     /// later (it may be half written); under `run` the debounce is the
     /// settle time instead.
-    #[arg(long, default_value_t = config::DEFAULT_SETTLE.as_millis() as u64)]
+    #[arg(long, default_value_t = crate::engine::DEFAULT_SETTLE.as_millis() as u64)]
     settle_ms: u64,
     /// Hours to keep finished queue rows before pruning them.
-    #[arg(long, default_value_t = config::DEFAULT_RETENTION.as_secs() / 3600)]
+    #[arg(long, default_value_t = crate::engine::DEFAULT_RETENTION.as_secs() / 3600)]
     retention_hours: u64,
     /// Who checkpoints the WAL: auto (obby-sync), passive (obby-sync, PASSIVE
     /// only, the WAL never truncated) or external (nobody here: use it with
     /// Litestream, which must see every WAL frame).
     #[arg(long, default_value = "auto", value_name = "MODE")]
-    checkpoint: crate::engine::db::CheckpointMode,
+    checkpoint: CheckpointMode,
 }
 
 #[derive(Debug, Args)]
@@ -591,32 +589,34 @@ struct ScanSummary {
 
 /// Builds the search index of versions that predate it, after a scan's
 /// queue drained; a progress bar on a terminal.
-fn backfill_search(db_path: &Path, quiet: bool, checkpoints: db::CheckpointMode) -> Result<u64> {
-    use crate::engine::search;
-    let conn = db::open_writer_with(db_path, checkpoints)?;
-    let Some(first) = search::progress(&conn)?.filter(|p| !p.complete()) else {
-        return Ok(0);
-    };
-    let total = u64::try_from(first.indexed + first.pending).unwrap_or(0);
-    let bar = progress_bar(total, quiet);
-    if let Some(bar) = &bar {
-        bar.set_message("search index");
-        bar.set_position(u64::try_from(first.indexed).unwrap_or(0));
-    } else if !quiet {
-        eprintln!(
-            "obby-sync: indexing {} earlier versions for search",
-            first.pending
-        );
-    }
-    let stop = AtomicBool::new(false);
-    let n = search::backfill(&conn, &stop, Duration::ZERO, &mut |p| {
-        if let Some(bar) = &bar {
-            bar.set_position(u64::try_from(p.indexed).unwrap_or(0));
-        }
-    })
+fn backfill_search(db_path: &Path, quiet: bool, checkpoints: CheckpointMode) -> Result<u64> {
+    let bar = std::cell::RefCell::new(None::<indicatif::ProgressBar>);
+    let n = crate::engine::build_search_index(
+        db_path,
+        checkpoints,
+        &mut |first| {
+            let total = u64::try_from(first.indexed + first.pending).unwrap_or(0);
+            let started = progress_bar(total, quiet);
+            if let Some(b) = &started {
+                b.set_message("search index");
+                b.set_position(u64::try_from(first.indexed).unwrap_or(0));
+            } else if !quiet {
+                eprintln!(
+                    "obby-sync: indexing {} earlier versions for search",
+                    first.pending
+                );
+            }
+            *bar.borrow_mut() = started;
+        },
+        &mut |p| {
+            if let Some(b) = &*bar.borrow() {
+                b.set_position(u64::try_from(p.indexed).unwrap_or(0));
+            }
+        },
+    )
     .with_context(|| format!("building the search index in {}", db_path.display()))?;
-    if let Some(bar) = &bar {
-        bar.finish_and_clear();
+    if let Some(b) = bar.into_inner() {
+        b.finish_and_clear();
     }
     Ok(n)
 }
@@ -757,7 +757,7 @@ fn run_engine(
     });
     let status = LiveStatus::start(engine.progress(), cfg.db.clone());
     // The search index of versions older than it (issue 12), in the background.
-    let backfill = crate::engine::search::BackfillGuard::start(&cfg.db, cfg.checkpoint)?;
+    let backfill = crate::engine::BackfillGuard::start(&cfg.db, cfg.checkpoint)?;
     let result = engine.watch_and_process(watch, stop, &mut |p: &ProgressSnapshot| {
         tracing::debug!(
             rows = p.rows,
@@ -812,7 +812,7 @@ fn serve_replica(db_path: &Path, api: &ApiArgs) -> Result<ExitCode> {
         signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
     }
     let api_config = api.config()?;
-    let (handle, guard) = crate::engine::replica::open(db_path)?;
+    let (handle, guard) = crate::engine::open_replica(db_path)?;
     eprintln!(
         "obby-sync: serving {} read-only; Ctrl-C stops",
         handle.db_path().display()
@@ -842,7 +842,7 @@ struct LiveStatus {
 }
 
 impl LiveStatus {
-    fn start(progress: Arc<crate::engine::progress::Progress>, db_path: PathBuf) -> LiveStatus {
+    fn start(progress: Arc<Progress>, db_path: PathBuf) -> LiveStatus {
         let stop = Arc::new(AtomicBool::new(false));
         if !std::io::stderr().is_terminal() {
             return LiveStatus { stop, thread: None };
@@ -850,14 +850,14 @@ impl LiveStatus {
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
             let bar = indicatif::ProgressBar::new_spinner();
-            let conn = db::open_reader(&db_path).ok();
+            let db = Database::open_read_only(&db_path).ok();
             let mut last = (Instant::now(), progress.snapshot().rows);
             while !flag.load(std::sync::atomic::Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(500));
                 let p = progress.snapshot();
-                let queued = conn
+                let queued = db
                     .as_ref()
-                    .and_then(|c| queue::counts(c).ok())
+                    .and_then(|d| d.queue_counts().ok())
                     .map_or(0, |c| c.outstanding());
                 let rate = (p.rows - last.1) as f64 / last.0.elapsed().as_secs_f64().max(0.001);
                 last = (Instant::now(), p.rows);
@@ -889,7 +889,7 @@ impl Drop for LiveStatus {
 /// existing part resolved (the form `file_path` is stored in).
 fn absolute(path: &Path) -> Result<PathBuf> {
     let cwd = std::env::current_dir().context("reading the current folder")?;
-    Ok(crate::engine::paths::resolve(&cwd.join(path)))
+    Ok(crate::engine::resolve_path(&cwd.join(path)))
 }
 
 fn utf8(path: &Path) -> Result<String> {
@@ -918,8 +918,7 @@ fn enqueue(location: &Location, paths: &[PathBuf]) -> Result<ExitCode> {
             old_path: None,
         });
     }
-    let conn = db::open_writer(&config::prepare_db(&location.db())?)?;
-    queue::enqueue(&conn, &events, "cli")?;
+    Database::open_to_enqueue(&location.db())?.enqueue(&events, "cli")?;
     outln!("enqueued {} file(s)", events.len());
     Ok(ExitCode::SUCCESS)
 }
@@ -927,72 +926,23 @@ fn enqueue(location: &Location, paths: &[PathBuf]) -> Result<ExitCode> {
 #[derive(serde::Serialize)]
 struct Status {
     database: String,
-    schema_version: i64,
-    queue: queue::QueueCounts,
-    failures: Vec<queue::FailedRow>,
-    files_tracked: i64,
-    files_deleted: i64,
-    versions: i64,
-    diffs: i64,
-    changes: i64,
-    last_change: Option<String>,
-    last_reconcile: Option<String>,
-    watch_backend: Option<String>,
-    /// How far the search index is built (None: no index in this schema).
-    search_index: Option<crate::engine::search::IndexProgress>,
-}
-
-fn count(conn: &Connection, sql: &str) -> Result<i64> {
-    Ok(conn.query_row(sql, [], |r| r.get(0))?)
+    #[serde(flatten)]
+    status: crate::engine::DatabaseStatus,
 }
 
 fn status(db_path: &Path, json: bool) -> Result<ExitCode> {
-    let conn = db::open_reader(db_path)?;
-    let last_change: Option<String> = conn
-        .query_row(
-            "SELECT timestamp || ' ' || change_type || ' ' || file_path FROM file_changes ORDER BY id DESC LIMIT 1",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?;
-    let last_reconcile: Option<String> = conn
-        .query_row(
-            "SELECT value FROM sync_meta WHERE key = 'last_reconcile'",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?;
-    let watch_backend: Option<String> = conn
-        .query_row(
-            "SELECT value FROM sync_meta WHERE key = 'watch_backend'",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?;
     let s = Status {
         database: absolute(db_path)?.display().to_string(),
-        schema_version: conn.pragma_query_value(None, "user_version", |r| r.get(0))?,
-        queue: queue::counts(&conn)?,
-        failures: queue::failures(&conn, 20)?,
-        files_tracked: count(&conn, "SELECT COUNT(*) FROM sync_files WHERE deleted = 0")?,
-        files_deleted: count(&conn, "SELECT COUNT(*) FROM sync_files WHERE deleted <> 0")?,
-        versions: count(&conn, "SELECT COUNT(*) FROM file_versions")?,
-        diffs: count(&conn, "SELECT COUNT(*) FROM content_diffs")?,
-        changes: count(&conn, "SELECT COUNT(*) FROM file_changes")?,
-        last_change,
-        last_reconcile,
-        watch_backend,
-        search_index: crate::engine::search::progress(&conn)?,
+        status: Database::open_read_only(db_path)?.status(20)?,
     };
     if json {
         outln!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(ExitCode::SUCCESS);
     }
-    outln!(
-        "database       {} (schema {})",
-        s.database,
-        s.schema_version
-    );
+    let database = &s.database;
+    let s = &s.status;
+    let c = &s.counts;
+    outln!("database       {} (schema {})", database, s.schema_version);
     outln!(
         "queue          {} pending, {} claimed, {} failed, {} done",
         s.queue.pending,
@@ -1002,14 +952,14 @@ fn status(db_path: &Path, json: bool) -> Result<ExitCode> {
     );
     outln!(
         "files          {} tracked, {} deleted",
-        s.files_tracked,
-        s.files_deleted
+        c.files_tracked,
+        c.files_deleted
     );
     outln!(
         "history        {} versions, {} diffs, {} changes",
-        s.versions,
-        s.diffs,
-        s.changes
+        c.versions,
+        c.diffs,
+        c.changes
     );
     outln!(
         "last change    {}",
@@ -1045,117 +995,46 @@ fn status(db_path: &Path, json: bool) -> Result<ExitCode> {
 }
 
 fn log(path: &Path, db_path: &Path, limit: usize) -> Result<ExitCode> {
-    let conn = db::open_reader(db_path)?;
+    let db = Database::open_read_only(db_path)?;
     let file = utf8(&absolute(path)?)?;
-    let mut stmt = conn.prepare(
-        "SELECT fv.id, fv.timestamp, fv.change_description, fv.size, fv.line_count,
-                fv.content_hash, cd.lines_added, cd.lines_removed
-         FROM file_versions fv LEFT JOIN content_diffs cd ON cd.new_version_id = fv.id
-         WHERE fv.file_path = ?1 ORDER BY fv.id DESC LIMIT ?2",
-    )?;
-    let rows = stmt
-        .query_map(
-            params![file, i64::try_from(limit).unwrap_or(i64::MAX)],
-            |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, Option<String>>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                    r.get::<_, Option<i64>>(3)?,
-                    r.get::<_, Option<i64>>(4)?,
-                    r.get::<_, String>(5)?,
-                    r.get::<_, Option<i64>>(6)?,
-                    r.get::<_, Option<i64>>(7)?,
-                ))
-            },
-        )?
-        .collect::<Result<Vec<_>, _>>()?;
+    let rows = db.log(&file, limit)?;
     if rows.is_empty() {
         bail!("no history for {file}");
     }
     outln!("{file}");
-    for (id, ts, desc, size, lines, hash, added, removed) in rows {
-        let delta = match (added, removed) {
-            (Some(a), Some(r)) => format!("+{a} -{r}"),
-            _ => "-".to_owned(),
-        };
+    for v in rows {
+        let delta = v
+            .delta
+            .map_or_else(|| "-".to_owned(), |(a, r)| format!("+{a} -{r}"));
         outln!(
-            "{id:>8}  {}  {:>9} B {:>6} lines  {:>12}  {}  {}",
-            ts.unwrap_or_default(),
-            size.unwrap_or(0),
-            lines.map_or_else(|| "-".to_owned(), |l| l.to_string()),
+            "{:>8}  {}  {:>9} B {:>6} lines  {:>12}  {}  {}",
+            v.id,
+            v.timestamp.unwrap_or_default(),
+            v.size.unwrap_or(0),
+            v.line_count
+                .map_or_else(|| "-".to_owned(), |l| l.to_string()),
             delta,
-            &hash[..hash.len().min(12)],
-            desc.unwrap_or_default()
+            &v.content_hash[..v.content_hash.len().min(12)],
+            v.description.unwrap_or_default()
         );
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn show_diff(path: &Path, db_path: &Path, from: Option<i64>, to: Option<i64>) -> Result<ExitCode> {
-    let conn = db::open_reader(db_path)?;
+    let db = Database::open_read_only(db_path)?;
     let file = utf8(&absolute(path)?)?;
-    let stored: Option<Option<String>> = match (from, to) {
-        (None, None) => conn
-            .query_row(
-                "SELECT diff_content FROM content_diffs WHERE file_path = ?1 ORDER BY id DESC LIMIT 1",
-                [&file],
-                |r| r.get(0),
-            )
-            .optional()?,
-        (None, Some(to)) => conn
-            .query_row("SELECT diff_content FROM content_diffs WHERE new_version_id = ?1", [to], |r| {
-                r.get(0)
-            })
-            .optional()?,
-        (Some(from), to) => {
-            let to = match to {
-                Some(to) => to,
-                None => conn
-                    .query_row(
-                        "SELECT MAX(id) FROM file_versions WHERE file_path = ?1",
-                        [&file],
-                        |r| r.get::<_, Option<i64>>(0),
-                    )?
-                    .with_context(|| format!("no history for {file}"))?,
-            };
-            let pair = conn
-                .query_row(
-                    "SELECT diff_content FROM content_diffs WHERE old_version_id = ?1 AND new_version_id = ?2",
-                    [from, to],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            match pair {
-                Some(text) => Some(text),
-                None => Some(Some(diff_versions(&conn, from, to)?)),
-            }
-        }
-    };
-    match stored {
-        Some(Some(text)) => {
+    match db.diff(&file, from, to)? {
+        DiffLookup::Text(text) => {
             print!("{text}");
             Ok(ExitCode::SUCCESS)
         }
-        Some(None) => bail!("that change has no text diff (binary or oversized file)"),
-        None => bail!("no diff stored for {file} with those versions"),
-    }
-}
-
-fn diff_versions(conn: &Connection, from: i64, to: i64) -> Result<String> {
-    let load = |id: i64| -> Result<(String, Option<String>)> {
-        conn.query_row(
-            "SELECT file_path, content FROM file_versions WHERE id = ?1",
-            [id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?
-        .with_context(|| format!("no version {id}"))
-    };
-    let (old_path, old) = load(from)?;
-    let (new_path, new) = load(to)?;
-    match (old, new) {
-        (Some(old), Some(new)) => Ok(diff::unified(&old, &new, &old_path, &new_path).text),
-        _ => bail!("version {from} or {to} has no text (binary or oversized file)"),
+        DiffLookup::NoText if from.is_some() => {
+            bail!("one of those versions has no text (binary or oversized file)")
+        }
+        DiffLookup::NoText => bail!("that change has no text diff (binary or oversized file)"),
+        DiffLookup::NotStored => bail!("no diff stored for {file} with those versions"),
+        DiffLookup::NoHistory => bail!("no history for {file}"),
+        DiffLookup::NoVersion(id) => bail!("no version {id}"),
     }
 }

@@ -8,10 +8,12 @@
 //!
 //! Layout, in data-flow order:
 //! - [`engine`]: configuration, database, patterns, reconciliation, queue,
-//!   workers, store; [`engine::EngineHandle`] is its one door for the api.
+//!   workers, store; [`engine::EngineHandle`] is its one door for the api,
+//!   [`engine::Engine`] and [`engine::Database`] the CLI's.
 //! - [`api`]: the gRPC and HTTP services, on top of an
 //!   [`engine::EngineHandle`] only.
-//! - [`cli`]: the `obby-sync` command line; the only place `anyhow` is used.
+//! - [`cli`]: the `obby-sync` command line, on top of the engine's doors
+//!   only; the only place `anyhow` is used.
 
 pub mod api;
 pub mod cli;

@@ -1,8 +1,8 @@
 //! `obby-sync search` and `obby-sync stats`: the Query service's answers for
 //! people, read straight from the database (no running engine needed).
 //!
-//! Both open `obby.db` read-only and call [`crate::engine::search`] and
-//! [`crate::engine::history`], the code behind the gRPC service; bad input
+//! Both open `obby.db` read-only ([`crate::engine::Database`]) and read it
+//! through [`crate::engine::History`], as the gRPC service does; bad input
 //! (a wordless query, an unreadable `--since`) is one clear line and exit 1.
 
 use std::io::IsTerminal as _;
@@ -12,9 +12,10 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result, bail};
 use chrono::{Local, NaiveDate, NaiveDateTime, TimeZone as _};
 
-use crate::engine::history::{self, Period, Source};
-use crate::engine::search::{self, SearchOptions};
-use crate::engine::{db, search::SearchError};
+use crate::engine::{
+    Activity, Database, MAX_LIMIT, Period, SearchError, SearchOptions, Source, TimeAnalysis,
+    fts_query,
+};
 
 /// `obby-sync search`.
 pub(super) fn search(
@@ -28,24 +29,26 @@ pub(super) fn search(
     let query = words.join(" ");
     // The query is checked before the database is opened: a wordless query
     // is the user's mistake whatever the database holds.
-    search::fts_query(&query, prefix)?;
-    if limit == 0 || limit > history::MAX_LIMIT {
-        bail!("--limit must be between 1 and {}", history::MAX_LIMIT);
+    fts_query(&query, prefix)?;
+    if limit == 0 || limit > MAX_LIMIT {
+        bail!("--limit must be between 1 and {}", MAX_LIMIT);
     }
-    let conn = db::open_reader(db_path)?;
+    let db = Database::open_read_only(db_path)?;
+    let building = db.search_progress()?.filter(|p| !p.complete());
+    let history = db.into_history(Path::new(""));
     let opts = SearchOptions {
         all_versions,
         prefix,
         limit,
     };
-    let hits = match search::search(&conn, &query, &opts) {
+    let hits = match history.search(&query, &opts) {
         Ok(hits) => hits,
         Err(SearchError::Db(e)) => {
             return Err(e).with_context(|| format!("searching {}", db_path.display()));
         }
         Err(e) => return Err(e.into()),
     };
-    if let Some(p) = search::progress(&conn)?.filter(|p| !p.complete()) {
+    if let Some(p) = building {
         eprintln!(
             "obby-sync: the search index holds {} of {} versions so far (`obby-sync run` or `scan` builds the rest)",
             p.indexed,
@@ -148,8 +151,8 @@ fn parse_time(value: &str, flag: &str) -> Result<i64> {
 struct Stats {
     since: Option<i64>,
     until: Option<i64>,
-    activity: history::Activity,
-    analysis: history::TimeAnalysis,
+    activity: Activity,
+    analysis: TimeAnalysis,
 }
 
 /// `obby-sync stats`.
@@ -168,13 +171,13 @@ pub(super) fn stats(
         bail!("--until is before --since");
     }
     let period = Period::new(since.unwrap_or(0), until.unwrap_or(0))?;
-    let conn = db::open_reader(db_path)?;
     let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    let history = Database::open_read_only(db_path)?.into_history(&root);
     let stats = Stats {
         since,
         until,
-        activity: history::activity(&conn, &period)?,
-        analysis: history::time_analysis(&conn, &root, &period)?,
+        activity: history.activity(&period)?,
+        analysis: history.time_analysis(&period)?,
     };
     if json {
         outln!("{}", serde_json::to_string_pretty(&stats)?);

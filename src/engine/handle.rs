@@ -169,7 +169,7 @@ impl EngineHandle {
     /// [`EngineError::Pool`] when no connection can be had.
     pub fn history(&self) -> Result<History, EngineError> {
         Ok(History {
-            conn: self.conn()?,
+            conn: HistoryConn::Pooled(self.conn()?),
             root: self.root.clone(),
         })
     }
@@ -276,9 +276,9 @@ impl EngineHandle {
     pub fn status(&self, max_failures: usize) -> Result<EngineStatus, EngineError> {
         let conn = self.conn()?;
         let sql = |e| self.sql(e);
-        let count = |q: &str| conn.query_row(q, [], |r| r.get::<_, i64>(0)).map_err(sql);
         let queue = queue::counts(&conn).map_err(sql)?;
         let failures = queue::failures(&conn, max_failures).map_err(sql)?;
+        let counts = history::counts(&conn).map_err(sql)?;
         let backend = if self.read_only {
             format!("replica (read-only {})", self.db.display())
         } else {
@@ -290,11 +290,11 @@ impl EngineHandle {
             queue,
             failures,
             backend,
-            versions: count("SELECT COUNT(*) FROM file_versions")?,
-            diffs: count("SELECT COUNT(*) FROM content_diffs")?,
-            changes: count("SELECT COUNT(*) FROM file_changes")?,
-            files_tracked: count("SELECT COUNT(*) FROM sync_files WHERE deleted = 0")?,
-            files_deleted: count("SELECT COUNT(*) FROM sync_files WHERE deleted <> 0")?,
+            versions: counts.versions,
+            diffs: counts.diffs,
+            changes: counts.changes,
+            files_tracked: counts.files_tracked,
+            files_deleted: counts.files_deleted,
             uptime: self.uptime(),
             longest_write_ms: self.progress().longest_write_us as f64 / 1000.0,
         })
@@ -427,11 +427,37 @@ impl EngineHandle {
 /// ([`EngineHandle::history`]): `engine/history.rs` and `engine/search.rs`,
 /// which `obby-sync search` and `stats` share. Only reads.
 pub struct History {
-    conn: Pooled,
+    conn: HistoryConn,
     root: PathBuf,
 }
 
+/// The connection a [`History`] reads through: one of the api's pool, or a
+/// command's own ([`super::Database::into_history`]).
+enum HistoryConn {
+    Pooled(Pooled),
+    Owned(rusqlite::Connection),
+}
+
+impl std::ops::Deref for HistoryConn {
+    type Target = rusqlite::Connection;
+
+    fn deref(&self) -> &rusqlite::Connection {
+        match self {
+            HistoryConn::Pooled(c) => c,
+            HistoryConn::Owned(c) => c,
+        }
+    }
+}
+
 impl History {
+    /// A history on a command's own connection.
+    pub(super) fn owned(conn: rusqlite::Connection, root: &Path) -> History {
+        History {
+            conn: HistoryConn::Owned(conn),
+            root: root.to_path_buf(),
+        }
+    }
+
     /// The newest `limit` diffs.
     ///
     /// # Errors

@@ -250,6 +250,36 @@ pub struct VersionRow {
     pub timestamp: i64,
 }
 
+/// Row counts of the history, for `status` and `GetStatus`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct Counts {
+    /// Paths tracked and present.
+    pub files_tracked: i64,
+    /// Paths whose deletion is recorded.
+    pub files_deleted: i64,
+    /// `file_versions` rows.
+    pub versions: i64,
+    /// `content_diffs` rows.
+    pub diffs: i64,
+    /// `file_changes` rows.
+    pub changes: i64,
+}
+
+/// The history's row counts.
+///
+/// # Errors
+/// Any SQLite error.
+pub fn counts(conn: &Connection) -> rusqlite::Result<Counts> {
+    let count = |q: &str| conn.query_row(q, [], |r| r.get::<_, i64>(0));
+    Ok(Counts {
+        files_tracked: count("SELECT COUNT(*) FROM sync_files WHERE deleted = 0")?,
+        files_deleted: count("SELECT COUNT(*) FROM sync_files WHERE deleted <> 0")?,
+        versions: count("SELECT COUNT(*) FROM file_versions")?,
+        diffs: count("SELECT COUNT(*) FROM content_diffs")?,
+        changes: count("SELECT COUNT(*) FROM file_changes")?,
+    })
+}
+
 /// A path's versions, newest first.
 ///
 /// # Errors

@@ -26,6 +26,7 @@ pub mod clock;
 pub mod config;
 pub mod confined;
 pub mod control;
+mod database;
 pub mod db;
 pub mod debounce;
 pub mod diff;
@@ -56,31 +57,42 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
-// What the api may name, all from here (`crate::engine::X`): the handle and
-// plain data. The api names no module of the engine (the integration test
-// `layout::the_api_enters_the_engine_only_through_engine_handle` keeps it
-// so), so each table has one owner inside the engine.
+// What the api and the CLI may name, all from here (`crate::engine::X`):
+// the engine, its two doors (`EngineHandle` for the api beside a running
+// engine, `Database` for the commands on a file) and plain data. Neither
+// names a module of the engine (the integration test
+// `layout::the_api_and_the_cli_enter_the_engine_only_through_its_doors`
+// keeps it so), so each table has one owner inside the engine.
 pub use clock::{TIMESTAMP_FORMAT, format_local};
-pub use config::Config;
+pub use config::{
+    Config, DEFAULT_BATCH_BYTES, DEFAULT_BATCH_SIZE, DEFAULT_DB, DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_FILE_SIZE, DEFAULT_RETENTION, DEFAULT_RETRY_BACKOFF, DEFAULT_SETTLE,
+};
+pub use database::{Database, DatabaseStatus, DiffLookup, LogEntry, build_search_index};
+pub use db::CheckpointMode;
 pub use diff::UnifiedDiff;
+pub use enqueue::WatchConfig;
 pub use error::{EngineError, ItemError};
 pub use handle::{EngineHandle, EngineStatus, History, TrackOutcome};
 pub use hash::Digest;
 pub use history::{
-    Activity, DiffRow, FileRow, HistoryError, Period, Source, TimeAnalysis, VersionRow,
-    limit as request_limit, to_unix,
+    Activity, Counts, DiffRow, FileRow, HistoryError, MAX_LIMIT, Period, Source, TimeAnalysis,
+    VersionRow, limit as request_limit, to_unix,
 };
-pub use paths::{MAX_PATH_BYTES, PathError, inside_root};
-pub use patterns::ApiPatterns;
-pub use progress::{CommitHook, ProgressSnapshot};
-pub use queue::{FailedRow, QueueCounts};
+pub use paths::{MAX_PATH_BYTES, PathError, inside_root, resolve as resolve_path};
+pub use patterns::{ApiPatterns, DEFAULT_IGNORE, DEFAULT_WATCH, IGNORE_FILE, WATCH_FILE};
+pub use progress::{CommitHook, Progress, ProgressSnapshot};
+pub use queue::{ChangeKind, FailedRow, NewEvent, QueueCounts};
 pub use read::ReadError;
-pub use search::{Hit, QueryError, SearchError, SearchOptions, fts_query};
+pub use replica::{ReplicaGuard, open as open_replica};
+pub use search::{
+    BackfillGuard, Hit, IndexProgress, QueryError, SearchError, SearchOptions, fts_query,
+};
 
 use db::{Checkpointer, EngineLock, ReaderPool, SharedPool};
-use enqueue::{Control, Enqueuer, EnqueuerParts, WatchConfig};
+use enqueue::{Control, Enqueuer, EnqueuerParts};
 use patterns::{Patterns, SharedPatterns};
-use progress::{Doorbell, Progress};
+use progress::Doorbell;
 use queue::QueueRow;
 use reconcile::ReconcileReport;
 use store::{Computed, NextClaim, Store};

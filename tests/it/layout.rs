@@ -1,7 +1,8 @@
 //! The layering rules of the source tree, checked by reading it: the api
-//! enters the engine through one door (`EngineHandle` and the plain types
-//! `src/engine/mod.rs` re-exports), so the queue's table and every other
-//! engine table keep their one owner inside the engine.
+//! and the CLI enter the engine through its doors (`Engine`, `EngineHandle`,
+//! `Database` and the plain types `src/engine/mod.rs` re-exports), so the
+//! queue's table and every other engine table keep their one owner inside
+//! the engine.
 
 use std::path::Path;
 
@@ -93,13 +94,13 @@ fn the_guard_finds_engine_modules_in_paths_and_groups() {
     );
 }
 
-/// The api enters the engine through one door: it names only
-/// `crate::engine::X` for what `engine/mod.rs` re-exports (the
-/// `EngineHandle` and plain data), never an engine module, so every
-/// table keeps its one owner inside the engine (the queue's is
-/// `engine/queue.rs`).
+/// The api and the CLI enter the engine through its doors: they name only
+/// `crate::engine::X` for what `engine/mod.rs` re-exports (`Engine`,
+/// `EngineHandle` beside a running engine, `Database` for a command on a
+/// file, and plain data), never an engine module, so every table keeps its
+/// one owner inside the engine (the queue's is `engine/queue.rs`).
 #[test]
-fn the_api_enters_the_engine_only_through_engine_handle() {
+fn the_api_and_the_cli_enter_the_engine_only_through_its_doors() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut modules: Vec<String> = std::fs::read_dir(src.join("engine"))
         .expect("src/engine")
@@ -112,8 +113,8 @@ fn the_api_enters_the_engine_only_through_engine_handle() {
         .collect();
     modules.sort();
     assert!(modules.contains(&"queue".to_owned()), "{modules:?}");
-    let mut files = Vec::new();
-    let mut dirs = vec![src.join("api")];
+    let mut files = vec![src.join("cli.rs"), src.join("main.rs")];
+    let mut dirs = vec![src.join("api"), src.join("cli")];
     while let Some(dir) = dirs.pop() {
         for entry in std::fs::read_dir(&dir).expect("read_dir") {
             let path = entry.expect("entry").path();
@@ -125,7 +126,7 @@ fn the_api_enters_the_engine_only_through_engine_handle() {
         }
     }
     files.sort();
-    assert!(files.len() > 5, "found only {files:?}");
+    assert!(files.len() > 8, "found only {files:?}");
     let mut violations = Vec::new();
     for file in &files {
         let text = std::fs::read_to_string(file).expect("read");
@@ -141,9 +142,10 @@ fn the_api_enters_the_engine_only_through_engine_handle() {
     }
     assert!(
         violations.is_empty(),
-        "the api enters the engine only through EngineHandle and the plain types \
-         re-exported by src/engine/mod.rs (`crate::engine::X`); add a method to \
-         EngineHandle or a re-export there instead of naming an engine module:\n{}",
+        "the api and the CLI enter the engine only through Engine, EngineHandle, \
+         Database and the plain types re-exported by src/engine/mod.rs \
+         (`crate::engine::X`); add a method to a door or a re-export there \
+         instead of naming an engine module:\n{}",
         violations.join("\n")
     );
 }
