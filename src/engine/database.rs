@@ -189,8 +189,7 @@ impl Database {
                  WHERE fv.file_path = ?1 ORDER BY fv.id DESC LIMIT ?2",
             )
             .map_err(sql)?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        stmt.query_map(params![file, limit], |r| {
+        stmt.query_map(params![file, history::sql_limit(limit)], |r| {
             let added: Option<i64> = r.get(6)?;
             let removed: Option<i64> = r.get(7)?;
             Ok(LogEntry {

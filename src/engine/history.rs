@@ -200,7 +200,7 @@ fn diff_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DiffRow> {
     })
 }
 
-fn sql_limit(limit: usize) -> i64 {
+pub(crate) fn sql_limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
