@@ -139,6 +139,10 @@ pub fn open_writer(path: &Path) -> Result<Connection, EngineError> {
     open_writer_with(path, CheckpointMode::Auto)
 }
 
+/// Prepared statements kept per write connection: more than the store, the
+/// queue and the counts run in one batch.
+pub const WRITER_STATEMENT_CACHE: usize = 64;
+
 /// [`open_writer`] for an engine whose WAL is checkpointed as `mode` says.
 ///
 /// # Errors
@@ -159,6 +163,9 @@ pub fn open_writer_with(
     }
     configure(&conn).map_err(err)?;
     configure_checkpoints(&conn, checkpoints).map_err(err)?;
+    // Every statement a batch runs stays prepared: past rusqlite's 16 the
+    // cache evicted some each batch and SQLite parsed them again.
+    conn.set_prepared_statement_cache_capacity(WRITER_STATEMENT_CACHE);
     let pages: i64 = conn
         .pragma_query_value(None, "page_count", |r| r.get(0))
         .map_err(err)?;

@@ -22,6 +22,7 @@ use chrono::{Local, NaiveDateTime, TimeZone as _};
 use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::clock::TIMESTAMP_FORMAT;
+use super::counts;
 use super::search::{self, SearchError, SearchOptions};
 
 /// Rows returned when a request gives no limit.
@@ -274,9 +275,9 @@ pub fn counts(conn: &Connection) -> rusqlite::Result<Counts> {
     Ok(Counts {
         files_tracked: count("SELECT COUNT(*) FROM sync_files WHERE deleted = 0")?,
         files_deleted: count("SELECT COUNT(*) FROM sync_files WHERE deleted <> 0")?,
-        versions: count("SELECT COUNT(*) FROM file_versions")?,
-        diffs: count("SELECT COUNT(*) FROM content_diffs")?,
-        changes: count("SELECT COUNT(*) FROM file_changes")?,
+        versions: counts::history_rows(conn, "file_versions")?,
+        diffs: counts::history_rows(conn, "content_diffs")?,
+        changes: counts::history_rows(conn, "file_changes")?,
     })
 }
 

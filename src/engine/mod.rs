@@ -26,6 +26,7 @@ pub mod clock;
 pub mod config;
 pub mod confined;
 pub mod control;
+pub mod counts;
 mod database;
 pub mod db;
 pub mod debounce;

@@ -38,6 +38,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../../schema/0005_lean.sql")),
     (6, include_str!("../../schema/0006_search.sql")),
     (7, include_str!("../../schema/0007_search_current.sql")),
+    (8, include_str!("../../schema/0008_counts.sql")),
 ];
 
 /// The declared shape of the shared tables.

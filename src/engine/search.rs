@@ -436,7 +436,7 @@ pub fn progress(conn: &Connection) -> rusqlite::Result<Option<IndexProgress>> {
         [next, end],
         |r| r.get(0),
     )?;
-    let total: i64 = conn.query_row("SELECT COUNT(*) FROM file_versions", [], |r| r.get(0))?;
+    let total = super::counts::history_rows(conn, "file_versions")?;
     Ok(Some(IndexProgress {
         indexed: total - pending,
         pending,

@@ -6,7 +6,8 @@
 //! and the same newest version (a compare-and-set; on a mismatch the row goes
 //! back to pending and is computed again), then writes `file_versions`, `content_diffs`, `file_changes`, `events`, the
 //! engine's `sync_files` and the backend's `file_states`, and marks the queue
-//! row done, all in the same transaction as the rest of the batch. So a crash
+//! row done, all in the same transaction as the rest of the batch (with the
+//! row counts' watermark, [`super::counts::catch_up`]). So a crash
 //! leaves either all of a row's effects or none, and the row pending or
 //! claimed: processing it again finds the same state and writes the same rows
 //! once. A row the database refuses (the backend's constraints and triggers)
@@ -25,6 +26,7 @@ use std::sync::Arc;
 use rusqlite::{Connection, OptionalExtension, ToSql, Transaction, TransactionBehavior, params};
 
 use super::clock::{StoreClock, format_mtime_ns, now_ms};
+use super::counts;
 use super::diff::UnifiedDiff;
 use super::error::ItemError;
 use super::hash::change_id;
@@ -187,6 +189,10 @@ impl Store {
             Err(e) => return Err(e),
         }
         queue::mark_done(&tx, &done)?;
+        // The batch's rows are still in the cache: counting them now keeps
+        // the range `status` counts above the watermark to what others
+        // inserted since.
+        counts::catch_up(&tx)?;
         let claimed = match next {
             Some(next) => queue::claim_in(&tx, next.limit, next.max_bytes)?,
             None => Vec::new(),

@@ -929,7 +929,10 @@ async fn generate_diff_by_path_refuses_a_fifo_at_once_and_many_do_not_hang_the_a
                 !r.success && r.error.contains("not a regular file"),
                 "{r:?}"
             ),
-            Err(s) => panic!("{s:?}"),
+            // The content-call cap refused it after its queue wait: an
+            // answer too (a loaded machine serves 600 calls through 4 slots
+            // slower than the wait).
+            Err(s) => assert_eq!(s.code(), Code::ResourceExhausted, "{s:?}"),
         }
     }
     drop(engine);

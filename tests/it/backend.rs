@@ -507,3 +507,80 @@ fn a_deletion_of_a_file_only_the_backend_versioned_is_recorded_once() {
     );
     assert_sound(&v);
 }
+
+/// `status` reads its row counts from `sync_counts` (a watermark and a range
+/// above it, deletes counted off by triggers, done queue rows by triggers)
+/// instead of a `COUNT(*)` of every table. Whatever the backend inserts or
+/// deletes beside the engine, and whatever the engine prunes, the counts it
+/// shows are the tables' real ones. (The done rows are counted by
+/// `queue.rs`, `event_queue`'s only writer: no other program writes it.)
+#[test]
+fn status_counts_stay_exact_beside_the_backends_inserts_and_deletes() {
+    let v = Vault::new();
+    drop(backend_database(&v.db));
+    let status = |v: &Vault| -> serde_json::Value {
+        let out = v.command(&["status", "--json"]).output().expect("status");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("status --json")
+    };
+    let assert_exact = |v: &Vault, when: &str| {
+        let s = status(v);
+        for (field, table) in [
+            ("versions", "file_versions"),
+            ("diffs", "content_diffs"),
+            ("changes", "file_changes"),
+        ] {
+            assert_eq!(
+                s[field].as_i64(),
+                Some(v.count(&format!("SELECT COUNT(*) FROM {table}"))),
+                "{when}: {field} in {s}"
+            );
+        }
+        assert_eq!(
+            s["queue"]["done"].as_i64(),
+            Some(v.count("SELECT COUNT(*) FROM event_queue WHERE status = 'done'")),
+            "{when}: done rows in {s}"
+        );
+    };
+    for i in 0..5 {
+        v.write(&format!("notes/n{i}.md"), format!("note {i}\n"));
+    }
+    v.scan(&["--settle-ms", "0"]);
+    assert_exact(&v, "after the first scan");
+    // The backend versions a note of its own (above the watermark), then
+    // deletes one of the engine's versions with its diff and change (below
+    // it), as a clean-up of its own would.
+    let conn = v.conn();
+    conn.execute(
+        "INSERT INTO file_versions (file_path, content_hash, content, line_count, timestamp)
+         VALUES (?1, ?2, 'x', 1, '2026-11-30 09:00:00.000000')",
+        rusqlite::params![v.abs("notes/backend.md"), crate::traps::sha256_hex(b"x")],
+    )
+    .expect("backend version");
+    let oldest: i64 = conn
+        .query_row("SELECT MIN(id) FROM file_versions", [], |r| r.get(0))
+        .expect("a version");
+    conn.execute_batch(&format!(
+        "DELETE FROM content_diffs WHERE new_version_id = {oldest};
+         DELETE FROM file_changes WHERE version_id = {oldest};
+         DELETE FROM file_versions WHERE id = {oldest};"
+    ))
+    .expect("backend deletes");
+    drop(conn);
+    assert_exact(&v, "after the backend's insert and deletes");
+    // The engine writes again: its batch moves the watermark past the
+    // backend's row.
+    v.write("notes/n1.md", "note 1, edited\n");
+    v.write("notes/n5.md", "note 5\n");
+    v.scan(&["--settle-ms", "0"]);
+    assert_exact(&v, "after the second scan");
+    // A scan that keeps done rows for no time prunes them all when drained.
+    v.write("notes/n2.md", "note 2, edited\n");
+    v.scan(&["--settle-ms", "0", "--retention-hours", "0"]);
+    assert_exact(&v, "after the done rows were pruned");
+    assert_eq!(status(&v)["queue"]["done"], 0);
+}
