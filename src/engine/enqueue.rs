@@ -21,6 +21,15 @@
 //! its switches (the new watches, the backend recorded, a root rescan).
 //! Every timed thing (held paths, unpaired renames, scheduled rescans) is
 //! kept in due order, so a loop turn never walks all of them.
+//!
+//! The api's [`Control`] messages and the barriers in flight are
+//! [`super::control`]'s; what each message does (`on_control`: pause,
+//! resume, debounce, reload, rescan, barrier) and how a barrier is answered
+//! (`barrier_seen` when its cookie's event is read, `rescan_for_barrier`
+//! when no event will come) are here, side by side: each changes this
+//! loop's own state (the debouncer, the rescan requests, the VCS hold, the
+//! patterns, the connection), which a separate module could only reach
+//! through a trait with this one implementer.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -433,15 +442,7 @@ impl Enqueuer {
         while let Ok(control) = self.control.try_recv() {
             self.on_control(control, now)?;
         }
-        // Barriers whose cookie event never came (polling, or events lost):
-        // a rescan of the root stands in for it.
-        let late = self.barriers.take_late(now);
-        if !late.is_empty() {
-            self.rescan_for_barrier(now)?;
-            for reply in late {
-                let _ = reply.send(());
-            }
-        }
+        self.answer_late_barriers(now)?;
         if self.reload_at.is_some_and(|at| at <= now || all) {
             self.reload_at = None;
             self.reload_patterns();
@@ -493,6 +494,102 @@ impl Enqueuer {
         let release_all = all || self.vcs.end();
         let due = self.debouncer.take_due(now, release_all);
         self.flush(due)
+    }
+
+    // The reactions to the api's control messages (`Control`; the messages
+    // and the barriers' bookkeeping are in `control.rs`). They stay here
+    // because each changes this loop's own state: the debouncer, the rescan
+    // requests, the VCS hold, the patterns, the connection.
+
+    /// Applies one control message: a rescan asked for, a pause (everything
+    /// held is dropped) or a resume (the root is rescanned), a new debounce
+    /// (for the debouncer and the workers' settle time alike), a pattern
+    /// reload, or a barrier (its cookie written, or a rescan in its place).
+    fn on_control(&mut self, control: Control, now: Instant) -> Result<(), EngineError> {
+        match control {
+            Control::Rescan(path) => self.rescans.mark(Some(&path)),
+            Control::Pause(pause) => {
+                if self.paused && !pause {
+                    self.rescans.mark(None);
+                }
+                if pause {
+                    self.debouncer.clear();
+                }
+                self.paused = pause;
+                tracing::info!(paused = pause, "live watching paused or resumed");
+                let detail = format!(
+                    "{}{}",
+                    self.watch.backend.name(),
+                    if pause {
+                        " (paused by StopWatching)"
+                    } else {
+                        " (resumed)"
+                    }
+                );
+                if let Err(e) = db::meta_set(&self.conn, "watch_backend", &detail) {
+                    tracing::warn!(error = %e, "could not record the watch state");
+                }
+            }
+            Control::SetDebounce(debounce) => {
+                self.cfg.debounce = debounce;
+                self.debounce_ms.store(
+                    u64::try_from(debounce.as_millis()).unwrap_or(u64::MAX),
+                    Ordering::Relaxed,
+                );
+                self.cfg.max_wait = debounce * 10;
+                self.debouncer.set_timing(debounce, debounce * 10);
+            }
+            Control::ReloadPatterns => self.reload_patterns(),
+            Control::Barrier(reply) => {
+                // StopWatching means nothing is recorded until resumed, and
+                // a VCS hold keeps its changes until the lock goes: a
+                // barrier undoes neither. With native events its cookie is
+                // still written, so its answer proves every earlier event
+                // was read (and, paused, dropped).
+                if self.watch.backend != Backend::Native {
+                    // Nothing would deliver a cookie event: reconcile now.
+                    self.rescan_for_barrier(now)?;
+                    let _ = reply.send(());
+                    return Ok(());
+                }
+                if let Err((e, reply)) = self.barriers.arm(&self.root, reply, now) {
+                    tracing::warn!(error = %e, "cannot write a barrier cookie; rescanning instead");
+                    self.rescan_for_barrier(now)?;
+                    let _ = reply.send(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Barriers whose cookie event never came (polling, or events lost):
+    /// a rescan of the root stands in for it.
+    fn answer_late_barriers(&mut self, now: Instant) -> Result<(), EngineError> {
+        let late = self.barriers.take_late(now);
+        if !late.is_empty() {
+            self.rescan_for_barrier(now)?;
+            for reply in late {
+                let _ = reply.send(());
+            }
+        }
+        Ok(())
+    }
+
+    /// When `path` is a barrier's cookie: every event before it has been
+    /// read, so flush everything held (but what a VCS hold keeps, and
+    /// nothing while paused) and answer the barrier.
+    fn barrier_seen(&mut self, path: &Path) -> bool {
+        let Some(reply) = self.barriers.seen(path) else {
+            return false;
+        };
+        // Renames still waiting for their pair, folder rescans and a pattern
+        // reload first, then everything held (unless a VCS lock holds it).
+        let result = self.turn(Instant::now(), true, false);
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "barrier flush failed");
+        }
+        let _ = reply.send(());
+        true
     }
 
     /// What stands in for a barrier's cookie event (polling, a cookie that
@@ -626,63 +723,6 @@ impl Enqueuer {
         Ok(())
     }
 
-    fn on_control(&mut self, control: Control, now: Instant) -> Result<(), EngineError> {
-        match control {
-            Control::Rescan(path) => self.rescans.mark(Some(&path)),
-            Control::Pause(pause) => {
-                if self.paused && !pause {
-                    self.rescans.mark(None);
-                }
-                if pause {
-                    self.debouncer.clear();
-                }
-                self.paused = pause;
-                tracing::info!(paused = pause, "live watching paused or resumed");
-                let detail = format!(
-                    "{}{}",
-                    self.watch.backend.name(),
-                    if pause {
-                        " (paused by StopWatching)"
-                    } else {
-                        " (resumed)"
-                    }
-                );
-                if let Err(e) = db::meta_set(&self.conn, "watch_backend", &detail) {
-                    tracing::warn!(error = %e, "could not record the watch state");
-                }
-            }
-            Control::SetDebounce(debounce) => {
-                self.cfg.debounce = debounce;
-                self.debounce_ms.store(
-                    u64::try_from(debounce.as_millis()).unwrap_or(u64::MAX),
-                    Ordering::Relaxed,
-                );
-                self.cfg.max_wait = debounce * 10;
-                self.debouncer.set_timing(debounce, debounce * 10);
-            }
-            Control::ReloadPatterns => self.reload_patterns(),
-            Control::Barrier(reply) => {
-                // StopWatching means nothing is recorded until resumed, and
-                // a VCS hold keeps its changes until the lock goes: a
-                // barrier undoes neither. With native events its cookie is
-                // still written, so its answer proves every earlier event
-                // was read (and, paused, dropped).
-                if self.watch.backend != Backend::Native {
-                    // Nothing would deliver a cookie event: reconcile now.
-                    self.rescan_for_barrier(now)?;
-                    let _ = reply.send(());
-                    return Ok(());
-                }
-                if let Err((e, reply)) = self.barriers.arm(&self.root, reply, now) {
-                    tracing::warn!(error = %e, "cannot write a barrier cookie; rescanning instead");
-                    self.rescan_for_barrier(now)?;
-                    let _ = reply.send(());
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// Notices the root disappearing (its files' deletions arrive as events)
     /// and coming back: the old watch died with the folder, so a new one is
     /// set up and the root rescanned.
@@ -711,23 +751,6 @@ impl Enqueuer {
             }
             self.rescans.mark(None);
         }
-    }
-
-    /// When `path` is a barrier's cookie: every event before it has been
-    /// read, so flush everything held (but what a VCS hold keeps, and
-    /// nothing while paused) and answer the barrier.
-    fn barrier_seen(&mut self, path: &Path) -> bool {
-        let Some(reply) = self.barriers.seen(path) else {
-            return false;
-        };
-        // Renames still waiting for their pair, folder rescans and a pattern
-        // reload first, then everything held (unless a VCS lock holds it).
-        let result = self.turn(Instant::now(), true, false);
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "barrier flush failed");
-        }
-        let _ = reply.send(());
-        true
     }
 
     /// Enqueues everything held, due or not.
