@@ -11,6 +11,13 @@
 //! whose cookie event does not come within [`BARRIER_COOKIE_WAIT`] (events
 //! lost) is answered after a rescan instead.
 //! Writes and removes only its cookie files; no SQL, no clock of its own.
+//!
+//! Only the messages and the barriers' bookkeeping live here. The reactions
+//! (what a pause, a new debounce, a reload or a barrier does to the held
+//! changes) are the enqueuer's, in [`super::enqueue`] (`on_control`,
+//! `barrier_seen`, `rescan_for_barrier`), because each changes the
+//! enqueuer's own state: its debouncer, rescan requests, VCS hold, patterns
+//! and database connection.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -9,7 +9,8 @@
 //! so a file written continuously is not starved). Due paths go into the
 //! queue in one transaction and the processing loop is woken. Renames the
 //! watcher paired become one `moved` row. While a VCS lock (`.git/index.lock`)
-//! exists the root's events are held and released as one batch. A new folder
+//! exists the root's events and rescans are held and released as one batch;
+//! which locks hold, and for how long, is [`super::vcs`]'s. A new folder
 //! gets its watches at once ([`WatchGuard::sync`]) and a rescan once quiet.
 //! Lost events (a full channel, an overflow) become subtree rescans through
 //! [`super::reconcile`], as does a periodic safety rescan; every rescan
@@ -20,8 +21,16 @@
 //! its switches (the new watches, the backend recorded, a root rescan).
 //! Every timed thing (held paths, unpaired renames, scheduled rescans) is
 //! kept in due order, so a loop turn never walks all of them.
+//!
+//! The api's [`Control`] messages and the barriers in flight are
+//! [`super::control`]'s; what each message does (`on_control`: pause,
+//! resume, debounce, reload, rescan, barrier) and how a barrier is answered
+//! (`barrier_seen` when its cookie's event is read, `rescan_for_barrier`
+//! when no event will come) are here, side by side: each changes this
+//! loop's own state (the debouncer, the rescan requests, the VCS hold, the
+//! patterns, the connection), which a separate module could only reach
+//! through a trait with this one implementer.
 
-use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -39,6 +48,7 @@ use super::patterns::{IGNORE_FILE, Patterns, SharedPatterns, WATCH_FILE};
 use super::progress::Doorbell;
 use super::queue::{ChangeKind, NewEvent};
 use super::reconcile;
+use super::vcs::{Check, Disk, MAX_VCS_HOLD, VcsHold, is_vcs_lock};
 use super::watcher::{self, Backend, FsEvent, RescanRequests, WatchGuard};
 
 /// Events buffered between the notify callback and this thread.
@@ -47,14 +57,14 @@ pub const EVENT_CHANNEL_CAPACITY: usize = 65_536;
 /// Paths held by the debouncer before it gives up and asks for a full rescan.
 pub const MAX_PENDING_PATHS: usize = 200_000;
 
-/// Longest a VCS lock may hold events back (a crashed git leaves its lock).
-pub const MAX_VCS_HOLD: Duration = Duration::from_secs(120);
-
 /// How often a root the canary switched to polling tries native events again.
 pub const NATIVE_RECHECK: Duration = Duration::from_secs(60);
 
 /// How long an unpaired rename source waits for its pair.
 const RENAME_PAIRING: Duration = Duration::from_millis(50);
+
+/// How often a root folder that is gone is looked for again.
+const ROOT_RECHECK: Duration = Duration::from_millis(50);
 
 /// Housekeeping tick when no event is due.
 const TICK: Duration = Duration::from_millis(500);
@@ -125,13 +135,8 @@ pub struct Enqueuer {
     /// Folders to rescan once quiet (new folders, dirs moved around), due a
     /// debounce after they were last seen.
     scheduled: Deadlines<PathBuf>,
-    /// VCS lock files seen; events are held while one exists.
-    vcs_locks: HashSet<PathBuf>,
-    hold_since: Option<Instant>,
-    /// Locks that outlived a hold (a crashed git), by inode and mtime: each
-    /// is ignored until it changes or goes, so it does not start a new hold
-    /// every time it is seen again.
-    stale_locks: HashMap<PathBuf, (u64, i64, i64)>,
+    /// VCS locks seen; changes and rescans are held while one exists.
+    vcs: VcsHold,
     reload_at: Option<Instant>,
     /// Proves native events arrive; switches the backend when they do not,
     /// and back when they work again.
@@ -221,6 +226,7 @@ impl Enqueuer {
             own_files: parts.own_files,
             debouncer: Debouncer::new(cfg.debounce, cfg.max_wait),
             next_rescan: cfg.rescan_interval.map(|d| now + d),
+            vcs: VcsHold::new(cfg.vcs_hold),
             cfg,
             debounce_ms: parts.debounce_ms,
             doorbell: parts.doorbell,
@@ -229,9 +235,6 @@ impl Enqueuer {
             watch,
             unpaired: Deadlines::default(),
             scheduled: Deadlines::default(),
-            vcs_locks: HashSet::new(),
-            hold_since: None,
-            stale_locks: HashMap::new(),
             reload_at: None,
             canary,
             next_poll: now,
@@ -303,7 +306,8 @@ impl Enqueuer {
             self.canary.next_wakeup(self.watch.backend),
             self.barriers.next_deadline(),
             matches!(self.watch.backend, Backend::Poll { .. }).then_some(self.next_poll),
-            (!self.vcs_locks.is_empty() || self.root_gone).then(|| now + Duration::from_millis(50)),
+            self.vcs.next_check(now),
+            self.root_gone.then(|| now + ROOT_RECHECK),
         ];
         candidates
             .into_iter()
@@ -407,7 +411,7 @@ impl Enqueuer {
             self.reload_at = Some(now + self.cfg.debounce.min(Duration::from_millis(100)));
         }
         if is_vcs_lock(path) {
-            self.note_lock(path.to_path_buf());
+            self.vcs.note(path.to_path_buf(), &Disk);
         }
     }
 
@@ -438,15 +442,7 @@ impl Enqueuer {
         while let Ok(control) = self.control.try_recv() {
             self.on_control(control, now)?;
         }
-        // Barriers whose cookie event never came (polling, or events lost):
-        // a rescan of the root stands in for it.
-        let late = self.barriers.take_late(now);
-        if !late.is_empty() {
-            self.rescan_for_barrier(now)?;
-            for reply in late {
-                let _ = reply.send(());
-            }
-        }
+        self.answer_late_barriers(now)?;
         if self.reload_at.is_some_and(|at| at <= now || all) {
             self.reload_at = None;
             self.reload_patterns();
@@ -487,7 +483,6 @@ impl Enqueuer {
         }
         // While a VCS operation runs, hold both events and rescans: a
         // checkout becomes one burst, not thousands of half-states.
-        self.note_root_lock();
         if self.held_by_vcs(now) && !stopping {
             return Ok(());
         }
@@ -496,19 +491,105 @@ impl Enqueuer {
         {
             self.rescan(request)?;
         }
-        let release_all = all || self.hold_since.take().is_some();
+        let release_all = all || self.vcs.end();
         let due = self.debouncer.take_due(now, release_all);
         self.flush(due)
     }
 
-    /// The root's own repository is looked at directly: a poller gets no
-    /// events, and a lock made right after its folder may beat the folder's
-    /// watch.
-    fn note_root_lock(&mut self) {
-        let root_lock = self.root.join(".git").join("index.lock");
-        if root_lock.exists() {
-            self.note_lock(root_lock);
+    // The reactions to the api's control messages (`Control`; the messages
+    // and the barriers' bookkeeping are in `control.rs`). They stay here
+    // because each changes this loop's own state: the debouncer, the rescan
+    // requests, the VCS hold, the patterns, the connection.
+
+    /// Applies one control message: a rescan asked for, a pause (everything
+    /// held is dropped) or a resume (the root is rescanned), a new debounce
+    /// (for the debouncer and the workers' settle time alike), a pattern
+    /// reload, or a barrier (its cookie written, or a rescan in its place).
+    fn on_control(&mut self, control: Control, now: Instant) -> Result<(), EngineError> {
+        match control {
+            Control::Rescan(path) => self.rescans.mark(Some(&path)),
+            Control::Pause(pause) => {
+                if self.paused && !pause {
+                    self.rescans.mark(None);
+                }
+                if pause {
+                    self.debouncer.clear();
+                }
+                self.paused = pause;
+                tracing::info!(paused = pause, "live watching paused or resumed");
+                let detail = format!(
+                    "{}{}",
+                    self.watch.backend.name(),
+                    if pause {
+                        " (paused by StopWatching)"
+                    } else {
+                        " (resumed)"
+                    }
+                );
+                if let Err(e) = db::meta_set(&self.conn, "watch_backend", &detail) {
+                    tracing::warn!(error = %e, "could not record the watch state");
+                }
+            }
+            Control::SetDebounce(debounce) => {
+                self.cfg.debounce = debounce;
+                self.debounce_ms.store(
+                    u64::try_from(debounce.as_millis()).unwrap_or(u64::MAX),
+                    Ordering::Relaxed,
+                );
+                self.cfg.max_wait = debounce * 10;
+                self.debouncer.set_timing(debounce, debounce * 10);
+            }
+            Control::ReloadPatterns => self.reload_patterns(),
+            Control::Barrier(reply) => {
+                // StopWatching means nothing is recorded until resumed, and
+                // a VCS hold keeps its changes until the lock goes: a
+                // barrier undoes neither. With native events its cookie is
+                // still written, so its answer proves every earlier event
+                // was read (and, paused, dropped).
+                if self.watch.backend != Backend::Native {
+                    // Nothing would deliver a cookie event: reconcile now.
+                    self.rescan_for_barrier(now)?;
+                    let _ = reply.send(());
+                    return Ok(());
+                }
+                if let Err((e, reply)) = self.barriers.arm(&self.root, reply, now) {
+                    tracing::warn!(error = %e, "cannot write a barrier cookie; rescanning instead");
+                    self.rescan_for_barrier(now)?;
+                    let _ = reply.send(());
+                }
+            }
         }
+        Ok(())
+    }
+
+    /// Barriers whose cookie event never came (polling, or events lost):
+    /// a rescan of the root stands in for it.
+    fn answer_late_barriers(&mut self, now: Instant) -> Result<(), EngineError> {
+        let late = self.barriers.take_late(now);
+        if !late.is_empty() {
+            self.rescan_for_barrier(now)?;
+            for reply in late {
+                let _ = reply.send(());
+            }
+        }
+        Ok(())
+    }
+
+    /// When `path` is a barrier's cookie: every event before it has been
+    /// read, so flush everything held (but what a VCS hold keeps, and
+    /// nothing while paused) and answer the barrier.
+    fn barrier_seen(&mut self, path: &Path) -> bool {
+        let Some(reply) = self.barriers.seen(path) else {
+            return false;
+        };
+        // Renames still waiting for their pair, folder rescans and a pattern
+        // reload first, then everything held (unless a VCS lock holds it).
+        let result = self.turn(Instant::now(), true, false);
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "barrier flush failed");
+        }
+        let _ = reply.send(());
+        true
     }
 
     /// What stands in for a barrier's cookie event (polling, a cookie that
@@ -520,7 +601,6 @@ impl Enqueuer {
         if self.paused {
             return Ok(());
         }
-        self.note_root_lock();
         if self.held_by_vcs(now) {
             return Ok(());
         }
@@ -528,48 +608,28 @@ impl Enqueuer {
         self.flush_all(now)
     }
 
-    /// Holds changes for a VCS lock, unless it is a stale one unchanged.
-    fn note_lock(&mut self, lock: PathBuf) {
-        let stale = self
-            .stale_locks
-            .get(&lock)
-            .is_some_and(|id| lock_identity(&lock).as_ref() == Some(id));
-        if !stale {
-            self.vcs_locks.insert(lock);
-        }
-    }
-
-    /// True while a VCS lock exists (and has not been held too long).
+    /// True while a VCS lock holds changes back: the root's own lock is
+    /// looked for, then every lock noted (logging a hold's end).
     fn held_by_vcs(&mut self, now: Instant) -> bool {
-        if self.vcs_locks.is_empty() {
-            return false;
-        }
-        // A stale lock that changed or went is a lock like any other again.
-        self.stale_locks
-            .retain(|lock, id| lock_identity(lock).as_ref() == Some(id));
-        let stale = &self.stale_locks;
-        self.vcs_locks
-            .retain(|lock| lock.exists() && !stale.contains_key(lock));
-        if self.vcs_locks.is_empty() {
-            if self.hold_since.is_some() {
+        self.vcs.note_root(&self.root, &Disk);
+        match self.vcs.check(now, &Disk) {
+            Check::Free => false,
+            Check::Held => true,
+            Check::Released => {
                 tracing::info!(
                     paths = self.debouncer.len(),
                     "VCS lock released; flushing held changes"
                 );
+                false
             }
-            return false;
-        }
-        let since = *self.hold_since.get_or_insert(now);
-        if now.duration_since(since) > self.cfg.vcs_hold {
-            tracing::warn!(locks = ?self.vcs_locks, "VCS lock held too long; ignoring it until it changes and processing changes");
-            for lock in self.vcs_locks.drain() {
-                if let Some(id) = lock_identity(&lock) {
-                    self.stale_locks.insert(lock, id);
-                }
+            Check::Expired(locks) => {
+                tracing::warn!(
+                    ?locks,
+                    "VCS lock held too long; ignoring it until it changes and processing changes"
+                );
+                false
             }
-            return false;
         }
-        true
     }
 
     fn flush(&mut self, due: Vec<Release>) -> Result<(), EngineError> {
@@ -663,63 +723,6 @@ impl Enqueuer {
         Ok(())
     }
 
-    fn on_control(&mut self, control: Control, now: Instant) -> Result<(), EngineError> {
-        match control {
-            Control::Rescan(path) => self.rescans.mark(Some(&path)),
-            Control::Pause(pause) => {
-                if self.paused && !pause {
-                    self.rescans.mark(None);
-                }
-                if pause {
-                    self.debouncer.clear();
-                }
-                self.paused = pause;
-                tracing::info!(paused = pause, "live watching paused or resumed");
-                let detail = format!(
-                    "{}{}",
-                    self.watch.backend.name(),
-                    if pause {
-                        " (paused by StopWatching)"
-                    } else {
-                        " (resumed)"
-                    }
-                );
-                if let Err(e) = db::meta_set(&self.conn, "watch_backend", &detail) {
-                    tracing::warn!(error = %e, "could not record the watch state");
-                }
-            }
-            Control::SetDebounce(debounce) => {
-                self.cfg.debounce = debounce;
-                self.debounce_ms.store(
-                    u64::try_from(debounce.as_millis()).unwrap_or(u64::MAX),
-                    Ordering::Relaxed,
-                );
-                self.cfg.max_wait = debounce * 10;
-                self.debouncer.set_timing(debounce, debounce * 10);
-            }
-            Control::ReloadPatterns => self.reload_patterns(),
-            Control::Barrier(reply) => {
-                // StopWatching means nothing is recorded until resumed, and
-                // a VCS hold keeps its changes until the lock goes: a
-                // barrier undoes neither. With native events its cookie is
-                // still written, so its answer proves every earlier event
-                // was read (and, paused, dropped).
-                if self.watch.backend != Backend::Native {
-                    // Nothing would deliver a cookie event: reconcile now.
-                    self.rescan_for_barrier(now)?;
-                    let _ = reply.send(());
-                    return Ok(());
-                }
-                if let Err((e, reply)) = self.barriers.arm(&self.root, reply, now) {
-                    tracing::warn!(error = %e, "cannot write a barrier cookie; rescanning instead");
-                    self.rescan_for_barrier(now)?;
-                    let _ = reply.send(());
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// Notices the root disappearing (its files' deletions arrive as events)
     /// and coming back: the old watch died with the folder, so a new one is
     /// set up and the root rescanned.
@@ -748,23 +751,6 @@ impl Enqueuer {
             }
             self.rescans.mark(None);
         }
-    }
-
-    /// When `path` is a barrier's cookie: every event before it has been
-    /// read, so flush everything held (but what a VCS hold keeps, and
-    /// nothing while paused) and answer the barrier.
-    fn barrier_seen(&mut self, path: &Path) -> bool {
-        let Some(reply) = self.barriers.seen(path) else {
-            return false;
-        };
-        // Renames still waiting for their pair, folder rescans and a pattern
-        // reload first, then everything held (unless a VCS lock holds it).
-        let result = self.turn(Instant::now(), true, false);
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "barrier flush failed");
-        }
-        let _ = reply.send(());
-        true
     }
 
     /// Enqueues everything held, due or not.
@@ -818,19 +804,6 @@ fn watch_failed(scope: &Path, e: &notify::Error) {
     }
 }
 
-/// True for the lock files of a VCS operation in progress.
-fn is_vcs_lock(path: &Path) -> bool {
-    let parent = path.parent().and_then(Path::file_name);
-    let name = path.file_name();
-    matches!(
-        (
-            parent.and_then(|p| p.to_str()),
-            name.and_then(|n| n.to_str())
-        ),
-        (Some(".git"), Some("index.lock" | "HEAD.lock")) | (Some(".hg"), Some("wlock"))
-    )
-}
-
 /// Drops scopes that lie under another scope of the list.
 fn collapse_scopes(mut scopes: Vec<PathBuf>) -> Vec<PathBuf> {
     scopes.sort();
@@ -841,14 +814,6 @@ fn collapse_scopes(mut scopes: Vec<PathBuf>) -> Vec<PathBuf> {
         }
     }
     out
-}
-
-/// A lock file's inode and mtime (seconds, nanoseconds): what tells a stale
-/// lock from a new one at the same path.
-fn lock_identity(path: &Path) -> Option<(u64, i64, i64)> {
-    use std::os::unix::fs::MetadataExt as _;
-    let meta = std::fs::symlink_metadata(path).ok()?;
-    Some((meta.ino(), meta.mtime(), meta.mtime_nsec()))
 }
 
 #[cfg(test)]
@@ -1139,13 +1104,6 @@ mod tests {
 
     fn p(s: &str) -> PathBuf {
         PathBuf::from(s)
-    }
-
-    #[test]
-    fn vcs_locks_are_recognized() {
-        assert!(is_vcs_lock(Path::new("/r/.git/index.lock")));
-        assert!(is_vcs_lock(Path::new("/r/sub/repo/.git/index.lock")));
-        assert!(!is_vcs_lock(Path::new("/r/notes/index.lock")));
     }
 
     #[test]

@@ -47,6 +47,7 @@ pub mod replica;
 pub mod schema;
 pub mod search;
 pub mod store;
+pub mod vcs;
 pub mod watcher;
 pub mod worker;
 
