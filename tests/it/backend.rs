@@ -578,9 +578,11 @@ fn status_counts_stay_exact_beside_the_backends_inserts_and_deletes() {
     v.write("notes/n5.md", "note 5\n");
     v.scan(&["--settle-ms", "0"]);
     assert_exact(&v, "after the second scan");
-    // A scan that keeps done rows for no time prunes them all when drained.
+    // A scan that keeps done rows for no time prunes, when drained, every
+    // row done before that millisecond: all but (perhaps) its own.
     v.write("notes/n2.md", "note 2, edited\n");
     v.scan(&["--settle-ms", "0", "--retention-hours", "0"]);
     assert_exact(&v, "after the done rows were pruned");
-    assert_eq!(status(&v)["queue"]["done"], 0);
+    let done = status(&v)["queue"]["done"].as_i64();
+    assert!(matches!(done, Some(0 | 1)), "done rows left: {done:?}");
 }
