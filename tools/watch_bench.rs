@@ -69,6 +69,12 @@ const EDIT_SPACING: Duration = Duration::from_millis(10);
 const IDLE_DEBOUNCE_MS: u64 = 500;
 /// Quiet time after the initial scan before idle CPU is measured.
 const IDLE_SETTLE: Duration = Duration::from_secs(1);
+/// After the initial scan the engine merges the search indexes' segments
+/// once no commit came for a second: work the scan left, not idle cost. The
+/// idle window starts once a window this long used at most one tick.
+const AFTER_SCAN_QUIET: Duration = Duration::from_secs(1);
+/// Longest wait for that after-scan work to end.
+const AFTER_SCAN_TIMEOUT: Duration = Duration::from_secs(120);
 /// Longest wait, after the last write, for the changes to be recorded.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
 /// Extra wait after everything arrived, to catch duplicate versions.
@@ -511,6 +517,10 @@ struct Idle {
     rss: u64,
     /// Peak RSS (the initial scan's).
     peak_rss: u64,
+    /// The work the scan left (merging the search indexes): wall seconds
+    /// from ready until a quiet window, and the CPU ticks used meanwhile.
+    after_scan_seconds: f64,
+    after_scan_ticks: u64,
 }
 
 fn idle_stage(bench: &Bench, root: &Path, sizes: &Sizes, seed: u64) -> Res<(Idle, Stop)> {
@@ -533,6 +543,24 @@ fn idle_stage(bench: &Bench, root: &Path, sizes: &Sizes, seed: u64) -> Res<(Idle
     drop(ready);
     std::thread::sleep(IDLE_SETTLE);
     engine.check_alive()?;
+    // The engine is quiet once a whole window used at most one tick.
+    let (after0, started) = (engine.cpu_ticks()?, Instant::now());
+    let mut last = after0;
+    loop {
+        std::thread::sleep(AFTER_SCAN_QUIET);
+        let now = engine.cpu_ticks()?;
+        if now.saturating_sub(last) <= 1 || started.elapsed() > AFTER_SCAN_TIMEOUT {
+            break;
+        }
+        last = now;
+    }
+    let (after_scan_seconds, after_scan_ticks) = (
+        IDLE_SETTLE.as_secs_f64() + started.elapsed().as_secs_f64(),
+        engine.cpu_ticks()?.saturating_sub(after0),
+    );
+    progress!(
+        "{name}: the scan's after-work (search index merges) ended {after_scan_seconds:.1} s after ready, {after_scan_ticks} ticks"
+    );
 
     let (cpu0, switches0, t0) = (
         engine.cpu_ticks()?,
@@ -566,6 +594,8 @@ fn idle_stage(bench: &Bench, root: &Path, sizes: &Sizes, seed: u64) -> Res<(Idle
             wakeups_per_second,
             rss,
             peak_rss,
+            after_scan_seconds,
+            after_scan_ticks,
         },
         stop,
     ))
@@ -661,6 +691,14 @@ fn print_table(
     rows.push((
         "flood: engine peak RSS (VmHWM)".into(),
         format!("{:.1} MiB", mib(flood.peak_rss)),
+        dash(),
+    ));
+    rows.push((
+        "idle: the scan's after-work (search index merges), ready → quiet".into(),
+        format!(
+            "{:.1} s, {} ticks",
+            idle.after_scan_seconds, idle.after_scan_ticks
+        ),
         dash(),
     ));
     let idle_label = format!(

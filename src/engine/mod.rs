@@ -488,6 +488,9 @@ impl Engine {
             .reconcile()
             .and_then(|_| self.process(Until::Stopped, &stop, on_batch));
         watcher_stop.store(true, Ordering::Relaxed);
+        // Wake the enqueuer now rather than at its next tick (a full
+        // channel wakes it anyway).
+        let _ = self.events.0.try_send(FsEvent::Nudge);
         let watched = handle.join().unwrap_or(Err(EngineError::WorkerLost));
         result.and(watched)
     }

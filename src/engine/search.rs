@@ -634,7 +634,8 @@ pub fn merge_when_idle(conn: &Connection, stop: &AtomicBool) -> rusqlite::Result
                 tracing::debug!(steps, "search indexes merged");
             }
         }
-        std::thread::sleep(MERGE_POLL);
+        // Woken early by the guard's drop (a spurious wake only polls).
+        std::thread::park_timeout(MERGE_POLL);
     }
     Ok(steps)
 }
@@ -730,6 +731,7 @@ impl Drop for BackfillGuard {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
+            t.thread().unpark();
             let _ = t.join();
         }
     }
