@@ -52,8 +52,9 @@ pub struct LockIdentity {
 
 /// The look-ups a hold makes on lock files: the seam its tests fake.
 pub trait LockFiles {
-    /// True when `lock` exists, as [`Path::exists`] says (a symlink is
-    /// followed).
+    /// True when `lock` itself exists, a symlink too whatever it points
+    /// at: Mercurial's `.hg/wlock` is a symlink to `host:pid`, which names
+    /// no file.
     fn exists(&self, lock: &Path) -> bool;
     /// The identity of `lock` itself (a symlink is not followed), `None`
     /// when it cannot be read.
@@ -66,7 +67,7 @@ pub struct Disk;
 
 impl LockFiles for Disk {
     fn exists(&self, lock: &Path) -> bool {
-        lock.exists()
+        std::fs::symlink_metadata(lock).is_ok()
     }
 
     fn identity(&self, lock: &Path) -> Option<LockIdentity> {
@@ -354,6 +355,21 @@ mod tests {
         expire(&mut hold, &files, t0 + HOLD * 6 + MS);
         hold.note(lock(), &files);
         assert_eq!(hold.check(t0 + HOLD * 7, &files), Check::Free);
+    }
+
+    /// Mercurial's lock is a symlink whose target (`host:pid`) names no
+    /// file: following it found no lock, so an `hg update` held nothing.
+    #[test]
+    fn a_dangling_symlink_lock_exists_on_disk() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let hg = dir.path().join(".hg");
+        std::fs::create_dir(&hg).expect(".hg");
+        let wlock = hg.join("wlock");
+        std::os::unix::fs::symlink("host.example:4242", &wlock).expect("symlink");
+        assert!(Disk.exists(&wlock));
+        assert!(Disk.identity(&wlock).is_some());
+        std::fs::remove_file(&wlock).expect("unlock");
+        assert!(!Disk.exists(&wlock));
     }
 
     #[test]
