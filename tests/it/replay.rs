@@ -219,6 +219,20 @@ fn verify(v: &Vault, truth: &Truth, alive: &[(Instant, Instant)], kills: u64) {
         ),
         0
     );
+    // The counts `status` shows (kept in `sync_counts`, committed with each
+    // batch) are the tables' own after every SIGKILL.
+    for table in obby_sync::engine::counts::HISTORY_TABLES {
+        assert_eq!(
+            obby_sync::engine::counts::history_rows(&conn, table).expect("kept count"),
+            v.count(&format!("SELECT COUNT(*) FROM {table}")),
+            "{table}: the kept count after {kills} SIGKILLs"
+        );
+    }
+    assert_eq!(
+        obby_sync::engine::counts::queue_done(&conn).expect("kept count"),
+        v.count("SELECT COUNT(*) FROM event_queue WHERE status = 'done'"),
+        "done queue rows: the kept count after {kills} SIGKILLs"
+    );
 
     let root = format!("{}/", v.root.display());
     let versions: Vec<(String, Option<String>)> = query(
