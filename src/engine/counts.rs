@@ -98,14 +98,12 @@ fn shift_queue_done(conn: &Connection, delta: i64) -> rusqlite::Result<()> {
 
 /// Moves every history table's watermark to its newest row, so later counts
 /// walk only what comes after. One short statement per table, in the
-/// caller's write transaction.
+/// caller's write transaction, on a migrated database (the writer's: the
+/// table exists, so this per-batch path does not look for it).
 ///
 /// # Errors
 /// Any SQLite error.
 pub fn catch_up(conn: &Connection) -> rusqlite::Result<()> {
-    if !has_counts(conn)? {
-        return Ok(());
-    }
     for table in HISTORY_TABLES {
         conn.prepare_cached(&format!(
             "UPDATE sync_counts SET
