@@ -658,12 +658,10 @@ fn word_keywords(conn: &Connection, period: &Period) -> rusqlite::Result<Vec<Str
         return Ok(top(candidates.into_iter().map(|(w, c)| (w, c as f64))));
     }
     let versions: i64 = conn.query_row("SELECT COUNT(*) FROM file_versions", [], |r| r.get(0))?;
-    let mut holding =
-        conn.prepare("SELECT COUNT(*) FROM file_versions_fts WHERE file_versions_fts MATCH ?1")?;
     let mut scored = Vec::with_capacity(candidates.len());
     for (word, count) in candidates {
         let phrase = format!("content : \"{}\"", word.replace('"', "\"\""));
-        let df: i64 = holding.query_row([phrase], |r| r.get(0))?;
+        let df = search::matching_versions(conn, &phrase)?;
         // A word in more than half of all versions says nothing about this
         // period ("the", a template's boilerplate): bm25 discounts such words
         // to nothing too.

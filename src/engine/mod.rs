@@ -41,6 +41,7 @@ pub mod paths;
 pub mod patterns;
 pub mod progress;
 pub mod queue;
+pub mod rank;
 mod read;
 pub mod reconcile;
 pub mod replica;

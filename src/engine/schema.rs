@@ -39,6 +39,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../../schema/0006_search.sql")),
     (7, include_str!("../../schema/0007_search_current.sql")),
     (8, include_str!("../../schema/0008_counts.sql")),
+    (9, include_str!("../../schema/0009_search_once.sql")),
 ];
 
 /// The declared shape of the shared tables.
@@ -86,6 +87,12 @@ pub fn migrate(conn: &Connection, path: &Path, adopt: bool) -> Result<(), Engine
     let canonical = canonical_shapes().map_err(err)?;
     if found == known && conforms(conn, &canonical).map_err(err)? {
         return Ok(());
+    }
+    if found > 0 && found < known {
+        // Some migrations work through every note (9 moves the newest
+        // versions between the search indexes: about a second per 10,000
+        // notes); say why the start takes a moment.
+        tracing::info!(db = %path.display(), from = found, to = known, "upgrading the database schema");
     }
     // foreign_keys and legacy_alter_table cannot change inside a transaction.
     conn.pragma_update(None, "foreign_keys", "OFF")

@@ -1,32 +1,35 @@
 //! Full-text search over every version of every note.
 //!
-//! The index is `file_versions_fts`, an external-content FTS5 table over
-//! `file_versions` (`file_path` and `content`; the text is stored once, in
-//! `file_versions`), created by `schema/0006_search.sql` and kept in step by
-//! its triggers: a version and its index entry commit in the same
-//! transaction, whoever inserts the version (the store or the Python
-//! backend). This module never writes `file_versions`.
+//! Two external-content FTS5 tables over `file_versions` (`file_path` and
+//! `content`; the text is stored once, in `file_versions`) split the
+//! versions between them (`schema/0009_search_once.sql`):
+//! `file_current_fts`, the recent index ([`CURRENT_TABLE`]), holds the
+//! newest version of each path `sync_files` does not mark deleted
+//! (`search_current` names them) and the versions `search_stale` lists
+//! (that left that set and are not moved yet); `file_versions_fts`, the
+//! history index ([`ALL_TABLE`]), holds every other version. Triggers on
+//! `file_versions` and `sync_files` keep both in the transaction that
+//! changes those tables, whoever changes them (the store or the Python
+//! backend): a new version is tokenized once, into the recent index; the
+//! version it supersedes is listed in `search_stale`, and the idle work
+//! below moves it to the history index ([`move_stale`]) instead of the
+//! writer tokenizing it again. This module never writes `file_versions`.
 //!
-//! Versions older than that migration are indexed by a resumable backfill
-//! ([`backfill_step`], [`backfill`], [`BackfillGuard`]): batches of at most
+//! Versions older than schema 6 are indexed by a resumable backfill
+//! ([`backfill_step`], [`backfill`], [`BackfillGuard`]) into the history
+//! index (but for those the recent index holds): batches of at most
 //! [`BACKFILL_BATCH_ROWS`] rows or [`BACKFILL_BATCH_BYTES`] of text, each one
 //! short `BEGIN IMMEDIATE` transaction that indexes the batch and moves the
 //! cursor (`sync_meta` `search_backfill_next`, up to `search_backfill_end`)
 //! together, so a kill -9 loses nothing and indexes nothing twice. Only the
 //! process holding the engine lock runs it (`run` on a thread of its own,
-//! `scan` after its queue drains).
+//! `scan` after its queue drains). Until it is done, versions in its range
+//! that neither index holds are not found.
 //!
-//! A second index, `file_current_fts` (`schema/0007_search_current.sql`),
-//! holds only the newest version of each path that `sync_files` does not
-//! mark deleted (`search_current` names it), kept by triggers on
-//! `file_versions` and `sync_files` in the same transactions; it is built
-//! in full by that migration, so it needs no backfill. An entry that
-//! leaves that set (a newer version came, the file was deleted) is listed
-//! in `search_stale` instead of being unindexed in the writer's transaction
-//! (which would tokenize its text again); newest-only searches leave listed
-//! entries out, and the idle work below unindexes them ([`purge_stale`]).
-//! Until then bm25's statistics count them too; under `scan` alone they
-//! stay until the next `run` is idle.
+//! Stale versions are found by every-version searches in the recent index
+//! until they move, and left out of newest-only ones; bm25's statistics of
+//! the recent index count them meanwhile. Under `scan` alone they stay until
+//! the next `run` is idle.
 //!
 //! Each commit adds a segment to each index (merged only when 64 pile up
 //! on a level, so the writer does little merge work); under `run`, the
@@ -36,17 +39,19 @@
 //!
 //! [`search`] takes a person's words, never raw FTS5 syntax: each word (or
 //! `"quoted phrase"`) is quoted for FTS5 and all must match; malformed input
-//! is a [`QueryError`]. Hits are ranked by bm25 over the set searched (the
-//! path weighs [`PATH_WEIGHT`], the text 1), with a snippet whose matches
-//! are wrapped in `<mark>`…`</mark>` and whose text is HTML-escaped. By
-//! default only the newest version of each file that is not deleted is
-//! searched, in `file_current_fts` (so bm25 scores ~one match per file, and
-//! its statistics are those of the newest versions); with
-//! [`SearchOptions::all_versions`], every version, in `file_versions_fts`.
-//! The ranking query reads nothing but the index before its LIMIT; the
-//! snippets and rows of the hits returned are read afterwards. On a schema 6
-//! file opened read-only (no `file_current_fts`), newest-only filters the
-//! index of every version instead.
+//! is a [`QueryError`]. Hits are ranked by bm25 (the path weighs
+//! [`PATH_WEIGHT`], the text 1), with a snippet whose matches are wrapped in
+//! `<mark>`…`</mark>` and whose text is HTML-escaped. By default only the
+//! newest version of each file that is not deleted is searched: the recent
+//! index less `search_stale` (so bm25 scores ~one match per file, with the
+//! statistics of the newest versions); with [`SearchOptions::all_versions`],
+//! every version: each index ranks its share and the two lists are merged
+//! by score (each index's bm25 uses its own statistics, close but not equal
+//! to those of one index of everything). The ranking queries read nothing
+//! but the indexes before their LIMIT; the snippets and rows of the hits
+//! returned are read afterwards. On a read-only copy of an older build's
+//! file (schema 6 to 8, which indexed every version in `file_versions_fts`)
+//! searches read the indexes as that build wrote them.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -56,7 +61,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
 
 use super::EngineError;
-use super::db;
+use super::{db, rank};
 
 /// `sync_meta` key: the lowest version id not indexed yet.
 pub const NEXT_KEY: &str = "search_backfill_next";
@@ -87,8 +92,9 @@ pub const MERGE_IDLE: Duration = Duration::from_secs(1);
 /// wakeups a second of an idle engine).
 pub const MERGE_POLL: Duration = Duration::from_millis(500);
 
-/// Stale newest-only entries unindexed per idle step.
-pub const PURGE_ROWS: usize = 256;
+/// Stale versions moved from the recent index to the history index per
+/// idle step (two tokenizations of each).
+pub const MOVE_ROWS: usize = 256;
 
 /// Longest query accepted, in bytes.
 pub const MAX_QUERY_BYTES: usize = 1024;
@@ -100,10 +106,12 @@ pub const PATH_WEIGHT: f64 = 2.0;
 /// Tokens in a snippet.
 pub const SNIPPET_TOKENS: i32 = 24;
 
-/// The index of every version (schema 6).
+/// The history index: every version the recent index does not hold
+/// (schema 9; every version, in schemas 6 to 8).
 pub const ALL_TABLE: &str = "file_versions_fts";
-/// The index of the newest version of each path that is not deleted
-/// (schema 7), which newest-only searches use.
+/// The recent index: the newest version of each path that is not deleted,
+/// which newest-only searches use, and the stale versions waiting to move
+/// to the history index.
 pub const CURRENT_TABLE: &str = "file_current_fts";
 
 /// Markers the snippet is built with before HTML escaping (private-use
@@ -189,6 +197,12 @@ pub struct Hit {
 /// # Errors
 /// A [`QueryError`] for an empty, overlong, unbalanced or wordless query.
 pub fn fts_query(input: &str, prefix: bool) -> Result<String, QueryError> {
+    Ok(fts_terms(input, prefix)?.join(" "))
+}
+
+/// [`fts_query`]'s terms, each a quoted FTS5 phrase: FTS5 numbers the
+/// query's phrases in this order.
+fn fts_terms(input: &str, prefix: bool) -> Result<Vec<String>, QueryError> {
     if input.len() > MAX_QUERY_BYTES {
         return Err(QueryError::TooLong);
     }
@@ -232,8 +246,7 @@ pub fn fts_query(input: &str, prefix: bool) -> Result<String, QueryError> {
     Ok(terms
         .iter()
         .map(|t| format!("\"{}\"{star}", t.replace('"', "\"\"")))
-        .collect::<Vec<_>>()
-        .join(" "))
+        .collect())
 }
 
 /// True when the database has the search index (schema 6 or later).
@@ -265,7 +278,32 @@ fn ranked_sql(table: &str) -> String {
     )
 }
 
-/// Searches the index.
+/// How a database's versions are spread over the two indexes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// Schema 9 and later: every version in exactly one of them (the
+    /// recent index holds `search_current`'s and `search_stale`'s versions,
+    /// the history index every other, but for the backfill's range).
+    Split,
+    /// Schema 7 and 8 (a read-only copy of an older build's file): the
+    /// history index holds every version, the recent one the newest-only
+    /// set and the stale entries.
+    Both,
+    /// Schema 6 (the same): only the index of every version.
+    AllOnly,
+}
+
+fn layout(conn: &Connection) -> rusqlite::Result<Layout> {
+    Ok(if has_table(conn, "search_promote")? {
+        Layout::Split
+    } else if has_table(conn, CURRENT_TABLE)? {
+        Layout::Both
+    } else {
+        Layout::AllOnly
+    })
+}
+
+/// Searches the indexes.
 ///
 /// # Errors
 /// [`SearchError::Query`] for a malformed query, [`SearchError::NoIndex`]
@@ -275,7 +313,8 @@ pub fn search(
     input: &str,
     opts: &SearchOptions,
 ) -> Result<Vec<Hit>, SearchError> {
-    let expr = fts_query(input, opts.prefix)?;
+    let terms = fts_terms(input, opts.prefix)?;
+    let expr = terms.join(" ");
     if !has_index(conn)? {
         return Err(SearchError::NoIndex);
     }
@@ -283,13 +322,32 @@ pub fn search(
     // Phase 1: the best ids by score, without snippets (a common word can
     // match many versions; snippets are made only for those returned), and
     // without a join before the LIMIT: only bm25 runs per match.
-    let (table, sql) = if opts.all_versions {
-        (ALL_TABLE, ranked_sql(ALL_TABLE))
-    } else if has_table(conn, CURRENT_TABLE)? {
-        // The index of the newest live versions (schema 7), less the
-        // entries that left the set and wait to be purged (none once the
-        // engine was idle).
-        (
+    let sources: Vec<(&str, String)> = match (layout(conn)?, opts.all_versions) {
+        // Every version: both indexes, each holding its share, scored with
+        // the statistics of both together (rank.rs), so each version gets
+        // the score one index of every version would give it.
+        (Layout::Split, true) => {
+            let score = joint_bm25(conn, &terms)?;
+            [CURRENT_TABLE, ALL_TABLE]
+                .into_iter()
+                .map(|table| {
+                    (
+                        table,
+                        format!(
+                            "SELECT rowid, {} AS score
+                             FROM {table} WHERE {table} MATCH ?1
+                             ORDER BY score, rowid DESC
+                             LIMIT ?2",
+                            score.replace("{table}", table)
+                        ),
+                    )
+                })
+                .collect()
+        }
+        (Layout::Both | Layout::AllOnly, true) => vec![(ALL_TABLE, ranked_sql(ALL_TABLE))],
+        // The newest live versions: the recent index less the entries that
+        // left the set and wait to be moved (none once the engine was idle).
+        (Layout::Split | Layout::Both, false) => vec![(
             CURRENT_TABLE,
             format!(
                 "SELECT rowid, bm25({CURRENT_TABLE}, {PATH_WEIGHT}, 1.0) AS score
@@ -298,11 +356,10 @@ pub fn search(
                  ORDER BY score, rowid DESC
                  LIMIT ?2"
             ),
-        )
-    } else {
+        )],
         // A schema 6 file opened read-only (a replica of an older build):
         // every version's index, filtered to the newest of each live path.
-        (
+        (Layout::AllOnly, false) => vec![(
             ALL_TABLE,
             format!(
                 "SELECT f.rowid, bm25({ALL_TABLE}, {PATH_WEIGHT}, 1.0) AS score
@@ -313,45 +370,59 @@ pub fn search(
                  ORDER BY score, f.rowid DESC
                  LIMIT ?2"
             ),
-        )
+        )],
     };
-    let ranked: Vec<(i64, f64)> = conn
-        .prepare(&sql)?
-        .query_map(params![expr, limit], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<_, _>>()?;
-    // Phase 2: the hits' snippets, in one statement: one pass over the
-    // matches within the hits' id range, snippet() only for the hits (the
-    // unary `+` keeps the id list a filter, not 100 lookups that would each
-    // set the query up again: for a prefix, merging every matching term).
-    let (Some(low), Some(high)) = (
-        ranked.iter().map(|(id, _)| *id).min(),
-        ranked.iter().map(|(id, _)| *id).max(),
-    ) else {
-        return Ok(Vec::new());
-    };
-    let ids = format!(
-        "[{}]",
-        ranked
+    // (score, id, source): two indexes' best lists merged by score, ties
+    // newest first. Each index scores with its own statistics (document
+    // count, average length, the words' document frequencies), which for
+    // two parts of one notes folder are close but not equal.
+    let mut ranked: Vec<(f64, i64, usize)> = Vec::new();
+    for (source, (_, sql)) in sources.iter().enumerate() {
+        let mut stmt = conn.prepare(sql)?;
+        let rows = stmt.query_map(params![expr, limit], |r| Ok((r.get(1)?, r.get(0)?, source)))?;
+        for row in rows {
+            ranked.push(row?);
+        }
+    }
+    ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then(b.1.cmp(&a.1)));
+    ranked.truncate(opts.limit);
+    // Phase 2: the hits' snippets, one statement per index: one pass over
+    // the matches within the hits' id range, snippet() only for the hits
+    // (the unary `+` keeps the id list a filter, not 100 lookups that would
+    // each set the query up again: for a prefix, merging every matching
+    // term).
+    let mut snippets: std::collections::HashMap<i64, String> = std::collections::HashMap::new();
+    for (source, (table, _)) in sources.iter().enumerate() {
+        let ids: Vec<i64> = ranked
             .iter()
-            .map(|(id, _)| id.to_string())
-            .collect::<Vec<_>>()
-            .join(",")
-    );
-    let snippets: std::collections::HashMap<i64, String> = conn
-        .prepare(&format!(
+            .filter(|(_, _, s)| *s == source)
+            .map(|(_, id, _)| *id)
+            .collect();
+        let (Some(low), Some(high)) = (ids.iter().min(), ids.iter().max()) else {
+            continue;
+        };
+        let list = format!(
+            "[{}]",
+            ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+        );
+        let mut stmt = conn.prepare(&format!(
             "SELECT rowid, snippet({table}, -1, '{OPEN}', '{CLOSE}', '…', {SNIPPET_TOKENS})
              FROM {table}
              WHERE {table} MATCH ?1 AND rowid BETWEEN ?2 AND ?3
                AND +rowid IN (SELECT value FROM json_each(?4))"
-        ))?
-        .query_map(params![expr, low, high, ids], |r| {
+        ))?;
+        let rows = stmt.query_map(params![expr, low, high, list], |r| {
             Ok((r.get(0)?, r.get(1)?))
-        })?
-        .collect::<Result<_, _>>()?;
+        })?;
+        for row in rows {
+            let (id, snippet) = row?;
+            snippets.insert(id, snippet);
+        }
+    }
     let mut row =
         conn.prepare("SELECT file_path, content, timestamp FROM file_versions WHERE id = ?1")?;
     let mut hits = Vec::with_capacity(ranked.len());
-    for (id, score) in ranked {
+    for (score, id, _) in ranked {
         let marked = snippets.get(&id);
         let Some((file_path, content, timestamp)) = row
             .query_row([id], |r| {
@@ -376,6 +447,52 @@ pub fn search(
         });
     }
     Ok(hits)
+}
+
+/// The score expression of an every-version search over the split
+/// indexes: `obby_bm25` (rank.rs) with the row count, average length and
+/// each phrase's document frequency of both indexes together, `{table}`
+/// standing for the index it runs on. Registers the function on `conn`.
+fn joint_bm25(conn: &Connection, terms: &[String]) -> rusqlite::Result<String> {
+    rank::register(conn)?;
+    let corpus = rank::Corpus::of(conn, CURRENT_TABLE)?.plus(rank::Corpus::of(conn, ALL_TABLE)?);
+    let mut idfs = Vec::with_capacity(terms.len());
+    for term in terms {
+        let mut hits = 0_i64;
+        for table in [CURRENT_TABLE, ALL_TABLE] {
+            hits += conn
+                .prepare_cached(&format!(
+                    "SELECT COUNT(*) FROM {table} WHERE {table} MATCH ?1"
+                ))?
+                .query_row([term], |r| r.get::<_, i64>(0))?;
+        }
+        // Debug prints an f64 so that it reads back as the same number.
+        idfs.push(format!("{:?}", rank::idf(corpus.rows, hits)));
+    }
+    Ok(format!(
+        "{}({{table}}, {:?}, {PATH_WEIGHT:?}, 1.0, {})",
+        rank::FUNCTION,
+        corpus.avgdl(),
+        idfs.join(", ")
+    ))
+}
+
+/// How many versions match an FTS5 expression, over every index's share:
+/// the document frequency of a word in all of history.
+///
+/// # Errors
+/// Any SQLite error (a malformed expression among them).
+pub fn matching_versions(conn: &Connection, expr: &str) -> rusqlite::Result<i64> {
+    let count = |table: &str| -> rusqlite::Result<i64> {
+        conn.prepare_cached(&format!(
+            "SELECT COUNT(*) FROM {table} WHERE {table} MATCH ?1"
+        ))?
+        .query_row([expr], |r| r.get(0))
+    };
+    match layout(conn)? {
+        Layout::Split => Ok(count(ALL_TABLE)? + count(CURRENT_TABLE)?),
+        Layout::Both | Layout::AllOnly => count(ALL_TABLE),
+    }
 }
 
 /// HTML-escapes a snippet and turns its markers into `<mark>` tags.
@@ -432,7 +549,14 @@ pub fn progress(conn: &Connection) -> rusqlite::Result<Option<IndexProgress>> {
     }
     let (next, end) = range(conn)?;
     let pending: i64 = conn.query_row(
-        "SELECT COUNT(*) FROM file_versions WHERE id BETWEEN ?1 AND ?2",
+        &format!(
+            "SELECT COUNT(*) FROM file_versions fv WHERE id BETWEEN ?1 AND ?2{}",
+            if layout(conn)? == Layout::Split {
+                NOT_RECENT
+            } else {
+                ""
+            }
+        ),
         [next, end],
         |r| r.get(0),
     )?;
@@ -455,15 +579,16 @@ pub fn batch_rows() -> usize {
 /// Indexes the next batch of not yet indexed versions (at most `max_rows`,
 /// and no more than [`BACKFILL_BATCH_BYTES`] of text unless one row is
 /// larger) and moves the cursor, in one `BEGIN IMMEDIATE` transaction.
-/// Returns the number of versions indexed; 0 when the backfill is done.
+/// Versions in the batch that the recent index holds are passed over.
+/// Returns the number of versions indexed; None when the backfill is done.
 ///
 /// # Errors
 /// Any SQLite error (nothing is changed then).
-pub fn backfill_step(conn: &Connection, max_rows: usize) -> rusqlite::Result<usize> {
+pub fn backfill_step(conn: &Connection, max_rows: usize) -> rusqlite::Result<Option<usize>> {
     let tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
     let (next, end) = range(&tx)?;
     if next > end {
-        return Ok(0);
+        return Ok(None);
     }
     let mut last = None;
     let mut bytes = 0_i64;
@@ -490,14 +615,23 @@ pub fn backfill_step(conn: &Connection, max_rows: usize) -> rusqlite::Result<usi
     }
     // No row left in the range: the backfill is done.
     let upto = last.unwrap_or(end);
-    tx.execute(
-        "INSERT INTO file_versions_fts (rowid, file_path, content)
-         SELECT id, file_path, content FROM file_versions WHERE id BETWEEN ?1 AND ?2",
+    // Versions the recent index holds (schema 9) are not the history
+    // index's.
+    let indexed = tx.execute(
+        &format!(
+            "INSERT INTO file_versions_fts (rowid, file_path, content)
+             SELECT id, file_path, content FROM file_versions fv WHERE id BETWEEN ?1 AND ?2{}",
+            if layout(&tx)? == Layout::Split {
+                NOT_RECENT
+            } else {
+                ""
+            }
+        ),
         [next, upto],
     )?;
     db::meta_set(&tx, NEXT_KEY, &(upto + 1).to_string())?;
     tx.commit()?;
-    Ok(rows)
+    Ok((rows > 0).then_some(indexed))
 }
 
 /// Runs [`backfill_step`] until the backfill is done or `stop` is set,
@@ -518,10 +652,9 @@ pub fn backfill(
     let rows = batch_rows();
     let mut total = 0_u64;
     while !stop.load(Ordering::Relaxed) {
-        let n = db::retry_busy(stop, || backfill_step(conn, rows))?;
-        if n == 0 {
+        let Some(n) = db::retry_busy(stop, || backfill_step(conn, rows))? else {
             break;
-        }
+        };
         total += n as u64;
         if let Some(p) = progress(conn)? {
             on_step(&p);
@@ -536,49 +669,82 @@ pub fn backfill(
     Ok(total)
 }
 
-/// Unindexes at most `max_rows` of the entries `search_stale` lists (the
-/// versions that left the newest-only set: `schema/0007_search_current.sql`
-/// leaves them in `file_current_fts` so the writer does not tokenize them a
-/// second time) and drops them from the list, in the caller's transaction.
-/// Returns how many it listed. A listed id whose row is gone (never, by the
+/// A filter of `file_versions fv` rows: those the recent index does not
+/// hold (schema 9).
+const NOT_RECENT: &str = "
+    AND NOT EXISTS (SELECT 1 FROM search_stale WHERE version_id = fv.id)
+    AND NOT EXISTS (SELECT 1 FROM search_current c WHERE c.file_path = fv.file_path AND c.version_id = fv.id)";
+
+/// Moves at most `max_rows` of the versions `search_stale` lists (that
+/// left the newest-only set: `schema/0009_search_once.sql` leaves them in
+/// the recent index so the writer tokenizes each new version once) to the
+/// history index, in the caller's transaction: unindexed from
+/// [`CURRENT_TABLE`], indexed in [`ALL_TABLE`], dropped from the list.
+/// Versions in the backfill's range wait for it to pass them (it leaves
+/// listed versions alone, so they would otherwise be indexed twice).
+/// Returns how many it moved. A listed id whose row is gone (never, by the
 /// triggers) is only dropped from the list.
 ///
 /// # Errors
 /// Any SQLite error.
-pub fn purge_stale(conn: &Connection, max_rows: usize) -> rusqlite::Result<usize> {
-    if !has_table(conn, "search_stale")? {
+pub fn move_stale(conn: &Connection, max_rows: usize) -> rusqlite::Result<usize> {
+    if layout(conn)? != Layout::Split {
         return Ok(0);
     }
-    let n = i64::try_from(max_rows).unwrap_or(i64::MAX);
+    let (next, end) = range(conn)?;
+    let ids: Vec<i64> = conn
+        .prepare_cached(
+            "SELECT version_id FROM search_stale WHERE version_id NOT BETWEEN ?1 AND ?2
+             ORDER BY version_id LIMIT ?3",
+        )?
+        .query_map(
+            params![next, end, i64::try_from(max_rows).unwrap_or(i64::MAX)],
+            |r| r.get(0),
+        )?
+        .collect::<Result<_, _>>()?;
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let list = format!(
+        "[{}]",
+        ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+    );
     conn.execute(
         &format!(
             "INSERT INTO {CURRENT_TABLE} ({CURRENT_TABLE}, rowid, file_path, content)
              SELECT 'delete', fv.id, fv.file_path, fv.content
-             FROM (SELECT version_id FROM search_stale ORDER BY version_id LIMIT ?1) s
-             JOIN file_versions fv ON fv.id = s.version_id"
+             FROM file_versions fv WHERE fv.id IN (SELECT value FROM json_each(?1))"
         ),
-        [n],
+        [&list],
     )?;
     conn.execute(
-        "DELETE FROM search_stale WHERE version_id IN
-             (SELECT version_id FROM search_stale ORDER BY version_id LIMIT ?1)",
-        [n],
-    )
+        &format!(
+            "INSERT INTO {ALL_TABLE} (rowid, file_path, content)
+             SELECT fv.id, fv.file_path, fv.content
+             FROM file_versions fv WHERE fv.id IN (SELECT value FROM json_each(?1))"
+        ),
+        [&list],
+    )?;
+    conn.execute(
+        "DELETE FROM search_stale WHERE version_id IN (SELECT value FROM json_each(?1))",
+        [&list],
+    )?;
+    Ok(ids.len())
 }
 
-/// One step of idle work: [`purge_stale`] of [`PURGE_ROWS`] entries while
-/// any are listed, else merge work on each index ([`ALL_TABLE`], [`CURRENT_TABLE`]
+/// One step of idle work: [`move_stale`] of [`MOVE_ROWS`] versions while
+/// any can move, else merge work on each index ([`ALL_TABLE`], [`CURRENT_TABLE`]
 /// when the schema has it): FTS5's `'merge'` command with a budget of
 /// `pages` pages, every level eligible, in one `BEGIN IMMEDIATE`
-/// transaction. Returns true when it purged or merged anything (FTS5 counts
-/// at least two changes for a merge that did work); false once nothing is
-/// stale and each index is one segment.
+/// transaction. Returns true when it moved or merged anything (FTS5 counts
+/// at least two changes for a merge that did work); false once nothing can
+/// move and each index is one segment.
 ///
 /// # Errors
 /// Any SQLite error (nothing is changed then).
 pub fn merge_step(conn: &Connection, pages: i64) -> rusqlite::Result<bool> {
     let tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
-    if purge_stale(&tx, PURGE_ROWS)? > 0 {
+    if move_stale(&tx, MOVE_ROWS)? > 0 {
         tx.commit()?;
         return Ok(true);
     }

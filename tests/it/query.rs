@@ -530,20 +530,65 @@ async fn topics_and_keywords_come_from_the_backends_semantic_tables() {
     drop(engine);
 }
 
-/// Entries in the index, and FTS5's own check of it (with `against_content`,
-/// also that it matches file_versions exactly).
-fn index_rows(v: &Vault) -> i64 {
-    v.count("SELECT COUNT(*) FROM file_versions_fts_docsize")
+/// The version ids an index holds (its `_docsize` rows).
+fn indexed_ids(conn: &rusqlite::Connection, table: &str) -> Vec<i64> {
+    conn.prepare(&format!("SELECT id FROM {table}_docsize ORDER BY id"))
+        .expect("prepare")
+        .query_map([], |r| r.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("ids")
 }
 
-fn index_check(v: &Vault, against_content: bool) -> Result<(), String> {
-    v.conn()
-        .execute(
-            "INSERT INTO file_versions_fts (file_versions_fts, rank) VALUES ('integrity-check', ?1)",
-            [i64::from(against_content)],
+/// Entries in the two indexes together.
+fn index_rows(v: &Vault) -> i64 {
+    let conn = v.conn();
+    (indexed_ids(&conn, "file_versions_fts").len() + indexed_ids(&conn, "file_current_fts").len())
+        as i64
+}
+
+/// How the versions are split between the indexes (schema 9): the recent
+/// index holds exactly `search_current`'s and `search_stale`'s versions,
+/// the history index every other version but those in the backfill's
+/// range, and FTS5's own check passes on both.
+fn index_check(v: &Vault) -> Result<(), String> {
+    let conn = v.conn();
+    let ids = |sql: &str| -> Vec<i64> {
+        conn.prepare(sql)
+            .expect("prepare")
+            .query_map([], |r| r.get(0))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("ids")
+    };
+    let recent = ids("SELECT version_id FROM search_current
+                      UNION SELECT version_id FROM search_stale ORDER BY 1");
+    let history = ids("SELECT fv.id FROM file_versions fv
+         WHERE fv.id NOT IN (SELECT version_id FROM search_current UNION SELECT version_id FROM search_stale)
+           AND fv.id NOT BETWEEN
+               COALESCE((SELECT CAST(value AS INTEGER) FROM sync_meta WHERE key = 'search_backfill_next'), 1)
+           AND COALESCE((SELECT CAST(value AS INTEGER) FROM sync_meta WHERE key = 'search_backfill_end'), 0)
+         ORDER BY 1");
+    let held = indexed_ids(&conn, "file_current_fts");
+    if held != recent {
+        return Err(format!(
+            "the recent index holds {held:?}, not the current and stale versions {recent:?}"
+        ));
+    }
+    let held = indexed_ids(&conn, "file_versions_fts");
+    if held != history {
+        return Err(format!(
+            "the history index holds {held:?}, not the other versions {history:?}"
+        ));
+    }
+    for table in ["file_versions_fts", "file_current_fts"] {
+        conn.execute(
+            &format!("INSERT INTO {table} ({table}, rank) VALUES ('integrity-check', 0)"),
+            [],
         )
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+        .map_err(|e| format!("{table}: {e}"))?;
+    }
+    Ok(())
 }
 
 #[test]
@@ -584,7 +629,7 @@ fn the_index_holds_exactly_the_versions_after_a_kill_9_mid_scan() {
         child.wait().expect("reap");
         let versions = v.count("SELECT COUNT(*) FROM file_versions");
         assert_eq!(index_rows(&v), versions, "index rows == version rows");
-        index_check(&v, true).expect("the index matches file_versions");
+        index_check(&v).expect("each version in one index");
         if versions < FILES {
             killed_midway = true;
             break;
@@ -596,7 +641,26 @@ fn the_index_holds_exactly_the_versions_after_a_kill_9_mid_scan() {
     assert_eq!(summary["failed"], 0);
     assert_eq!(v.count("SELECT COUNT(*) FROM file_versions"), FILES);
     assert_eq!(index_rows(&v), FILES);
-    index_check(&v, true).expect("the index matches file_versions");
+    index_check(&v).expect("each version in one index");
+    // And each holds the right words: every note of one topic, found.
+    let out = v
+        .command(&[
+            "search",
+            "--all-versions",
+            "--json",
+            "--limit",
+            "1000",
+            "topic5",
+        ])
+        .output()
+        .expect("search");
+    let hits: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        hits.as_array().map(Vec::len),
+        Some((0..FILES).filter(|i| i % 97 == 5).count()),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A database the backend made, with `versions` versions of history it
@@ -657,11 +721,9 @@ fn the_backfill_of_a_backend_database_resumes_after_kill_9_and_completes() {
     );
     // Indexed: the backend's versions below the cursor, and every version
     // written since the migration.
-    assert_eq!(
-        index_rows(&v),
-        (next - 1) + v.count("SELECT COUNT(*) FROM file_versions WHERE id > 2000")
-    );
-    index_check(&v, false).expect("the partial index is sound");
+    // (index_check knows the backfill's range: versions in it that the
+    // recent index does not hold are in neither index.)
+    index_check(&v).expect("the partial index is sound");
     let status: Value = serde_json::from_slice(
         &v.command(&["status", "--json"])
             .output()
@@ -669,14 +731,21 @@ fn the_backfill_of_a_backend_database_resumes_after_kill_9_and_completes() {
             .stdout,
     )
     .expect("status --json");
-    assert_eq!(status["search_index"]["pending"], history - (next - 1));
+    // Pending: the backend's versions from the cursor on, but for the
+    // newest of each path, which the recent index holds (schema 9).
+    let pending = v.count(&format!(
+        "SELECT COUNT(*) FROM file_versions fv WHERE id BETWEEN {next} AND {history}
+           AND NOT EXISTS (SELECT 1 FROM search_current c WHERE c.version_id = fv.id)"
+    ));
+    assert!(pending > 0 && pending < history - (next - 1), "{pending}");
+    assert_eq!(status["search_index"]["pending"], pending);
 
     // The next scan resumes where the killed run stopped and completes.
     let summary = v.scan(&["--settle-ms", "0"]);
-    assert_eq!(summary["search_indexed"], history - (next - 1), "{summary}");
+    assert_eq!(summary["search_indexed"], pending, "{summary}");
     let versions = v.count("SELECT COUNT(*) FROM file_versions");
     assert_eq!(index_rows(&v), versions);
-    index_check(&v, true).expect("the index matches file_versions");
+    index_check(&v).expect("each version in one index");
     let status: Value = serde_json::from_slice(
         &v.command(&["status", "--json"])
             .output()
@@ -781,10 +850,11 @@ fn cli_search_and_stats_answer_without_an_engine_and_explain_bad_input() {
     );
 }
 
-/// The newest-only index (`file_current_fts`, schema 7) holds exactly the
-/// newest version of each path `sync_files` does not mark deleted, and a
-/// newest-only search finds what filtering the index of every version for
-/// that set finds.
+/// The recent index (`file_current_fts`) holds exactly the newest version
+/// of each path `sync_files` does not mark deleted and the stale versions,
+/// the history index every other version ([`index_check`]); newest-only and
+/// every-version searches find what a plain reading of `file_versions`
+/// finds; and the idle work moves every stale version to the history index.
 fn check_current_index(v: &Vault, step: &str) {
     let conn = v.conn();
     let rows = |sql: &str| -> Vec<(String, i64)> {
@@ -814,28 +884,39 @@ fn check_current_index(v: &Vault, step: &str) {
             .expect("ids")
     };
     let stale = ids("SELECT version_id FROM search_stale ORDER BY 1");
-    let mut want_ids: Vec<i64> = want.iter().map(|(_, id)| *id).collect();
-    want_ids.extend(&stale);
-    want_ids.sort_unstable();
-    assert_eq!(
-        ids("SELECT id FROM file_current_fts_docsize ORDER BY id"),
-        want_ids,
-        "{step}: the index holds those versions and the stale ones"
-    );
     for s in &stale {
         assert!(
             !want.iter().any(|(_, id)| id == s),
             "{step}: a stale entry {s} is not in the set"
         );
     }
-    conn.execute(
-        "INSERT INTO file_current_fts (file_current_fts) VALUES ('integrity-check')",
-        [],
-    )
-    .unwrap_or_else(|e| panic!("{step}: file_current_fts integrity-check: {e}"));
-    for word in ["alpha", "beta", "gamma", "notes"] {
+    index_check(v).unwrap_or_else(|e| panic!("{step}: {e}"));
+    // What the searches must find: the versions whose path or text holds
+    // the word, read from file_versions and split into words here.
+    let versions: Vec<(i64, String, String)> = conn
+        .prepare("SELECT id, file_path, COALESCE(content, '') FROM file_versions")
+        .expect("prepare")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("versions");
+    let holding = |word: &str, newest_only: bool| -> Vec<i64> {
+        let mut found: Vec<i64> = versions
+            .iter()
+            .filter(|(id, _, _)| !newest_only || want.iter().any(|(_, w)| w == id))
+            .filter(|(_, path, text)| {
+                format!("{path} {text}")
+                    .split(|c: char| !c.is_alphanumeric())
+                    .any(|w| w.eq_ignore_ascii_case(word))
+            })
+            .map(|(id, _, _)| *id)
+            .collect();
+        found.sort_unstable();
+        found
+    };
+    let searched = |word: &str, all_versions: bool| -> Vec<i64> {
         let opts = obby_sync::engine::search::SearchOptions {
-            all_versions: false,
+            all_versions,
             prefix: false,
             limit: 10_000,
         };
@@ -845,24 +926,78 @@ fn check_current_index(v: &Vault, step: &str) {
             .map(|h| h.version_id)
             .collect();
         found.sort_unstable();
-        let mut reference: Vec<i64> = conn
-            .prepare(
-                "SELECT f.rowid FROM file_versions_fts f JOIN file_versions fv ON fv.id = f.rowid
-                 WHERE file_versions_fts MATCH ?1
-                   AND fv.id = (SELECT MAX(n.id) FROM file_versions n WHERE n.file_path = fv.file_path)
-                   AND NOT EXISTS (SELECT 1 FROM sync_files s WHERE s.path = fv.file_path AND s.deleted <> 0)",
-            )
-            .expect("prepare")
-            .query_map([word], |r| r.get(0))
-            .expect("query")
-            .collect::<Result<_, _>>()
-            .expect("ids");
-        reference.sort_unstable();
-        assert_eq!(found, reference, "{step}: newest-only hits of {word:?}");
-    }
+        found
+    };
+    let check_searches = |when: &str| {
+        for word in ["alpha", "beta", "gamma", "notes", "backend"] {
+            assert_eq!(
+                searched(word, false),
+                holding(word, true),
+                "{step}{when}: newest-only hits of {word:?}"
+            );
+            assert_eq!(
+                searched(word, true),
+                holding(word, false),
+                "{step}{when}: every-version hits of {word:?}"
+            );
+        }
+    };
+    // Every-version scores are those of one index of every version: FTS5's
+    // own bm25 over a reference table holding them all.
+    conn.execute_batch(
+        "DROP TABLE IF EXISTS temp.reference;
+         CREATE VIRTUAL TABLE temp.reference USING fts5(file_path, content,
+             tokenize = 'unicode61 remove_diacritics 2');
+         INSERT INTO temp.reference (rowid, file_path, content)
+             SELECT id, file_path, content FROM file_versions;",
+    )
+    .expect("reference index");
+    let check_scores = |when: &str| {
+        for (query, prefix, expr) in [
+            ("alpha", false, "\"alpha\""),
+            ("notes beta", false, "\"notes\" \"beta\""),
+            ("\"note 0\"", false, "\"note 0\""),
+            ("gam", true, "\"gam\"*"),
+        ] {
+            let opts = obby_sync::engine::search::SearchOptions {
+                all_versions: true,
+                prefix,
+                limit: 10_000,
+            };
+            let mut ours: Vec<(i64, f64)> = obby_sync::engine::search::search(&conn, query, &opts)
+                .expect("search")
+                .iter()
+                .map(|h| (h.version_id, h.rank))
+                .collect();
+            ours.sort_by_key(|(id, _)| *id);
+            let reference: Vec<(i64, f64)> = conn
+                .prepare(
+                    "SELECT rowid, -bm25(reference, 2.0, 1.0) FROM reference
+                     WHERE reference MATCH ?1 ORDER BY rowid",
+                )
+                .expect("prepare")
+                .query_map([expr], |r| Ok((r.get(0)?, r.get(1)?)))
+                .expect("query")
+                .collect::<Result<_, _>>()
+                .expect("reference scores");
+            assert_eq!(
+                ours.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+                reference.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+                "{step}{when}: every-version hits of {query:?}"
+            );
+            for ((id, a), (_, b)) in ours.iter().zip(&reference) {
+                assert!(
+                    (a - b).abs() <= 1e-9 * b.abs().max(1.0),
+                    "{step}{when}: {query:?}, version {id}: score {a}, one index's bm25 {b}"
+                );
+            }
+        }
+    };
+    check_searches("");
+    check_scores("");
     if !stale.is_empty() {
-        // The idle work unindexes the stale entries: then the index holds
-        // exactly the set.
+        // The idle work moves the stale versions to the history index:
+        // then the recent index holds exactly the set.
         while obby_sync::engine::search::merge_step(&conn, 64).expect("idle step") {}
         assert_eq!(
             ids("SELECT COUNT(*) FROM search_stale"),
@@ -872,15 +1007,13 @@ fn check_current_index(v: &Vault, step: &str) {
         let mut set: Vec<i64> = want.iter().map(|(_, id)| *id).collect();
         set.sort_unstable();
         assert_eq!(
-            ids("SELECT id FROM file_current_fts_docsize ORDER BY id"),
+            indexed_ids(&conn, "file_current_fts"),
             set,
-            "{step}: after the idle work the index holds exactly the set"
+            "{step}: after the idle work the recent index holds exactly the set"
         );
-        conn.execute(
-            "INSERT INTO file_current_fts (file_current_fts) VALUES ('integrity-check')",
-            [],
-        )
-        .unwrap_or_else(|e| panic!("{step}: integrity-check after the idle work: {e}"));
+        index_check(v).unwrap_or_else(|e| panic!("{step}, after the idle work: {e}"));
+        check_searches(", after the idle work");
+        check_scores(", after the idle work");
     }
 }
 
@@ -946,7 +1079,7 @@ fn the_newest_only_index_follows_edits_deletes_moves_returns_and_backend_writes(
 }
 
 #[test]
-fn a_rebuild_of_file_versions_at_schema_7_keeps_both_indexes_right() {
+fn a_rebuild_of_file_versions_keeps_both_indexes_right() {
     let v = Vault::new();
     for i in 0..12 {
         let word = ["alpha", "beta", "gamma"][i % 3];
@@ -1037,15 +1170,15 @@ fn a_rebuild_of_file_versions_at_schema_7_keeps_both_indexes_right() {
         )
         .expect("triggers");
     assert_eq!(
-        triggers, 6,
-        "both indexes' three triggers survived the rebuild"
+        triggers, 3,
+        "the indexes' three triggers (insert, delete, update) survived the rebuild"
     );
     drop(conn);
     assert_eq!(
         index_rows(&v),
         v.count("SELECT COUNT(*) FROM file_versions"),
-        "the index of every version holds every version"
+        "the two indexes hold every version"
     );
-    index_check(&v, true).expect("the index of every version matches file_versions");
+    index_check(&v).expect("each version in one index");
     check_current_index(&v, "after the engine's rebuild and a scan");
 }

@@ -752,18 +752,26 @@ class BackendCompatTest(unittest.TestCase):
                  "File modified"),
             )
             # obby-sync's search index (its triggers) takes the backend's
-            # version in the same transaction, and lets it go with a delete.
+            # version in the same transaction (the newest of its path: into
+            # the recent index), and lets it go with a delete.
             found = conn.execute(
-                "SELECT fv.file_path FROM file_versions_fts JOIN file_versions fv"
-                " ON fv.id = file_versions_fts.rowid WHERE file_versions_fts MATCH ?",
+                "SELECT fv.file_path FROM file_current_fts JOIN file_versions fv"
+                " ON fv.id = file_current_fts.rowid WHERE file_current_fts MATCH ?",
                 ('"backend" "wrote"',),
             ).fetchall()
             self.assertEqual(found, [(self.abs_path("notes/plain.md"),)])
             conn.execute("DELETE FROM file_versions WHERE content = ?", (text,))
-            conn.execute(
-                "INSERT INTO file_versions_fts (file_versions_fts, rank)"
-                " VALUES ('integrity-check', 1)"
-            )
+            for table in ("file_current_fts", "file_versions_fts"):
+                conn.execute(
+                    f"INSERT INTO {table} ({table}, rank) VALUES ('integrity-check', 0)"
+                )
+                self.assertEqual(
+                    conn.execute(
+                        f"SELECT COUNT(*) FROM {table} WHERE {table} MATCH ?",
+                        ('"backend" "wrote"',),
+                    ).fetchone()[0],
+                    0,
+                )
             conn.execute(
                 "INSERT INTO file_versions (file_path, content_hash, content, line_count,"
                 " timestamp, change_description) VALUES (?, ?, ?, ?, ?, ?)",
