@@ -395,6 +395,18 @@ enum Refused {
 /// Rows per multi-row `INSERT` (a `file_changes` row binds 10 values).
 const ROWS_PER_INSERT: usize = 64;
 
+/// Rows per multi-row `INSERT` into `file_versions`. Each statement that
+/// inserts versions opens a statement savepoint, and FTS5 writes its
+/// pending terms out as a new segment at every savepoint (the search
+/// triggers index each version): 64-row statements made 16 small segments
+/// per 1,024-row batch, and every 64 segments a merge on the writer's path
+/// (18% of an edit round's writer instructions, 2,000 notes). 256 rows make
+/// 4 segments a batch and no merge in a 10,000-note scan, for ~1.6 MiB of
+/// text bound per statement (the whole batch in one statement raised the
+/// scan's peak RSS by ~20 MiB, and its odd-sized statements were compiled
+/// anew each batch).
+const VERSION_ROWS_PER_INSERT: usize = 256;
+
 /// Every row of a batch but the queue's, written at the end of the batch in
 /// multi-row statements: versions, diffs, changes, events, then the states
 /// (`sync_files`, `file_states`, upserts). `file_versions` and `events`
@@ -693,11 +705,14 @@ impl<'a, 's> Deferred<'a, 's> {
     fn flush(&mut self, tx: &Connection) -> rusqlite::Result<()> {
         self.sql.insert_rows(
             tx,
-            "INSERT INTO file_versions
+            &Shape {
+                head: "INSERT INTO file_versions
                  (id, file_path, content_hash, content, line_count, size, timestamp,
                   change_description, created_at) VALUES ",
-            "($1, $2, $3, $4, $5, $6, $7, $8, $7)",
-            "",
+                tuple: "($1, $2, $3, $4, $5, $6, $7, $8, $7)",
+                tail: "",
+                per_statement: VERSION_ROWS_PER_INSERT,
+            },
             &self.versions,
             |v| {
                 vec![
@@ -715,11 +730,14 @@ impl<'a, 's> Deferred<'a, 's> {
         self.versions.clear();
         self.sql.insert_rows(
             tx,
-            "INSERT INTO content_diffs
+            &Shape {
+                head: "INSERT INTO content_diffs
                  (id, file_path, old_version_id, new_version_id, change_type, diff_content,
                   lines_added, lines_removed, timestamp, created_at) VALUES ",
-            "($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
-            "",
+                tuple: "($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+                tail: "",
+                per_statement: ROWS_PER_INSERT,
+            },
             &self.diffs,
             |d| {
                 vec![
@@ -738,11 +756,14 @@ impl<'a, 's> Deferred<'a, 's> {
         self.diffs.clear();
         self.sql.insert_rows(
             tx,
-            "INSERT INTO file_changes
+            &Shape {
+                head: "INSERT INTO file_changes
                  (id, file_path, change_type, old_content_hash, new_content_hash, content_hash,
                   timestamp, old_path, version_id, diff_id, created_at) VALUES ",
-            "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $7)",
-            "",
+                tuple: "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $7)",
+                tail: "",
+                per_statement: ROWS_PER_INSERT,
+            },
             &self.changes,
             |c| {
                 vec![
@@ -762,20 +783,24 @@ impl<'a, 's> Deferred<'a, 's> {
         self.changes.clear();
         self.sql.insert_rows(
             tx,
-            "INSERT INTO events (type, path, timestamp, size, processed, created_at, old_path)
+            &Shape {
+                head: "INSERT INTO events (type, path, timestamp, size, processed, created_at, old_path)
              VALUES ",
-            "($1, $2, $3, $4, 0, $3, $5)",
-            "",
+                tuple: "($1, $2, $3, $4, 0, $3, $5)",
+                tail: "",
+                per_statement: ROWS_PER_INSERT,
+            },
             &self.events,
             |e| vec![&e.kind, &e.path, &e.stamp, &e.size, &e.old_path],
         )?;
         self.events.clear();
         self.sql.insert_rows(
             tx,
-            "INSERT INTO sync_files
+            &Shape {
+                head: "INSERT INTO sync_files
                  (path, size, mtime_ns, content_hash, version_id, deleted, read_ns) VALUES ",
-            "($1, $2, $3, $4, $5, $6, $7)",
-            " ON CONFLICT (path) DO UPDATE SET
+                tuple: "($1, $2, $3, $4, $5, $6, $7)",
+                tail: " ON CONFLICT (path) DO UPDATE SET
                  size = excluded.size, mtime_ns = excluded.mtime_ns, deleted = excluded.deleted,
                  content_hash = CASE WHEN excluded.deleted
                      THEN COALESCE(excluded.content_hash, sync_files.content_hash)
@@ -785,6 +810,8 @@ impl<'a, 's> Deferred<'a, 's> {
                      ELSE excluded.version_id END,
                  read_ns = CASE WHEN excluded.deleted
                      THEN sync_files.read_ns ELSE excluded.read_ns END",
+                per_statement: ROWS_PER_INSERT,
+            },
             &self.states,
             |r| {
                 vec![
@@ -800,14 +827,17 @@ impl<'a, 's> Deferred<'a, 's> {
         )?;
         self.sql.insert_rows(
             tx,
-            "INSERT INTO file_states
+            &Shape {
+                head: "INSERT INTO file_states
                  (file_path, content_hash, last_modified, line_count, file_size, updated_at,
                   is_deleted) VALUES ",
-            "($1, $2, $3, $4, $5, $6, $7)",
-            " ON CONFLICT (file_path) DO UPDATE SET
+                tuple: "($1, $2, $3, $4, $5, $6, $7)",
+                tail: " ON CONFLICT (file_path) DO UPDATE SET
                  content_hash = excluded.content_hash, last_modified = excluded.last_modified,
                  line_count = excluded.line_count, file_size = excluded.file_size,
                  updated_at = excluded.updated_at, is_deleted = excluded.is_deleted",
+                per_statement: ROWS_PER_INSERT,
+            },
             &self.states,
             |r| {
                 vec![
@@ -827,6 +857,17 @@ impl<'a, 's> Deferred<'a, 's> {
     }
 }
 
+/// A multi-row insert: `head`, then `tuple` once per row (`$1` to `$10`
+/// for the row's own parameters), then `tail` (an upsert clause), with at
+/// most `per_statement` rows a statement.
+#[derive(Clone, Copy)]
+struct Shape {
+    head: &'static str,
+    tuple: &'static str,
+    tail: &'static str,
+    per_statement: usize,
+}
+
 /// The text of the multi-row statements, built once per shape (head, rows)
 /// instead of once per statement.
 #[derive(Default)]
@@ -835,29 +876,32 @@ struct SqlTexts {
 }
 
 impl SqlTexts {
-    /// Inserts `rows` in multi-row statements of up to [`ROWS_PER_INSERT`]:
-    /// `head`, then `tuple` once per row, then `tail` (an upsert clause),
-    /// with `values` giving each row's parameters (`$1` to `$10` in
-    /// `tuple`, in that order). The full-sized statement is kept in the
+    /// Inserts `rows` in multi-row statements of `shape`, with `values`
+    /// giving each row's parameters (`$1` to `$10` in its tuple, in that
+    /// order). The full-sized statement is kept in the
     /// statement cache, the odd-sized last one of a batch is not, so it
     /// does not push the others out.
     fn insert_rows<T>(
         &mut self,
         tx: &Connection,
-        head: &'static str,
-        tuple: &str,
-        tail: &str,
+        shape: &Shape,
         rows: &[T],
         values: impl for<'r> Fn(&'r T) -> Vec<&'r dyn ToSql>,
     ) -> rusqlite::Result<()> {
-        for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let Shape {
+            head,
+            tuple,
+            tail,
+            per_statement,
+        } = *shape;
+        for chunk in rows.chunks(per_statement.max(1)) {
             let params: Vec<&dyn ToSql> = chunk.iter().flat_map(&values).collect();
             let width = params.len() / chunk.len().max(1);
             let sql = self
                 .texts
                 .entry((head, chunk.len()))
                 .or_insert_with(|| multi_row_insert(head, tuple, tail, width, chunk.len()));
-            if chunk.len() == ROWS_PER_INSERT {
+            if chunk.len() == per_statement {
                 tx.prepare_cached(sql)?.execute(&params[..])?;
             } else {
                 tx.prepare(sql)?.execute(&params[..])?;
