@@ -90,31 +90,36 @@ BEGIN
     DELETE FROM search_promote WHERE file_path = NEW.file_path;
 END;
 
--- A new version. Its path's newest (always, for the engine's inserts): the
--- path's entry goes stale and the new version, when the path is live, is
--- the entry, in the recent index. Not its path's newest (another program
--- inserting an older id), or its path is deleted: into the history index.
+-- A new version that is its path's newest and whose path is live (every
+-- version the engine writes): the path's entry goes stale and the new
+-- version is the entry, in the recent index. Anything else (another
+-- program inserting an older id, or a version of a path sync_files marks
+-- deleted): into the history index, and an older entry of the path goes
+-- stale. The two WHEN clauses are each other's negation; the first is the
+-- writer's path, kept to three statements.
 CREATE TRIGGER IF NOT EXISTS file_versions_search_insert AFTER INSERT ON file_versions
+WHEN NEW.id = (SELECT MAX(id) FROM file_versions WHERE file_path = NEW.file_path)
+ AND NOT EXISTS (SELECT 1 FROM sync_files s WHERE s.path = NEW.file_path AND s.deleted <> 0)
 BEGIN
-    INSERT INTO file_versions_fts (rowid, file_path, content)
-        SELECT NEW.id, NEW.file_path, NEW.content
-        WHERE (NEW.id < (SELECT MAX(id) FROM file_versions WHERE file_path = NEW.file_path)
-               OR EXISTS (SELECT 1 FROM sync_files s WHERE s.path = NEW.file_path AND s.deleted <> 0))
-          AND NEW.id NOT BETWEEN
-              COALESCE((SELECT CAST(value AS INTEGER) FROM sync_meta WHERE key = 'search_backfill_next'), 1)
-          AND COALESCE((SELECT CAST(value AS INTEGER) FROM sync_meta WHERE key = 'search_backfill_end'), 0);
+    INSERT OR IGNORE INTO search_stale (version_id)
+        SELECT version_id FROM search_current WHERE file_path = NEW.file_path;
+    INSERT OR REPLACE INTO search_current (file_path, version_id) VALUES (NEW.file_path, NEW.id);
+    INSERT INTO file_current_fts (rowid, file_path, content) VALUES (NEW.id, NEW.file_path, NEW.content);
+END;
+
+CREATE TRIGGER IF NOT EXISTS file_versions_search_insert_other AFTER INSERT ON file_versions
+WHEN NEW.id < (SELECT MAX(id) FROM file_versions WHERE file_path = NEW.file_path)
+  OR EXISTS (SELECT 1 FROM sync_files s WHERE s.path = NEW.file_path AND s.deleted <> 0)
+BEGIN
     INSERT OR IGNORE INTO search_stale (version_id)
         SELECT version_id FROM search_current
         WHERE file_path = NEW.file_path AND version_id < NEW.id;
     DELETE FROM search_current WHERE file_path = NEW.file_path AND version_id < NEW.id;
-    INSERT INTO file_current_fts (rowid, file_path, content)
+    INSERT INTO file_versions_fts (rowid, file_path, content)
         SELECT NEW.id, NEW.file_path, NEW.content
-        WHERE NEW.id = (SELECT MAX(id) FROM file_versions WHERE file_path = NEW.file_path)
-          AND NOT EXISTS (SELECT 1 FROM sync_files s WHERE s.path = NEW.file_path AND s.deleted <> 0);
-    INSERT INTO search_current (file_path, version_id)
-        SELECT NEW.file_path, NEW.id
-        WHERE NEW.id = (SELECT MAX(id) FROM file_versions WHERE file_path = NEW.file_path)
-          AND NOT EXISTS (SELECT 1 FROM sync_files s WHERE s.path = NEW.file_path AND s.deleted <> 0);
+        WHERE NEW.id NOT BETWEEN
+              COALESCE((SELECT CAST(value AS INTEGER) FROM sync_meta WHERE key = 'search_backfill_next'), 1)
+          AND COALESCE((SELECT CAST(value AS INTEGER) FROM sync_meta WHERE key = 'search_backfill_end'), 0);
 END;
 
 -- A deleted version: unindexed from whichever index holds it, with its own

@@ -1170,8 +1170,8 @@ fn a_rebuild_of_file_versions_keeps_both_indexes_right() {
         )
         .expect("triggers");
     assert_eq!(
-        triggers, 3,
-        "the indexes' three triggers (insert, delete, update) survived the rebuild"
+        triggers, 4,
+        "the indexes' four triggers (two on insert, delete, update) survived the rebuild"
     );
     drop(conn);
     assert_eq!(
