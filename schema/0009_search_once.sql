@@ -25,7 +25,9 @@
 -- it (a deleted path comes back with no new version, the newest version is
 -- deleted and its predecessor takes its place) is moved there by
 -- search_promote's trigger: inserting a path into search_promote runs it
--- (the table is always empty outside that trigger). These triggers run in
+-- (the table is always empty outside that trigger). search_unindex is the
+-- same kind of helper: it unindexes a version from whichever index holds
+-- it. These triggers run in
 -- whichever connection changes file_versions or sync_files, the backend's
 -- included: FTS5 and unicode61 are built into its sqlite3 too.
 
@@ -122,24 +124,38 @@ BEGIN
           AND COALESCE((SELECT CAST(value AS INTEGER) FROM sync_meta WHERE key = 'search_backfill_end'), 0);
 END;
 
--- A deleted version: unindexed from whichever index holds it, with its own
--- values; if it was its path's entry, the path's newest remaining version
--- takes its place.
-CREATE TRIGGER IF NOT EXISTS file_versions_search_delete AFTER DELETE ON file_versions
+-- Unindexes a version from whichever index holds it, with the values it
+-- was indexed with: inserting (id, file_path, content) into search_unindex
+-- runs it (the table is always empty outside this trigger).
+CREATE TABLE IF NOT EXISTS search_unindex (
+    id        INTEGER PRIMARY KEY,
+    file_path TEXT,
+    content   TEXT
+);
+
+CREATE TRIGGER IF NOT EXISTS search_unindex_version AFTER INSERT ON search_unindex
 BEGIN
     INSERT INTO file_versions_fts (file_versions_fts, rowid, file_path, content)
-        SELECT 'delete', OLD.id, OLD.file_path, OLD.content
-        WHERE NOT EXISTS (SELECT 1 FROM search_current WHERE file_path = OLD.file_path AND version_id = OLD.id)
-          AND NOT EXISTS (SELECT 1 FROM search_stale WHERE version_id = OLD.id)
-          AND OLD.id NOT BETWEEN
+        SELECT 'delete', NEW.id, NEW.file_path, NEW.content
+        WHERE NOT EXISTS (SELECT 1 FROM search_current WHERE file_path = NEW.file_path AND version_id = NEW.id)
+          AND NOT EXISTS (SELECT 1 FROM search_stale WHERE version_id = NEW.id)
+          AND NEW.id NOT BETWEEN
               COALESCE((SELECT CAST(value AS INTEGER) FROM sync_meta WHERE key = 'search_backfill_next'), 1)
           AND COALESCE((SELECT CAST(value AS INTEGER) FROM sync_meta WHERE key = 'search_backfill_end'), 0);
     INSERT INTO file_current_fts (file_current_fts, rowid, file_path, content)
-        SELECT 'delete', OLD.id, OLD.file_path, OLD.content
-        WHERE EXISTS (SELECT 1 FROM search_current WHERE file_path = OLD.file_path AND version_id = OLD.id)
-           OR EXISTS (SELECT 1 FROM search_stale WHERE version_id = OLD.id);
-    DELETE FROM search_stale WHERE version_id = OLD.id;
-    DELETE FROM search_current WHERE file_path = OLD.file_path AND version_id = OLD.id;
+        SELECT 'delete', NEW.id, NEW.file_path, NEW.content
+        WHERE EXISTS (SELECT 1 FROM search_current WHERE file_path = NEW.file_path AND version_id = NEW.id)
+           OR EXISTS (SELECT 1 FROM search_stale WHERE version_id = NEW.id);
+    DELETE FROM search_stale WHERE version_id = NEW.id;
+    DELETE FROM search_current WHERE file_path = NEW.file_path AND version_id = NEW.id;
+    DELETE FROM search_unindex WHERE id = NEW.id;
+END;
+
+-- A deleted version: unindexed; if it was its path's entry, the path's
+-- newest remaining version takes its place.
+CREATE TRIGGER IF NOT EXISTS file_versions_search_delete AFTER DELETE ON file_versions
+BEGIN
+    INSERT INTO search_unindex (id, file_path, content) VALUES (OLD.id, OLD.file_path, OLD.content);
     INSERT INTO search_promote (file_path) VALUES (OLD.file_path);
 END;
 
@@ -151,19 +167,7 @@ END;
 CREATE TRIGGER IF NOT EXISTS file_versions_search_update
 AFTER UPDATE OF id, file_path, content ON file_versions
 BEGIN
-    INSERT INTO file_versions_fts (file_versions_fts, rowid, file_path, content)
-        SELECT 'delete', OLD.id, OLD.file_path, OLD.content
-        WHERE NOT EXISTS (SELECT 1 FROM search_current WHERE file_path = OLD.file_path AND version_id = OLD.id)
-          AND NOT EXISTS (SELECT 1 FROM search_stale WHERE version_id = OLD.id)
-          AND OLD.id NOT BETWEEN
-              COALESCE((SELECT CAST(value AS INTEGER) FROM sync_meta WHERE key = 'search_backfill_next'), 1)
-          AND COALESCE((SELECT CAST(value AS INTEGER) FROM sync_meta WHERE key = 'search_backfill_end'), 0);
-    INSERT INTO file_current_fts (file_current_fts, rowid, file_path, content)
-        SELECT 'delete', OLD.id, OLD.file_path, OLD.content
-        WHERE EXISTS (SELECT 1 FROM search_current WHERE file_path = OLD.file_path AND version_id = OLD.id)
-           OR EXISTS (SELECT 1 FROM search_stale WHERE version_id = OLD.id);
-    DELETE FROM search_stale WHERE version_id = OLD.id;
-    DELETE FROM search_current WHERE file_path = OLD.file_path AND version_id = OLD.id;
+    INSERT INTO search_unindex (id, file_path, content) VALUES (OLD.id, OLD.file_path, OLD.content);
     INSERT INTO file_versions_fts (rowid, file_path, content)
         SELECT NEW.id, NEW.file_path, NEW.content
         WHERE NEW.id NOT BETWEEN

@@ -530,14 +530,19 @@ async fn topics_and_keywords_come_from_the_backends_semantic_tables() {
     drop(engine);
 }
 
-/// The version ids an index holds (its `_docsize` rows).
-fn indexed_ids(conn: &rusqlite::Connection, table: &str) -> Vec<i64> {
-    conn.prepare(&format!("SELECT id FROM {table}_docsize ORDER BY id"))
+/// The first column of every row a query returns.
+fn query_ids(conn: &rusqlite::Connection, sql: &str) -> Vec<i64> {
+    conn.prepare(sql)
         .expect("prepare")
         .query_map([], |r| r.get(0))
         .expect("query")
         .collect::<Result<_, _>>()
         .expect("ids")
+}
+
+/// The version ids an index holds (its `_docsize` rows).
+fn indexed_ids(conn: &rusqlite::Connection, table: &str) -> Vec<i64> {
+    query_ids(conn, &format!("SELECT id FROM {table}_docsize ORDER BY id"))
 }
 
 /// Entries in the two indexes together.
@@ -553,14 +558,7 @@ fn index_rows(v: &Vault) -> i64 {
 /// range, and FTS5's own check passes on both.
 fn index_check(v: &Vault) -> Result<(), String> {
     let conn = v.conn();
-    let ids = |sql: &str| -> Vec<i64> {
-        conn.prepare(sql)
-            .expect("prepare")
-            .query_map([], |r| r.get(0))
-            .expect("query")
-            .collect::<Result<_, _>>()
-            .expect("ids")
-    };
+    let ids = |sql: &str| query_ids(&conn, sql);
     let recent = ids("SELECT version_id FROM search_current
                       UNION SELECT version_id FROM search_stale ORDER BY 1");
     let history = ids("SELECT fv.id FROM file_versions fv
@@ -875,14 +873,7 @@ fn check_current_index(v: &Vault, step: &str) {
         named, want,
         "{step}: search_current names the newest live versions"
     );
-    let ids = |sql: &str| -> Vec<i64> {
-        conn.prepare(sql)
-            .expect("prepare")
-            .query_map([], |r| r.get(0))
-            .expect("query")
-            .collect::<Result<_, _>>()
-            .expect("ids")
-    };
+    let ids = |sql: &str| query_ids(&conn, sql);
     let stale = ids("SELECT version_id FROM search_stale ORDER BY 1");
     for s in &stale {
         assert!(
@@ -1164,7 +1155,7 @@ fn a_rebuild_of_file_versions_keeps_both_indexes_right() {
     let triggers: i64 = conn
         .query_row(
             "SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'file_versions'
-               AND (sql LIKE '%file_versions_fts%' OR sql LIKE '%file_current_fts%')",
+               AND name LIKE 'file_versions_search%'",
             [],
             |r| r.get(0),
         )
