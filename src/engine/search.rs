@@ -31,8 +31,11 @@
 //! the recent index count them meanwhile. Under `scan` alone they stay until
 //! the next `run` is idle.
 //!
-//! Each commit adds a segment to each index (merged only when 64 pile up
-//! on a level, so the writer does little merge work); under `run`, the
+//! FTS5 writes the pending entries of an index out as a new segment at
+//! each statement savepoint and commit that follows a change to it (the
+//! store inserts versions 256 to a statement, so about four segments per
+//! batch), and merges only when 64 pile up on a level, so the writer does
+//! little merge work; under `run`, the
 //! backfill's thread then merges them while the engine is idle
 //! ([`merge_when_idle`]: short `'merge'` steps once no commit happened for
 //! [`MERGE_IDLE`]), so queries read few segments.
@@ -771,7 +774,7 @@ pub fn merge_step(conn: &Connection, pages: i64) -> rusqlite::Result<bool> {
 /// them, until a step merges nothing; then it waits for the next commit.
 /// Returns the steps that merged something.
 ///
-/// Every commit adds a segment to each index (the settings of schema 6 and 7
+/// Every write adds segments to an index (the settings of schema 6 and 7
 /// merge only when 64 pile up on a level), and every query reads every
 /// segment: merging when idle keeps queries fast without costing the writer.
 ///
