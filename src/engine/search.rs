@@ -47,10 +47,12 @@
 //! `<mark>`…`</mark>` and whose text is HTML-escaped. By default only the
 //! newest version of each file that is not deleted is searched: the recent
 //! index less `search_stale` (so bm25 scores ~one match per file, with the
-//! statistics of the newest versions); with [`SearchOptions::all_versions`],
-//! every version: each index ranks its share and the two lists are merged
-//! by score (each index's bm25 uses its own statistics, close but not equal
-//! to those of one index of everything). The ranking queries read nothing
+//! recent index's statistics: the newest versions', and the stale ones'
+//! until they move); with [`SearchOptions::all_versions`],
+//! every version: each index ranks its share with `obby_bm25` (rank.rs),
+//! bm25 with the two indexes' statistics added together, so every version
+//! scores as in one index of every version, and the two lists are merged
+//! by score. The ranking queries read nothing
 //! but the indexes before their LIMIT; the snippets and rows of the hits
 //! returned are read afterwards. On a read-only copy of an older build's
 //! file (schema 6 to 8, which indexed every version in `file_versions_fts`)
@@ -375,10 +377,9 @@ pub fn search(
             ),
         )],
     };
-    // (score, id, source): two indexes' best lists merged by score, ties
-    // newest first. Each index scores with its own statistics (document
-    // count, average length, the words' document frequencies), which for
-    // two parts of one notes folder are close but not equal.
+    // (score, id, source): the indexes' best lists merged by score, ties
+    // newest first (an every-version search scores both with their joint
+    // statistics, so the two lists' scores compare).
     let mut ranked: Vec<(f64, i64, usize)> = Vec::new();
     for (source, (_, sql)) in sources.iter().enumerate() {
         let mut stmt = conn.prepare(sql)?;
