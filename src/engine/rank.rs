@@ -25,8 +25,17 @@ use std::ptr;
 
 use rusqlite::{Connection, ffi};
 
+/// The function's name, as FTS5 is given it.
+const NAME: &std::ffi::CStr = c"obby_bm25";
 /// The function's name in SQL.
-pub const FUNCTION: &str = "obby_bm25";
+pub const FUNCTION: &str = match NAME.to_str() {
+    Ok(name) => name,
+    Err(_) => panic!("the name is ASCII"),
+};
+/// Most phrases a query may have (the search module allows 32): the
+/// per-row frequencies live on the stack, not in a fresh allocation for
+/// each of the up to ~100,000 rows a common word matches.
+pub const MAX_PHRASES: usize = 64;
 
 /// bm25's term-frequency saturation, as FTS5's.
 const K1: f64 = 1.2;
@@ -179,13 +188,7 @@ pub fn register(conn: &Connection) -> rusqlite::Result<()> {
                 Some("FTS5 has no xCreateFunction".into()),
             ));
         };
-        let rc = create(
-            api,
-            c"obby_bm25".as_ptr(),
-            ptr::null_mut(),
-            Some(obby_bm25),
-            None,
-        );
+        let rc = create(api, NAME.as_ptr(), ptr::null_mut(), Some(obby_bm25), None);
         if rc != ffi::SQLITE_OK {
             return Err(rusqlite::Error::SqliteFailure(ffi::Error::new(rc), None));
         }
@@ -239,14 +242,16 @@ unsafe fn score(
     // and `vals` is read at indexes below `args`.
     unsafe {
         let phrases = usize::try_from(phrase_count(fts)).map_err(|_| ffi::SQLITE_ERROR)?;
-        if args < FIXED_ARGS + phrases {
-            // A caller that passed too few IDFs: a bug, said as an error.
+        if args < FIXED_ARGS + phrases || phrases > MAX_PHRASES {
+            // A caller that passed too few IDFs, or a query longer than
+            // the search module allows: a bug, said as an error.
             return Err(ffi::SQLITE_MISUSE);
         }
         let arg = |i: usize| ffi::sqlite3_value_double(*vals.add(i));
         let avgdl = arg(0);
         let weights = [arg(1), arg(2)];
-        let mut freq = vec![0.0_f64; phrases];
+        let mut all = [0.0_f64; MAX_PHRASES];
+        let freq = &mut all[..phrases];
         let mut n_inst: c_int = 0;
         check(inst_count(fts, &mut n_inst))?;
         for i in 0..n_inst {

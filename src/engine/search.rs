@@ -105,6 +105,9 @@ pub const MOVE_ROWS: usize = 256;
 pub const MAX_QUERY_BYTES: usize = 1024;
 /// Most words and phrases in one query.
 pub const MAX_QUERY_TERMS: usize = 32;
+// Every-version search scores each term through `obby_bm25`, which holds
+// at most rank::MAX_PHRASES.
+const _: () = assert!(MAX_QUERY_TERMS <= rank::MAX_PHRASES);
 /// bm25 weight of a path match (the text weighs 1): a note named after the
 /// words is a strong hit.
 pub const PATH_WEIGHT: f64 = 2.0;
