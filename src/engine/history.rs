@@ -657,11 +657,14 @@ fn word_keywords(conn: &Connection, period: &Period) -> rusqlite::Result<Vec<Str
     if !search::has_index(conn)? {
         return Ok(top(candidates.into_iter().map(|(w, c)| (w, c as f64))));
     }
-    let versions: i64 = conn.query_row("SELECT COUNT(*) FROM file_versions", [], |r| r.get(0))?;
+    let versions = super::counts::history_rows(conn, "file_versions")?;
+    let phrases: Vec<String> = candidates
+        .iter()
+        .map(|(word, _)| format!("content : \"{}\"", word.replace('"', "\"\"")))
+        .collect();
+    let frequencies = search::matching_versions(conn, &phrases)?;
     let mut scored = Vec::with_capacity(candidates.len());
-    for (word, count) in candidates {
-        let phrase = format!("content : \"{}\"", word.replace('"', "\"\""));
-        let df = search::matching_versions(conn, &phrase)?;
+    for ((word, count), df) in candidates.into_iter().zip(frequencies) {
         // A word in more than half of all versions says nothing about this
         // period ("the", a template's boilerplate): bm25 discounts such words
         // to nothing too.

@@ -463,19 +463,11 @@ pub fn search(
 fn joint_bm25(conn: &Connection, terms: &[String]) -> rusqlite::Result<String> {
     rank::register(conn)?;
     let corpus = rank::Corpus::of(conn, CURRENT_TABLE)?.plus(rank::Corpus::of(conn, ALL_TABLE)?);
-    let mut idfs = Vec::with_capacity(terms.len());
-    for term in terms {
-        let mut hits = 0_i64;
-        for table in [CURRENT_TABLE, ALL_TABLE] {
-            hits += conn
-                .prepare_cached(&format!(
-                    "SELECT COUNT(*) FROM {table} WHERE {table} MATCH ?1"
-                ))?
-                .query_row([term], |r| r.get::<_, i64>(0))?;
-        }
-        // Debug prints an f64 so that it reads back as the same number.
-        idfs.push(format!("{:?}", rank::idf(corpus.rows, hits)));
-    }
+    // Debug prints an f64 so that it reads back as the same number.
+    let idfs: Vec<String> = matching_versions(conn, terms)?
+        .into_iter()
+        .map(|hits| format!("{:?}", rank::idf(corpus.rows, hits)))
+        .collect();
     Ok(format!(
         "{}({{table}}, {:?}, {PATH_WEIGHT:?}, 1.0, {})",
         rank::FUNCTION,
@@ -484,22 +476,31 @@ fn joint_bm25(conn: &Connection, terms: &[String]) -> rusqlite::Result<String> {
     ))
 }
 
-/// How many versions match an FTS5 expression, over every index's share:
-/// the document frequency of a word in all of history.
+/// How many versions match each FTS5 expression, over every index's
+/// share: the document frequencies of words in all of history, in the
+/// order given.
 ///
 /// # Errors
 /// Any SQLite error (a malformed expression among them).
-pub fn matching_versions(conn: &Connection, expr: &str) -> rusqlite::Result<i64> {
-    let count = |table: &str| -> rusqlite::Result<i64> {
-        conn.prepare_cached(&format!(
-            "SELECT COUNT(*) FROM {table} WHERE {table} MATCH ?1"
-        ))?
-        .query_row([expr], |r| r.get(0))
+pub fn matching_versions(conn: &Connection, exprs: &[String]) -> rusqlite::Result<Vec<i64>> {
+    let tables: &[&str] = match layout(conn)? {
+        Layout::Split => &[ALL_TABLE, CURRENT_TABLE],
+        Layout::Both | Layout::AllOnly => &[ALL_TABLE],
     };
-    match layout(conn)? {
-        Layout::Split => Ok(count(ALL_TABLE)? + count(CURRENT_TABLE)?),
-        Layout::Both | Layout::AllOnly => count(ALL_TABLE),
-    }
+    exprs
+        .iter()
+        .map(|expr| {
+            let mut hits = 0;
+            for table in tables {
+                hits += conn
+                    .prepare_cached(&format!(
+                        "SELECT COUNT(*) FROM {table} WHERE {table} MATCH ?1"
+                    ))?
+                    .query_row([expr], |r| r.get::<_, i64>(0))?;
+            }
+            Ok(hits)
+        })
+        .collect()
 }
 
 /// HTML-escapes a snippet and turns its markers into `<mark>` tags.
