@@ -26,11 +26,14 @@ pub const DEFAULT_DB: &str = ".db/obby.db";
 
 /// Queue rows claimed and committed together. Each commit rewrites every
 /// page of the backend's `content_hash` indexes that its rows land on, and
-/// those rows land at random: 1,024 rows per commit instead of 256 cut the
-/// WAL an edit round of 10,000 notes writes from 254 to 208 MB, and the
-/// share grows with history. What a batch holds stays bounded by
-/// [`DEFAULT_BATCH_BYTES`].
-pub const DEFAULT_BATCH_SIZE: usize = 1024;
+/// those rows land at random, so larger batches write less WAL (1,024 rows
+/// instead of 256 cut an edit round of 10,000 notes from 254 to 208 MB).
+/// They were no faster, though: `bench`, two alternated runs each, initial
+/// scan 1.71 / 1.57 s at 1,024 and 1.47 / 1.68 s at 256, edit rounds
+/// 2.1-3.8x their floor either way; and they cost peak memory (edit round
+/// 110 MiB at 1,024, 61 MiB at 256), hence 256. What a batch holds stays
+/// bounded by [`DEFAULT_BATCH_BYTES`].
+pub const DEFAULT_BATCH_SIZE: usize = 256;
 /// File bytes per batch (32 MiB); a larger file is a batch of its own.
 pub const DEFAULT_BATCH_BYTES: u64 = 32 * 1024 * 1024;
 /// Files larger than this are hashed only (32 MiB).
