@@ -37,6 +37,7 @@ mod handle;
 pub mod hash;
 pub mod history;
 pub mod litestream;
+mod memory;
 pub mod paths;
 pub mod patterns;
 pub mod progress;
@@ -117,6 +118,11 @@ const API_POOL_SIZE: u32 = 16;
 
 /// How often an idle engine prunes done rows and checkpoints the WAL.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How long the engine waits, idle after some work, before it gives the
+/// memory that work used back ([`Engine::give_back_memory`]): long enough
+/// that a burst of edits a few hundred milliseconds apart keeps its caches.
+const GIVE_BACK_AFTER: Duration = Duration::from_secs(2);
 
 /// Batches in flight at once: one computing while the other is committed.
 const PIPELINE_DEPTH: usize = 2;
@@ -344,6 +350,10 @@ impl Engine {
         // the pipeline (at the start, or when work arrives while idle).
         let mut inflight: VecDeque<mpsc::Receiver<Vec<Computed>>> = VecDeque::new();
         let mut last_maintenance = Instant::now();
+        // Since when the loop has been idle, and whether work was done since
+        // memory was last given back.
+        let mut idle_since: Option<Instant> = None;
+        let mut worked = false;
         let mut data_version = self.data_version()?;
         let mut claim_next = true;
         let next_claim = NextClaim {
@@ -378,6 +388,8 @@ impl Engine {
                 if !rows.is_empty() {
                     inflight.push_back(self.spawn_compute(rows));
                 }
+                worked = true;
+                idle_since = None;
                 on_batch(&self.progress.snapshot());
                 continue;
             }
@@ -394,6 +406,10 @@ impl Engine {
             if last_maintenance.elapsed() >= MAINTENANCE_INTERVAL {
                 self.maintenance();
                 last_maintenance = Instant::now();
+            }
+            if worked && idle_since.get_or_insert_with(Instant::now).elapsed() >= GIVE_BACK_AFTER {
+                self.give_back_memory();
+                worked = false;
             }
             // Wait for a reason to claim: a producer in this process rang,
             // another process committed (data_version moves), or a row in
@@ -527,6 +543,26 @@ impl Engine {
         ) {
             tracing::debug!(error = %e, "could not record the longest write");
         }
+    }
+
+    /// Gives back what an idle engine does not need: the page caches of the
+    /// writer and of the workers' idle read connections, then the
+    /// allocator's free memory ([`memory::give_back`]).
+    fn give_back_memory(&self) {
+        let shrink = |conn: &rusqlite::Connection| {
+            if let Err(e) = conn.execute_batch("PRAGMA shrink_memory") {
+                tracing::debug!(error = %e, "shrink_memory skipped");
+            }
+        };
+        shrink(self.store.conn());
+        // Held at once, so each idle connection is taken exactly once.
+        let idle = self.readers.state().idle_connections;
+        let held: Vec<_> = (0..idle).filter_map(|_| self.readers.try_get()).collect();
+        for conn in &held {
+            shrink(conn);
+        }
+        drop(held);
+        memory::give_back();
     }
 
     fn spawn_compute(&self, batch: Vec<QueueRow>) -> mpsc::Receiver<Vec<Computed>> {

@@ -806,6 +806,12 @@ pub fn merge_when_idle(conn: &Connection, stop: &AtomicBool) -> rusqlite::Result
             merged_all = true;
             if steps > 0 {
                 tracing::debug!(steps, "search indexes merged");
+                // The merges' pages and buffers are not needed until the
+                // next spell of work.
+                if let Err(e) = conn.execute_batch("PRAGMA shrink_memory") {
+                    tracing::debug!(error = %e, "shrink_memory skipped");
+                }
+                super::memory::give_back();
             }
         }
         // Woken early by the guard's drop (a spurious wake only polls).

@@ -486,7 +486,6 @@ impl Running {
             .unwrap_or(0)
     }
 
-    /// Resident memory now, in KiB (from /proc).
     /// The niceness of each of the engine's threads named `name` (from
     /// /proc: `comm` and the 19th field of `stat`).
     pub fn thread_nice(&self, name: &str) -> Vec<i64> {
@@ -507,6 +506,7 @@ impl Running {
         out
     }
 
+    /// Resident memory now, in KiB (from /proc).
     pub fn rss_kib(&self) -> u64 {
         std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .ok()

@@ -843,3 +843,47 @@ fn a_rename_onto_a_just_moved_note_ends_both_old_paths_native() {
 fn a_rename_onto_a_just_moved_note_ends_both_old_paths_polling() {
     rename_onto_a_just_moved_note(true);
 }
+
+#[test]
+fn an_idle_engine_gives_back_the_memory_its_work_used() {
+    // 2,000 notes of 16 KiB: the initial scan's buffers and page caches
+    // raise the engine's resident memory well above what it needs idle.
+    let v = Vault::new();
+    let mut seed = 1_u64;
+    let mut word = || {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        format!("w{:x}", seed >> 52)
+    };
+    let files: i64 = 2_000;
+    for i in 0..files {
+        let mut text = String::new();
+        while text.len() < 16 * 1024 {
+            text.push_str(&word());
+            text.push(if text.len() % 80 < 8 { '\n' } else { ' ' });
+        }
+        v.write(&format!("notes/n{i}.md"), text);
+    }
+    let engine = v.start(&flags(false));
+    assert!(
+        wait_for(Duration::from_secs(120), || v
+            .count("SELECT COUNT(*) FROM file_states")
+            == files),
+        "the initial scan did not finish"
+    );
+    let peak = engine.peak_rss_kib();
+    assert!(
+        peak >= 48 * 1024,
+        "the scan peaked at {} MiB: too little to show memory given back",
+        peak / 1024
+    );
+    // Once idle (2 s after the last commit, and after the search index's
+    // merges), the engine drops its page caches and trims the allocator.
+    let given_back = wait_for(Duration::from_secs(60), || engine.rss_kib() * 2 < peak);
+    assert!(
+        given_back,
+        "resident memory is {} MiB a minute after the scan (its peak: {} MiB)",
+        engine.rss_kib() / 1024,
+        peak / 1024
+    );
+    assert!(engine.stop().success());
+}
