@@ -13,6 +13,16 @@
 //! foreign call with no preconditions.
 #![allow(unsafe_code)]
 
+use rusqlite::Connection;
+
+/// Drops the pages `conn` caches and does not hold (`PRAGMA
+/// shrink_memory`); a failure only costs the memory, so it is logged.
+pub fn shrink(conn: &Connection) {
+    if let Err(e) = conn.execute_batch("PRAGMA shrink_memory") {
+        tracing::debug!(error = %e, "shrink_memory skipped");
+    }
+}
+
 /// Returns the allocator's free memory to the operating system (glibc);
 /// a no-op elsewhere.
 pub fn give_back() {

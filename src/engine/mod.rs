@@ -530,9 +530,7 @@ impl Engine {
         }
         self.checkpointer.drained(self.store.conn());
         // Give back the page cache an idle engine does not need.
-        if let Err(e) = self.store.conn().execute_batch("PRAGMA shrink_memory") {
-            tracing::debug!(error = %e, "shrink_memory skipped");
-        }
+        memory::shrink(self.store.conn());
         // For people and tests outside the process: how long this engine has
         // held the write lock at most, since it started.
         let longest = self.progress.snapshot().longest_write_us as f64 / 1000.0;
@@ -549,17 +547,12 @@ impl Engine {
     /// writer and of the workers' idle read connections, then the
     /// allocator's free memory ([`memory::give_back`]).
     fn give_back_memory(&self) {
-        let shrink = |conn: &rusqlite::Connection| {
-            if let Err(e) = conn.execute_batch("PRAGMA shrink_memory") {
-                tracing::debug!(error = %e, "shrink_memory skipped");
-            }
-        };
-        shrink(self.store.conn());
+        memory::shrink(self.store.conn());
         // Held at once, so each idle connection is taken exactly once.
         let idle = self.readers.state().idle_connections;
         let held: Vec<_> = (0..idle).filter_map(|_| self.readers.try_get()).collect();
         for conn in &held {
-            shrink(conn);
+            memory::shrink(conn);
         }
         drop(held);
         memory::give_back();

@@ -808,9 +808,7 @@ pub fn merge_when_idle(conn: &Connection, stop: &AtomicBool) -> rusqlite::Result
                 tracing::debug!(steps, "search indexes merged");
                 // The merges' pages and buffers are not needed until the
                 // next spell of work.
-                if let Err(e) = conn.execute_batch("PRAGMA shrink_memory") {
-                    tracing::debug!(error = %e, "shrink_memory skipped");
-                }
+                super::memory::shrink(conn);
                 super::memory::give_back();
             }
         }
