@@ -119,9 +119,9 @@ const API_POOL_SIZE: u32 = 16;
 /// How often an idle engine prunes done rows and checkpoints the WAL.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
 
-/// How long the engine waits, idle after some work, before it gives the
-/// memory that work used back ([`Engine::give_back_memory`]): long enough
-/// that a burst of edits a few hundred milliseconds apart keeps its caches.
+/// How long after its last commit an idle engine gives the memory that work
+/// used back ([`Engine::give_back_memory`]): long enough that a burst of
+/// edits a few hundred milliseconds apart keeps its caches.
 const GIVE_BACK_AFTER: Duration = Duration::from_secs(2);
 
 /// Batches in flight at once: one computing while the other is committed.
@@ -350,10 +350,8 @@ impl Engine {
         // the pipeline (at the start, or when work arrives while idle).
         let mut inflight: VecDeque<mpsc::Receiver<Vec<Computed>>> = VecDeque::new();
         let mut last_maintenance = Instant::now();
-        // Since when the loop has been idle, and whether work was done since
-        // memory was last given back.
-        let mut idle_since: Option<Instant> = None;
-        let mut worked = false;
+        // The last commit, until the memory its work used is given back.
+        let mut last_commit: Option<Instant> = None;
         let mut data_version = self.data_version()?;
         let mut claim_next = true;
         let next_claim = NextClaim {
@@ -388,8 +386,7 @@ impl Engine {
                 if !rows.is_empty() {
                     inflight.push_back(self.spawn_compute(rows));
                 }
-                worked = true;
-                idle_since = None;
+                last_commit = Some(Instant::now());
                 on_batch(&self.progress.snapshot());
                 continue;
             }
@@ -407,9 +404,9 @@ impl Engine {
                 self.maintenance();
                 last_maintenance = Instant::now();
             }
-            if worked && idle_since.get_or_insert_with(Instant::now).elapsed() >= GIVE_BACK_AFTER {
+            if last_commit.is_some_and(|at| at.elapsed() >= GIVE_BACK_AFTER) {
                 self.give_back_memory();
-                worked = false;
+                last_commit = None;
             }
             // Wait for a reason to claim: a producer in this process rang,
             // another process committed (data_version moves), or a row in
@@ -529,8 +526,6 @@ impl Engine {
             Err(e) => tracing::warn!(error = %e, "could not prune the queue"),
         }
         self.checkpointer.drained(self.store.conn());
-        // Give back the page cache an idle engine does not need.
-        memory::shrink(self.store.conn());
         // For people and tests outside the process: how long this engine has
         // held the write lock at most, since it started.
         let longest = self.progress.snapshot().longest_write_us as f64 / 1000.0;

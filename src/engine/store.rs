@@ -402,10 +402,11 @@ const ROWS_PER_INSERT: usize = 64;
 /// per 1,024-row batch, and every 64 segments a merge on the writer's path
 /// (18% of an edit round's writer instructions, 2,000 notes). 256 rows make
 /// one segment per default batch (4 at `--batch-size 1024`) and no merge in
-/// a 10,000-note scan, for ~1.6 MiB of text bound per statement. The whole batch in one statement raised the
-/// scan's peak RSS by ~20 MB (and its odd-sized statements were compiled
-/// anew each batch); 128 rows saved ~5 MB of it but made the 10,000-note
-/// scan ~10% slower (a merge every 64 statements).
+/// a 10,000-note scan, for ~1.6 MiB of text bound per statement. The whole
+/// batch in one statement raised the scan's peak RSS by ~20 MB (and its
+/// odd-sized statements were compiled anew each batch); 128 rows saved
+/// ~5 MB of it but made the 10,000-note scan ~10% slower (a merge every 64
+/// statements).
 const VERSION_ROWS_PER_INSERT: usize = 256;
 
 /// Every row of a batch but the queue's, written at the end of the batch in
