@@ -33,10 +33,10 @@
 //!
 //! FTS5 writes the pending entries of an index out as a new segment at
 //! each statement savepoint and commit that follows a change to it (the
-//! store inserts versions 256 to a statement, so about four segments per
-//! batch), and merges only when 64 pile up on a level, so the writer does
-//! little merge work; under `run`, the
-//! backfill's thread then merges them while the engine is idle
+//! store inserts versions 256 to a statement, so one segment per batch of
+//! the default 256 rows, four at `--batch-size 1024`), and merges only when
+//! 64 pile up on a level, so the writer does little merge work; under
+//! `run`, the backfill's thread then merges them while the engine is idle
 //! ([`merge_when_idle`]: short `'merge'` steps once no commit happened for
 //! [`MERGE_IDLE`]), so queries read few segments.
 //!
