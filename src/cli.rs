@@ -390,17 +390,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// A stored diff of a file: the newest, or the one that made --to, or
-    /// between any two versions --from and --to.
+    /// A stored diff of a file: the newest, or the one that made its version
+    /// --to, or from any version --from to one of its versions.
     Diff {
         /// The file (relative to the current folder, or absolute).
         path: PathBuf,
         #[command(flatten)]
         location: Location,
-        /// Old version id.
+        /// Old version id (any version: the old path of a renamed file, say).
         #[arg(long)]
         from: Option<i64>,
-        /// New version id.
+        /// New version id (a version of PATH; default: its newest).
         #[arg(long)]
         to: Option<i64>,
     },
@@ -1033,8 +1033,16 @@ fn show_diff(path: &Path, db_path: &Path, from: Option<i64>, to: Option<i64>) ->
             bail!("one of those versions has no text (binary or oversized file)")
         }
         DiffLookup::NoText => bail!("that change has no text diff (binary or oversized file)"),
-        DiffLookup::NotStored => bail!("no diff stored for {file} with those versions"),
+        DiffLookup::NotStored => match to {
+            Some(id) => bail!("no diff stored for version {id}"),
+            None => bail!("no diff stored for {file}"),
+        },
         DiffLookup::NoHistory => bail!("no history for {file}"),
         DiffLookup::NoVersion(id) => bail!("no version {id}"),
+        DiffLookup::OtherFile(id, other) => {
+            bail!(
+                "version {id} is a version of {other}, not of {file} (see `obby-sync log {file}`)"
+            )
+        }
     }
 }

@@ -86,6 +86,9 @@ pub enum DiffLookup {
     NoHistory,
     /// No version has this id.
     NoVersion(i64),
+    /// Version `to` is a version of another file (named here), not of the
+    /// one asked about.
+    OtherFile(i64, String),
 }
 
 impl Database {
@@ -209,7 +212,9 @@ impl Database {
 
     /// A diff of `file`: the newest stored one (no versions given), the one
     /// that made version `to`, or from version `from` to `to` (default: the
-    /// newest version), computed when no stored diff joins the two.
+    /// newest version), computed when no stored diff joins the two. `to`
+    /// must be a version of `file`; `from` may be any version (the old path
+    /// of a renamed file, say).
     ///
     /// # Errors
     /// A database error.
@@ -226,11 +231,33 @@ impl Database {
                 .optional()
                 .map_err(sql)
         };
+        if let Some(to) = to {
+            let owner: Option<String> = self
+                .conn
+                .query_row(
+                    "SELECT file_path FROM file_versions WHERE id = ?1",
+                    [to],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(sql)?;
+            match owner {
+                None => return Ok(DiffLookup::NoVersion(to)),
+                Some(path) if path != file => return Ok(DiffLookup::OtherFile(to, path)),
+                Some(_) => {}
+            }
+        }
         let found = match (from, to) {
-            (None, None) => stored(
-                "SELECT diff_content FROM content_diffs WHERE file_path = ?1 ORDER BY id DESC LIMIT 1",
-                &[&file],
-            )?,
+            (None, None) => {
+                let newest = stored(
+                    "SELECT diff_content FROM content_diffs WHERE file_path = ?1 ORDER BY id DESC LIMIT 1",
+                    &[&file],
+                )?;
+                if newest.is_none() && !self.has_history(file)? {
+                    return Ok(DiffLookup::NoHistory);
+                }
+                newest
+            }
             (None, Some(to)) => stored(
                 "SELECT diff_content FROM content_diffs WHERE new_version_id = ?1",
                 &[&to],
@@ -267,6 +294,17 @@ impl Database {
             Some(None) => DiffLookup::NoText,
             None => DiffLookup::NotStored,
         })
+    }
+
+    /// True when `file` has at least one version.
+    fn has_history(&self, file: &str) -> Result<bool, EngineError> {
+        self.conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM file_versions WHERE file_path = ?1)",
+                [file],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.sql(e))
     }
 
     /// The unified diff between two stored versions, computed now.

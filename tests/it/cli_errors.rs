@@ -225,6 +225,48 @@ fn status_log_and_diff_show_history() {
         .output()
         .expect("log");
     assert_clear_error(&missing, "no history");
+
+    // A version of another file is refused, naming whose it is, rather than
+    // printed under this file's name; a file with no history says so.
+    v.write(
+        "notes/b.md",
+        "bee
+",
+    );
+    v.scan(&[]);
+    let refuse = |args: &[&str], needle: &str| {
+        let out = Command::new(bin())
+            .args(args)
+            .arg("--db")
+            .arg(&v.db)
+            .output()
+            .expect("diff");
+        assert_clear_error(&out, needle);
+    };
+    let b = v.abs("notes/b.md");
+    refuse(
+        &["diff", &b, "--to", &ids[1].to_string()],
+        &format!("version {} is a version of {a}, not of {b}", ids[1]),
+    );
+    refuse(
+        &[
+            "diff",
+            &b,
+            "--from",
+            &ids[0].to_string(),
+            "--to",
+            &ids[1].to_string(),
+        ],
+        &format!("is a version of {a}"),
+    );
+    refuse(&["diff", &v.abs("notes/nope.md")], "no history for");
+    refuse(&["diff", &a, "--to", "999999"], "no version 999999");
+    // --from may be any version: the old path of a renamed file, say.
+    let across = run(&["diff", &b, "--from", &ids[0].to_string()]);
+    assert!(
+        across.contains("-one") && across.contains("+bee"),
+        "{across}"
+    );
 }
 
 #[test]
