@@ -199,8 +199,10 @@ pub struct Hit {
 /// Turns a person's query into an FTS5 expression: words split on white
 /// space, `"…"` kept as phrases, each quoted (inner quotes doubled) so no
 /// FTS5 operator or column filter can be smuggled in; all terms must match.
-/// With `prefix`, each term's last word matches as a prefix. Terms without
-/// a letter or digit are dropped (the index holds none).
+/// With `prefix`, each term's last word matches as a prefix; a bare word
+/// that ends in `*` right after a letter or digit (`meet*`) matches as a
+/// prefix either way. Terms without a letter or digit are dropped (the
+/// index holds none).
 ///
 /// # Errors
 /// A [`QueryError`] for an empty, overlong, unbalanced or wordless query.
@@ -220,7 +222,8 @@ fn fts_terms(input: &str, prefix: bool) -> Result<Vec<String>, QueryError> {
     if input.trim().is_empty() {
         return Err(QueryError::Empty);
     }
-    let mut terms: Vec<String> = Vec::new();
+    // Each term with whether it matches as a prefix.
+    let mut terms: Vec<(&str, bool)> = Vec::new();
     let mut rest = input;
     loop {
         rest = rest.trim_start();
@@ -231,17 +234,22 @@ fn fts_terms(input: &str, prefix: bool) -> Result<Vec<String>, QueryError> {
             let end = after.find('"').ok_or(QueryError::Unbalanced)?;
             let phrase = &after[..end];
             rest = &after[end + 1..];
-            phrase
+            (phrase, prefix)
         } else {
             let end = rest
                 .find(|c: char| c.is_whitespace() || c == '"')
                 .unwrap_or(rest.len());
             let word = &rest[..end];
             rest = &rest[end..];
-            word
+            let stem = word.trim_end_matches('*');
+            if stem.len() < word.len() && stem.chars().last().is_some_and(char::is_alphanumeric) {
+                (stem, true)
+            } else {
+                (word, prefix)
+            }
         };
-        if term.chars().any(char::is_alphanumeric) {
-            terms.push(term.to_owned());
+        if term.0.chars().any(char::is_alphanumeric) {
+            terms.push(term);
         }
     }
     if terms.is_empty() {
@@ -250,10 +258,12 @@ fn fts_terms(input: &str, prefix: bool) -> Result<Vec<String>, QueryError> {
     if terms.len() > MAX_QUERY_TERMS {
         return Err(QueryError::TooManyTerms);
     }
-    let star = if prefix { "*" } else { "" };
     Ok(terms
         .iter()
-        .map(|t| format!("\"{}\"{star}", t.replace('"', "\"\"")))
+        .map(|&(t, prefix)| {
+            let star = if prefix { "*" } else { "" };
+            format!("\"{}\"{star}", t.replace('"', "\"\""))
+        })
         .collect())
 }
 
@@ -929,6 +939,12 @@ mod tests {
             fts_query("meet not", true).as_deref(),
             Ok("\"meet\"* \"not\"*")
         );
+        // A bare word ending in `*` after a letter or digit is a prefix on
+        // its own; a star anywhere else is just part of the word.
+        assert_eq!(
+            fts_query("meet* notes **bold** * a*b 3**", false).as_deref(),
+            Ok("\"meet\"* \"notes\" \"**bold\"* \"a*b\" \"3\"*")
+        );
         assert_eq!(
             fts_query("\"exact phrase\" other", false).as_deref(),
             Ok("\"exact phrase\" \"other\"")
@@ -978,6 +994,7 @@ mod tests {
             "a\"\"b\"",
             "\"\"\"",
             "x* ^y -z +w (v) {u} [t]",
+            "x** *x* \"y*\" z*\"w\"",
             "col:val AND OR NOT",
         ] {
             for prefix in [false, true] {

@@ -805,6 +805,20 @@ fn cli_search_and_stats_answer_without_an_engine_and_explain_bad_input() {
     let text = run(&["search", "gard", "--prefix"]);
     let text = String::from_utf8(text.stdout).expect("utf-8");
     assert!(text.contains("**garden**"), "{text}");
+    // `gard*` is the same prefix search, word by word; `gard` alone is a
+    // word of its own that no note holds.
+    let starred = run(&["search", "gard*"]);
+    assert_eq!(
+        String::from_utf8(starred.stdout).expect("utf-8"),
+        text,
+        "gard* is gard --prefix"
+    );
+    let exact = run(&["search", "gard"]);
+    assert!(exact.status.success());
+    assert!(
+        String::from_utf8_lossy(&exact.stderr).contains("no match"),
+        "{exact:?}"
+    );
 
     for (args, says) in [
         (&["search", "!!!"][..], "no letters or digits"),
