@@ -536,10 +536,24 @@ pub fn api_patterns(conn: &Connection) -> rusqlite::Result<super::patterns::ApiP
 }
 
 /// Checkpoints the WAL back into the database and truncates it, so it stays
-/// small. Best effort: a reader holding an old snapshot makes it partial.
-pub fn checkpoint(conn: &Connection) {
-    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
-        tracing::debug!(error = %e, "wal checkpoint skipped");
+/// small; true when it did. Best effort: another checkpoint in progress (in
+/// another process: the engine's own waits for it, [`Checkpointer::drained`])
+/// makes SQLite refuse it at once, a reader holding an old snapshot makes it
+/// partial. SQLite says either in the pragma's row (its first column, 1),
+/// not as an error.
+pub fn checkpoint(conn: &Connection) -> bool {
+    match conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+        r.get::<_, i64>(0)
+    }) {
+        Ok(0) => true,
+        Ok(_) => {
+            tracing::debug!("wal checkpoint blocked: the WAL is not truncated");
+            false
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "wal checkpoint skipped");
+            false
+        }
     }
 }
 
@@ -578,6 +592,11 @@ pub struct Checkpointer {
     /// Set (and the thread woken) to stop it: dropping the checkpointer
     /// does not wait out a poll interval.
     stop: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+    /// Held by whoever checkpoints, the thread or [`Checkpointer::drained`]:
+    /// SQLite refuses a checkpoint while another runs (at once, without its
+    /// busy handler), so the one at the end of a burst waits for the
+    /// thread's to finish instead of being refused.
+    turn: std::sync::Arc<std::sync::Mutex<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
     mode: CheckpointMode,
 }
@@ -596,6 +615,8 @@ impl Checkpointer {
         let conn = pool.get()?;
         let stop = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
         let flag = stop.clone();
+        let turn = std::sync::Arc::new(std::sync::Mutex::new(()));
+        let my_turn = turn.clone();
         let mut wal = db.as_os_str().to_os_string();
         wal.push("-wal");
         let wal = PathBuf::from(wal);
@@ -635,6 +656,9 @@ impl Checkpointer {
                     if size < CHECKPOINT_WAL_BYTES || (done_at.is_some() && done_at == now) {
                         continue;
                     }
+                    let _turn = my_turn
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
                     done_at =
                         passive(&conn).and_then(|(log, copied)| (copied >= log).then_some(now?));
                 }
@@ -645,6 +669,7 @@ impl Checkpointer {
             })?;
         Ok(Checkpointer {
             stop,
+            turn,
             thread: Some(thread),
             mode,
         })
@@ -660,13 +685,25 @@ impl Checkpointer {
 
     /// The checkpoint that ends a burst of work (the queue drained, the
     /// engine stopping or idle): TRUNCATE in `auto`, PASSIVE in `passive`,
-    /// none in `external`. Best effort.
+    /// none in `external`. Waits for a checkpoint the thread has in progress
+    /// (SQLite would refuse this one meanwhile, and the copy left would then
+    /// fall to the thread's join and the last connection's close, after
+    /// `scan` has printed its summary). Best effort.
     pub fn drained(&self, conn: &Connection) {
+        if self.mode == CheckpointMode::External {
+            return;
+        }
+        let _turn = self
+            .turn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match self.mode {
-            CheckpointMode::Auto => checkpoint(conn),
+            CheckpointMode::Auto => {
+                checkpoint(conn);
+            }
             CheckpointMode::Passive => {
-                // The background thread may be checkpointing at this moment
-                // (then this one is refused at once): a few tries, short.
+                // Another process may be checkpointing at this moment (then
+                // this one is refused at once): a few tries, short.
                 for _ in 0..DRAINED_TRIES {
                     if passive(conn).is_some_and(|(log, copied)| copied >= log) {
                         break;
@@ -744,5 +781,46 @@ impl EngineLock {
     /// Where the lock file lives.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wal_len(db: &Path) -> u64 {
+        let mut wal = db.as_os_str().to_os_string();
+        wal.push("-wal");
+        std::fs::metadata(PathBuf::from(wal)).map_or(0, |m| m.len())
+    }
+
+    #[test]
+    fn drained_truncates_the_wal_even_while_the_thread_checkpoints() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("obby.db");
+        let conn = open_writer(&db).expect("writer");
+        let pool = reader_pool(&db, 2).expect("pool");
+        let checkpointer = Checkpointer::start(&db, &pool, CheckpointMode::Auto).expect("start");
+        checkpointer.adopt(&conn).expect("adopt");
+        conn.execute_batch("CREATE TABLE filler (b BLOB)")
+            .expect("table");
+        for round in 0..4 {
+            // 64 MiB of new pages: the thread's next look (within one poll)
+            // starts a PASSIVE copy of them, which takes a while.
+            conn.execute_batch(
+                "BEGIN;
+                 DELETE FROM filler;
+                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 64)
+                 INSERT INTO filler SELECT randomblob(1048576) FROM n;
+                 COMMIT;",
+            )
+            .expect("fill");
+            assert!(wal_len(&db) > CHECKPOINT_WAL_BYTES, "round {round}");
+            // Most likely in the middle of the thread's copy: SQLite refuses
+            // a second checkpoint meanwhile, unless drained waits for it.
+            std::thread::sleep(CHECKPOINT_POLL + CHECKPOINT_POLL / 5);
+            checkpointer.drained(&conn);
+            assert_eq!(wal_len(&db), 0, "round {round}: the WAL was not truncated");
+        }
     }
 }
