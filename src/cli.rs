@@ -901,11 +901,33 @@ fn utf8(path: &Path) -> Result<String> {
 fn enqueue(location: &Location, paths: &[PathBuf]) -> Result<ExitCode> {
     let root = std::fs::canonicalize(&location.root)
         .with_context(|| format!("root {}", location.root.display()))?;
-    let mut events = Vec::new();
+    let mut files = Vec::new();
     for p in paths {
         let abs = absolute(p)?;
         if !abs.starts_with(&root) {
             bail!("{} is outside the root {}", abs.display(), root.display());
+        }
+        if abs.is_dir() {
+            bail!(
+                "{} is a folder: name the files in it (`obby-sync scan`, or a running engine, finds every change under the root)",
+                abs.display()
+            );
+        }
+        files.push(abs);
+    }
+    let db_path = location.db();
+    let db = Database::open_to_enqueue(&db_path)?;
+    // What the engine would skip: nothing is queued when one of them is.
+    let own = Config::new(&root, &db_path)?.own_files();
+    let patterns =
+        crate::engine::patterns::Patterns::load_with(&root, &db.api_patterns()?)?.exclude(own);
+    let mut events = Vec::new();
+    for abs in files {
+        if !patterns.is_tracked(&abs) {
+            bail!(
+                "{} is not tracked: .obbywatch does not select it or .obbyignore excludes it",
+                abs.display()
+            );
         }
         let kind = if abs.exists() {
             ChangeKind::Modified
@@ -918,7 +940,7 @@ fn enqueue(location: &Location, paths: &[PathBuf]) -> Result<ExitCode> {
             old_path: None,
         });
     }
-    Database::open_to_enqueue(&location.db())?.enqueue(&events, "cli")?;
+    db.enqueue(&events, "cli")?;
     outln!("enqueued {} file(s)", events.len());
     Ok(ExitCode::SUCCESS)
 }
@@ -995,6 +1017,9 @@ fn status(db_path: &Path, json: bool) -> Result<ExitCode> {
 }
 
 fn log(path: &Path, db_path: &Path, limit: usize) -> Result<ExitCode> {
+    if limit == 0 {
+        bail!("--limit must be at least 1");
+    }
     let db = Database::open_read_only(db_path)?;
     let file = utf8(&absolute(path)?)?;
     let rows = db.log(&file, limit)?;

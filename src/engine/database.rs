@@ -122,6 +122,15 @@ impl Database {
         EngineError::from_sqlite(&self.path, source)
     }
 
+    /// The patterns added through the api, as stored (empty in a database
+    /// that has none).
+    ///
+    /// # Errors
+    /// A database error.
+    pub fn api_patterns(&self) -> Result<super::patterns::ApiPatterns, EngineError> {
+        db::api_patterns(&self.conn).map_err(|e| self.sql(e))
+    }
+
     /// Enqueues `events` in one transaction, coalescing with pending rows.
     ///
     /// # Errors

@@ -260,6 +260,7 @@ fn status_log_and_diff_show_history() {
         &format!("is a version of {a}"),
     );
     refuse(&["diff", &v.abs("notes/nope.md")], "no history for");
+    refuse(&["log", &a, "--limit", "0"], "--limit must be at least 1");
     refuse(&["diff", &a, "--to", "999999"], "no version 999999");
     // --from may be any version: the old path of a renamed file, say.
     let across = run(&["diff", &b, "--from", &ids[0].to_string()]);
@@ -298,4 +299,33 @@ fn a_reader_that_closes_the_pipe_ends_the_printing_commands_quietly() {
         assert!(out.status.success(), "{args:?}: {:?} {err}", out.status);
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
+}
+
+#[test]
+fn enqueue_refuses_a_folder_and_an_untracked_file_and_queues_nothing() {
+    // The engine would skip both without a word: a folder is no file, and
+    // `.obbywatch` (`notes/`) does not select `other.txt`.
+    let v = Vault::new();
+    v.write("notes/a.md", "a\n");
+    v.write("other.txt", "not a note\n");
+    let a = v.abs("notes/a.md");
+    for (path, says) in [
+        (v.abs("notes"), "is a folder"),
+        (v.abs("other.txt"), "is not tracked"),
+    ] {
+        let out = v
+            .command(&["enqueue", &a, &path])
+            .output()
+            .expect("enqueue");
+        assert_clear_error(&out, says);
+        assert!(stderr(&out).contains(&path), "{}", stderr(&out));
+    }
+    assert_eq!(
+        v.count("SELECT COUNT(*) FROM event_queue"),
+        0,
+        "nothing queued"
+    );
+    let ok = v.command(&["enqueue", &a]).output().expect("enqueue");
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert_eq!(v.count("SELECT COUNT(*) FROM event_queue"), 1);
 }
