@@ -580,6 +580,9 @@ struct ScanSummary {
     changes: u64,
     failed: u64,
     seconds: f64,
+    /// Start to the drained queue: `seconds` less the final checkpoint and
+    /// the search index backfill.
+    drained_seconds: f64,
     files_per_second: f64,
     peak_rss_bytes: u64,
     longest_write_ms: f64,
@@ -641,6 +644,9 @@ fn scan(location: &Location, tuning: &Tuning, json: bool) -> Result<ExitCode> {
     let search_indexed = backfill_search(&engine.config().db, json, engine.config().checkpoint)?;
     let p = engine.progress().snapshot();
     let seconds = started.elapsed().as_secs_f64();
+    let drained_seconds = engine
+        .drained_at()
+        .map_or(seconds, |at| at.duration_since(started).as_secs_f64());
     let summary = ScanSummary {
         files_seen: report.seen,
         enqueued: report.enqueued(),
@@ -650,6 +656,7 @@ fn scan(location: &Location, tuning: &Tuning, json: bool) -> Result<ExitCode> {
         changes: p.changes,
         failed: p.failed,
         seconds,
+        drained_seconds,
         files_per_second: if seconds > 0.0 {
             p.rows as f64 / seconds
         } else {

@@ -151,6 +151,9 @@ pub struct Engine {
     /// The enqueuer's control channel; the receiver is taken by the enqueuer.
     control: (mpsc::Sender<Control>, Option<mpsc::Receiver<Control>>),
     started: Instant,
+    /// When [`Engine::process`] last found the queue drained (`Until::Drained`),
+    /// before its final maintenance and checkpoint.
+    drained_at: Option<Instant>,
     _lock: EngineLock,
 }
 
@@ -244,6 +247,7 @@ impl Engine {
             events: (event_tx, Some(event_rx)),
             control: (control_tx, Some(control_rx)),
             started: Instant::now(),
+            drained_at: None,
             _lock: lock,
         })
     }
@@ -275,6 +279,12 @@ impl Engine {
     /// The configuration the engine runs with.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// When [`Engine::process`] last found the queue drained, before the
+    /// checkpoint that ends the burst (`scan` reports the difference).
+    pub fn drained_at(&self) -> Option<Instant> {
+        self.drained_at
     }
 
     /// Counters of committed work, shared with whoever displays them.
@@ -397,6 +407,7 @@ impl Engine {
             // Idle: nothing claimed and nothing in flight.
             let conn = self.store.conn();
             if until == Until::Drained && !queue::has_outstanding(conn).map_err(|e| self.sql(e))? {
+                self.drained_at = Some(Instant::now());
                 self.maintenance();
                 return Ok(());
             }
