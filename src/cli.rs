@@ -354,6 +354,10 @@ enum Command {
         /// Versions to show.
         #[arg(long, default_value_t = 20)]
         limit: usize,
+        /// Follow the file across renames: the versions of the path it was
+        /// moved from come next (each path is named above its versions).
+        #[arg(long)]
+        follow: bool,
     },
     /// Full-text search of every note: the newest version of each file, or
     /// every version with --all-versions; best match first.
@@ -486,7 +490,8 @@ fn run(command: Command) -> Result<ExitCode> {
             path,
             location,
             limit,
-        } => log(&path, &location.db(), limit),
+            follow,
+        } => log(&path, &location.db(), limit, follow),
         Command::Diff {
             path,
             location,
@@ -1023,18 +1028,22 @@ fn status(db_path: &Path, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn log(path: &Path, db_path: &Path, limit: usize) -> Result<ExitCode> {
+fn log(path: &Path, db_path: &Path, limit: usize, follow: bool) -> Result<ExitCode> {
     if limit == 0 {
         bail!("--limit must be at least 1");
     }
     let db = Database::open_read_only(db_path)?;
     let file = utf8(&absolute(path)?)?;
-    let rows = db.log(&file, limit)?;
+    let rows = db.log(&file, limit, follow)?;
     if rows.is_empty() {
         bail!("no history for {file}");
     }
-    outln!("{file}");
+    let mut heading = None;
     for v in rows {
+        if heading.as_ref() != Some(&v.file_path) {
+            outln!("{}", v.file_path);
+            heading = Some(v.file_path.clone());
+        }
         let delta = v
             .delta
             .map_or_else(|| "-".to_owned(), |(a, r)| format!("+{a} -{r}"));

@@ -58,6 +58,8 @@ pub struct DatabaseStatus {
 pub struct LogEntry {
     /// The version's id.
     pub id: i64,
+    /// The path it is a version of.
+    pub file_path: String,
     /// Its stored local-time stamp.
     pub timestamp: Option<String>,
     /// `change_description`.
@@ -187,36 +189,78 @@ impl Database {
     }
 
     /// The newest `limit` versions of `file`, with their diffs' line counts.
+    /// With `follow`, across renames too: when the oldest version listed was
+    /// made by a move (a `moved` diff from a version of another path), the
+    /// versions of that path up to the one moved come next, and so on.
     ///
     /// # Errors
     /// A database error.
-    pub fn log(&self, file: &str, limit: usize) -> Result<Vec<LogEntry>, EngineError> {
+    pub fn log(
+        &self,
+        file: &str,
+        limit: usize,
+        follow: bool,
+    ) -> Result<Vec<LogEntry>, EngineError> {
         let sql = |e| self.sql(e);
-        let mut stmt = self
+        let mut versions = self
             .conn
             .prepare(
-                "SELECT fv.id, fv.timestamp, fv.change_description, fv.size, fv.line_count,
-                        fv.content_hash, cd.lines_added, cd.lines_removed
+                "SELECT fv.id, fv.file_path, fv.timestamp, fv.change_description, fv.size,
+                        fv.line_count, fv.content_hash, cd.lines_added, cd.lines_removed
                  FROM file_versions fv LEFT JOIN content_diffs cd ON cd.new_version_id = fv.id
-                 WHERE fv.file_path = ?1 ORDER BY fv.id DESC LIMIT ?2",
+                 WHERE fv.file_path = ?1 AND fv.id <= ?2 ORDER BY fv.id DESC LIMIT ?3",
             )
             .map_err(sql)?;
-        stmt.query_map(params![file, history::sql_limit(limit)], |r| {
-            let added: Option<i64> = r.get(6)?;
-            let removed: Option<i64> = r.get(7)?;
-            Ok(LogEntry {
-                id: r.get(0)?,
-                timestamp: r.get(1)?,
-                description: r.get(2)?,
-                size: r.get(3)?,
-                line_count: r.get(4)?,
-                content_hash: r.get(5)?,
-                delta: added.zip(removed),
-            })
-        })
-        .map_err(sql)?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(sql)
+        let mut moved_from = self
+            .conn
+            .prepare(
+                "SELECT old.file_path, old.id FROM content_diffs cd
+                 JOIN file_versions old ON old.id = cd.old_version_id
+                 WHERE cd.new_version_id = ?1 AND cd.change_type = 'moved'
+                   AND old.file_path <> ?2 AND old.id < ?1
+                 ORDER BY cd.id DESC LIMIT 1",
+            )
+            .map_err(sql)?;
+        let mut entries: Vec<LogEntry> = Vec::new();
+        let (mut path, mut through) = (file.to_owned(), i64::MAX);
+        loop {
+            let left = limit.saturating_sub(entries.len());
+            let found = versions
+                .query_map(params![path, through, history::sql_limit(left)], |r| {
+                    let added: Option<i64> = r.get(7)?;
+                    let removed: Option<i64> = r.get(8)?;
+                    Ok(LogEntry {
+                        id: r.get(0)?,
+                        file_path: r.get(1)?,
+                        timestamp: r.get(2)?,
+                        description: r.get(3)?,
+                        size: r.get(4)?,
+                        line_count: r.get(5)?,
+                        content_hash: r.get(6)?,
+                        delta: added.zip(removed),
+                    })
+                })
+                .map_err(sql)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(sql)?;
+            let oldest = found.last().map(|e| e.id);
+            entries.extend(found);
+            let Some(oldest) = oldest.filter(|_| follow && entries.len() < limit) else {
+                break;
+            };
+            // Ids only fall from one path to the next, so this ends.
+            match moved_from
+                .query_row(params![oldest, path], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+                })
+                .optional()
+                .map_err(sql)?
+            {
+                Some((old_path, old_id)) => (path, through) = (old_path, old_id),
+                None => break,
+            }
+        }
+        Ok(entries)
     }
 
     /// A diff of `file`: the newest stored one (no versions given), the one

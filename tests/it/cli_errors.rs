@@ -329,3 +329,78 @@ fn enqueue_refuses_a_folder_and_an_untracked_file_and_queues_nothing() {
     assert!(ok.status.success(), "{}", stderr(&ok));
     assert_eq!(v.count("SELECT COUNT(*) FROM event_queue"), 1);
 }
+
+#[test]
+fn log_follow_lists_the_versions_before_each_rename_under_their_path() {
+    let v = Vault::new();
+    v.write("notes/a.md", "one\n");
+    v.scan(&[]);
+    v.write("notes/a.md", "one\ntwo\n");
+    v.scan(&[]);
+    v.rename("notes/a.md", "notes/b.md");
+    v.scan(&[]);
+    v.rename("notes/b.md", "notes/deep/c.md");
+    v.scan(&[]);
+    // Another file that once lived at an old path is not history of c.md.
+    v.write("notes/a.md", "a newcomer\n");
+    v.scan(&[]);
+    let c = v.abs("notes/deep/c.md");
+    let log = |extra: &[&str]| {
+        let mut args = vec!["log", c.as_str()];
+        args.extend_from_slice(extra);
+        let out = Command::new(bin())
+            .args(&args)
+            .arg("--db")
+            .arg(&v.db)
+            .output()
+            .expect("log");
+        assert!(out.status.success(), "{}", stderr(&out));
+        // Each line: a path, or a version: id, then the description last.
+        String::from_utf8(out.stdout)
+            .expect("utf-8")
+            .lines()
+            .map(|l| {
+                if l.starts_with('/') {
+                    l.replace(&*v.abs(""), "<root>/")
+                } else {
+                    let words: Vec<&str> = l.split_whitespace().collect();
+                    format!(
+                        "  {} … {}",
+                        words[0],
+                        words[words.len().saturating_sub(3)..].join(" ")
+                    )
+                }
+            })
+            .collect::<Vec<_>>()
+    };
+    let plain = log(&[]);
+    assert_eq!(plain.len(), 2, "{plain:#?}");
+    let all = log(&["--follow"]);
+    let shape: Vec<String> = all
+        .iter()
+        .map(|l| {
+            if l.starts_with("  ") {
+                "version".into()
+            } else {
+                l.clone()
+            }
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            "<root>/notes/deep/c.md",
+            "version",
+            "<root>/notes/b.md",
+            "version",
+            "<root>/notes/a.md",
+            "version",
+            "version",
+        ],
+        "{all:#?}"
+    );
+    assert!(all[1].contains("Moved from"), "{all:#?}");
+    assert!(all[6].ends_with("File created"), "{all:#?}");
+    let two = log(&["--follow", "--limit", "3"]);
+    assert_eq!(two.len(), 6, "3 versions under their 3 paths: {two:#?}");
+}
