@@ -173,6 +173,23 @@ fn init_writes_default_pattern_files_and_keeps_existing_ones() {
     );
 }
 
+/// `obby-sync ARGS --db <the vault's database>`, any exit code.
+fn cli(v: &Vault, args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .arg("--db")
+        .arg(&v.db)
+        .output()
+        .expect("run obby-sync")
+}
+
+/// [`cli`], required to succeed: its standard output.
+fn cli_ok(v: &Vault, args: &[&str]) -> String {
+    let out = cli(v, args);
+    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
 #[test]
 fn status_log_and_diff_show_history() {
     let v = Vault::new();
@@ -180,16 +197,7 @@ fn status_log_and_diff_show_history() {
     v.scan(&[]);
     v.write("notes/a.md", "one\ntwo\n");
     v.scan(&[]);
-    let run = |args: &[&str]| {
-        let out = Command::new(bin())
-            .args(args)
-            .arg("--db")
-            .arg(&v.db)
-            .output()
-            .expect("run");
-        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
-        String::from_utf8(out.stdout).expect("utf-8")
-    };
+    let run = |args: &[&str]| cli_ok(&v, args);
     let status: serde_json::Value =
         serde_json::from_str(&run(&["status", "--json"])).expect("json");
     assert_eq!(status["versions"], 2);
@@ -234,15 +242,7 @@ fn status_log_and_diff_show_history() {
 ",
     );
     v.scan(&[]);
-    let refuse = |args: &[&str], needle: &str| {
-        let out = Command::new(bin())
-            .args(args)
-            .arg("--db")
-            .arg(&v.db)
-            .output()
-            .expect("diff");
-        assert_clear_error(&out, needle);
-    };
+    let refuse = |args: &[&str], needle: &str| assert_clear_error(&cli(&v, args), needle);
     let b = v.abs("notes/b.md");
     refuse(
         &["diff", &b, "--to", &ids[1].to_string()],
@@ -348,16 +348,8 @@ fn log_follow_lists_the_versions_before_each_rename_under_their_path() {
     let log = |extra: &[&str]| {
         let mut args = vec!["log", c.as_str()];
         args.extend_from_slice(extra);
-        let out = Command::new(bin())
-            .args(&args)
-            .arg("--db")
-            .arg(&v.db)
-            .output()
-            .expect("log");
-        assert!(out.status.success(), "{}", stderr(&out));
         // Each line: a path, or a version: id, then the description last.
-        String::from_utf8(out.stdout)
-            .expect("utf-8")
+        cli_ok(&v, &args)
             .lines()
             .map(|l| {
                 if l.starts_with('/') {
