@@ -30,6 +30,12 @@ use super::error::EngineError;
 /// How long a connection waits for another process's lock before SQLITE_BUSY.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a `TRUNCATE` checkpoint waits for readers (and another writer)
+/// before it settles for what it could copy: a reader that keeps an old
+/// snapshot open (the backend, a `sqlite3` shell) must not stall the writer
+/// for [`BUSY_TIMEOUT`]; the next drained queue tries again.
+pub const CHECKPOINT_WAIT: Duration = Duration::from_millis(250);
+
 /// `PRAGMA application_id` of an obby-sync database ("OBYS").
 pub const APPLICATION_ID: i32 = 0x4F42_5953;
 
@@ -538,13 +544,20 @@ pub fn api_patterns(conn: &Connection) -> rusqlite::Result<super::patterns::ApiP
 /// Checkpoints the WAL back into the database and truncates it, so it stays
 /// small; true when it did. Best effort: another checkpoint in progress (in
 /// another process: the engine's own waits for it, [`Checkpointer::drained`])
-/// makes SQLite refuse it at once, a reader holding an old snapshot makes it
-/// partial. SQLite says either in the pragma's row (its first column, 1),
-/// not as an error.
+/// makes SQLite refuse it at once; a reader holding an old snapshot past
+/// [`CHECKPOINT_WAIT`] makes it partial (it copies what no reader needs and
+/// leaves the WAL as it is). SQLite says either in the pragma's row (its
+/// first column, 1), not as an error.
 pub fn checkpoint(conn: &Connection) -> bool {
-    match conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+    // Setting a busy timeout cannot fail but for a closed connection.
+    let _ = conn.busy_timeout(CHECKPOINT_WAIT);
+    let done = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
         r.get::<_, i64>(0)
-    }) {
+    });
+    if let Err(e) = conn.busy_timeout(BUSY_TIMEOUT) {
+        tracing::warn!(error = %e, "could not restore the busy timeout after a checkpoint");
+    }
+    match done {
         Ok(0) => true,
         Ok(_) => {
             tracing::debug!("wal checkpoint blocked: the WAL is not truncated");

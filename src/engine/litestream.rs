@@ -93,9 +93,8 @@ impl Watch {
             CheckpointMode::Auto => tracing::warn!(
                 pid,
                 "Litestream is replicating this database while obby-sync checkpoints it \
-                 (--checkpoint auto): its TRUNCATE checkpoints wait for Litestream's read \
-                 transaction and a frame checkpointed before Litestream copied it forces a new \
-                 snapshot; run obby-sync with --checkpoint external (or passive)"
+                 (--checkpoint auto): a frame checkpointed before Litestream copied it forces a \
+                 new snapshot; run obby-sync with --checkpoint external (or passive)"
             ),
             mode => tracing::info!(
                 pid,

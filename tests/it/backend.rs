@@ -586,3 +586,51 @@ fn status_counts_stay_exact_beside_the_backends_inserts_and_deletes() {
     let done = status(&v)["queue"]["done"].as_i64();
     assert!(matches!(done, Some(0 | 1)), "done rows left: {done:?}");
 }
+
+#[test]
+fn a_reader_keeping_an_old_snapshot_does_not_stall_the_engine() {
+    // The backend, or a `sqlite3` shell left in a transaction, may hold a
+    // read snapshot for a long time. The checkpoint that ends a scan must
+    // settle for what it can copy rather than wait out the busy timeout
+    // (30 s) for that reader.
+    let v = Vault::new();
+    v.write("notes/a.md", "one\n");
+    v.scan(&[]);
+    let reader = v.conn();
+    reader.execute_batch("BEGIN").expect("begin");
+    let before: i64 = reader
+        .query_row("SELECT COUNT(*) FROM file_versions", [], |r| r.get(0))
+        .expect("read");
+    assert_eq!(before, 1);
+    v.write("notes/a.md", "one\ntwo\n");
+    // The snapshot is held until the scan has exited: a scan that waited
+    // for it would still be running at the deadline.
+    let mut scan = v
+        .command(&["scan", "--json"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn scan");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = scan.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = scan.kill();
+            let _ = scan.wait();
+            panic!("scan waited for a reader's old snapshot");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    let still: i64 = reader
+        .query_row("SELECT COUNT(*) FROM file_versions", [], |r| r.get(0))
+        .expect("read");
+    assert_eq!(still, 1, "the reader kept its snapshot throughout");
+    reader.execute_batch("COMMIT").expect("commit");
+    assert_eq!(v.count("SELECT COUNT(*) FROM file_versions"), 2);
+    assert_eq!(
+        v.count("SELECT COUNT(*) FROM event_queue WHERE status <> 'done'"),
+        0
+    );
+}
