@@ -927,10 +927,9 @@ fn enqueue(location: &Location, paths: &[PathBuf]) -> Result<ExitCode> {
         }
         files.push(abs);
     }
-    let db_path = location.db();
-    let db = Database::open_to_enqueue(&db_path)?;
+    let db = Database::open_to_enqueue(&location.db())?;
     // What the engine would skip: nothing is queued when one of them is.
-    let own = Config::new(&root, &db_path)?.own_files();
+    let own = crate::engine::config::own_files(db.path());
     let patterns =
         crate::engine::patterns::Patterns::load_with(&root, &db.api_patterns()?)?.exclude(own);
     let mut events = Vec::new();

@@ -121,14 +121,20 @@ impl Config {
 
     /// The engine's own files, never tracked: the database and its side files.
     pub fn own_files(&self) -> Vec<PathBuf> {
-        let mut files = vec![self.db.clone()];
-        for suffix in ["-wal", "-shm", "-journal", ".lock"] {
-            let mut name = self.db.as_os_str().to_os_string();
-            name.push(suffix);
-            files.push(PathBuf::from(name));
-        }
-        files
+        own_files(&self.db)
     }
+}
+
+/// The database `db` (absolute, as [`prepare_db`] gives it) and its side
+/// files: never tracked.
+pub fn own_files(db: &Path) -> Vec<PathBuf> {
+    let mut files = vec![db.to_path_buf()];
+    for suffix in ["-wal", "-shm", "-journal", ".lock"] {
+        let mut name = db.as_os_str().to_os_string();
+        name.push(suffix);
+        files.push(PathBuf::from(name));
+    }
+    files
 }
 
 /// Creates the database's folder (and its parents) where missing, as the

@@ -120,6 +120,11 @@ impl Database {
         })
     }
 
+    /// The database file (absolute).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     fn sql(&self, source: rusqlite::Error) -> EngineError {
         EngineError::from_sqlite(&self.path, source)
     }

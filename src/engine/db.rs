@@ -542,13 +542,13 @@ pub fn api_patterns(conn: &Connection) -> rusqlite::Result<super::patterns::ApiP
 }
 
 /// Checkpoints the WAL back into the database and truncates it, so it stays
-/// small; true when it did. Best effort: another checkpoint in progress (in
+/// small. Best effort: another checkpoint in progress (in
 /// another process: the engine's own waits for it, [`Checkpointer::drained`])
 /// makes SQLite refuse it at once; a reader holding an old snapshot past
 /// [`CHECKPOINT_WAIT`] makes it partial (it copies what no reader needs and
 /// leaves the WAL as it is). SQLite says either in the pragma's row (its
-/// first column, 1), not as an error.
-pub fn checkpoint(conn: &Connection) -> bool {
+/// first column, 1), not as an error; either is logged (debug).
+pub fn checkpoint(conn: &Connection) {
     // Setting a busy timeout cannot fail but for a closed connection.
     let _ = conn.busy_timeout(CHECKPOINT_WAIT);
     let done = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
@@ -558,15 +558,9 @@ pub fn checkpoint(conn: &Connection) -> bool {
         tracing::warn!(error = %e, "could not restore the busy timeout after a checkpoint");
     }
     match done {
-        Ok(0) => true,
-        Ok(_) => {
-            tracing::debug!("wal checkpoint blocked: the WAL is not truncated");
-            false
-        }
-        Err(e) => {
-            tracing::debug!(error = %e, "wal checkpoint skipped");
-            false
-        }
+        Ok(0) => {}
+        Ok(_) => tracing::debug!("wal checkpoint blocked: the WAL is not truncated"),
+        Err(e) => tracing::debug!(error = %e, "wal checkpoint skipped"),
     }
 }
 
@@ -711,9 +705,7 @@ impl Checkpointer {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         match self.mode {
-            CheckpointMode::Auto => {
-                checkpoint(conn);
-            }
+            CheckpointMode::Auto => checkpoint(conn),
             CheckpointMode::Passive => {
                 // Another process may be checkpointing at this moment (then
                 // this one is refused at once): a few tries, short.
