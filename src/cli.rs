@@ -929,17 +929,14 @@ fn enqueue(location: &Location, paths: &[PathBuf]) -> Result<ExitCode> {
     }
     let db = Database::open_to_enqueue(&location.db())?;
     // What the engine would skip: nothing is queued when one of them is.
-    let own = crate::engine::config::own_files(db.path());
-    let patterns =
-        crate::engine::patterns::Patterns::load_with(&root, &db.api_patterns()?)?.exclude(own);
+    if let Some(skipped) = db.first_untracked(&root, &files)? {
+        bail!(
+            "{} is not tracked: .obbywatch does not select it or .obbyignore excludes it",
+            skipped.display()
+        );
+    }
     let mut events = Vec::new();
     for abs in files {
-        if !patterns.is_tracked(&abs) {
-            bail!(
-                "{} is not tracked: .obbywatch does not select it or .obbyignore excludes it",
-                abs.display()
-            );
-        }
         let kind = if abs.exists() {
             ChangeKind::Modified
         } else {

@@ -22,6 +22,7 @@ use super::diff;
 use super::error::EngineError;
 use super::handle::History;
 use super::history::{self, Counts};
+use super::patterns::Patterns;
 use super::queue::{self, FailedRow, NewEvent, QueueCounts};
 use super::search::{self, IndexProgress};
 
@@ -120,22 +121,24 @@ impl Database {
         })
     }
 
-    /// The database file (absolute).
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     fn sql(&self, source: rusqlite::Error) -> EngineError {
         EngineError::from_sqlite(&self.path, source)
     }
 
-    /// The patterns added through the api, as stored (empty in a database
-    /// that has none).
+    /// The first of `paths` an engine on `root` and this database would
+    /// skip: one its patterns (`.obbywatch`, `.obbyignore` and those added
+    /// through the api) do not select, or this database or a side file of it.
     ///
     /// # Errors
-    /// A database error.
-    pub fn api_patterns(&self) -> Result<super::patterns::ApiPatterns, EngineError> {
-        db::api_patterns(&self.conn).map_err(|e| self.sql(e))
+    /// A database error; [`Patterns::load_with`]'s errors.
+    pub fn first_untracked<'a>(
+        &self,
+        root: &Path,
+        paths: &'a [PathBuf],
+    ) -> Result<Option<&'a PathBuf>, EngineError> {
+        let api = db::api_patterns(&self.conn).map_err(|e| self.sql(e))?;
+        let patterns = Patterns::load_with(root, &api)?.exclude(config::own_files(&self.path));
+        Ok(paths.iter().find(|p| !patterns.is_tracked(p)))
     }
 
     /// Enqueues `events` in one transaction, coalescing with pending rows.
