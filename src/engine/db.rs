@@ -695,7 +695,8 @@ impl Checkpointer {
     /// none in `external`. Waits for a checkpoint the thread has in progress
     /// (SQLite would refuse this one meanwhile, and the copy left would then
     /// fall to the thread's join and the last connection's close, after
-    /// `scan` has printed its summary). Best effort.
+    /// `scan` has printed its summary); [`Checkpointer::idle`] does not.
+    /// Best effort.
     pub fn drained(&self, conn: &Connection) {
         if self.mode == CheckpointMode::External {
             return;
@@ -704,6 +705,26 @@ impl Checkpointer {
             .turn
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.end_burst(conn);
+    }
+
+    /// [`Checkpointer::drained`] for an idle engine that more work may
+    /// reach at any moment: skipped while the thread checkpoints, rather
+    /// than waited for (the next idle maintenance tries again).
+    pub fn idle(&self, conn: &Connection) {
+        if self.mode == CheckpointMode::External {
+            return;
+        }
+        let _turn = match self.turn.try_lock() {
+            Ok(turn) => turn,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return,
+        };
+        self.end_burst(conn);
+    }
+
+    /// The checkpoint itself, the turn held.
+    fn end_burst(&self, conn: &Connection) {
         match self.mode {
             CheckpointMode::Auto => checkpoint(conn),
             CheckpointMode::Passive => {
@@ -827,5 +848,44 @@ mod tests {
             checkpointer.drained(&conn);
             assert_eq!(wal_len(&db), 0, "round {round}: the WAL was not truncated");
         }
+    }
+
+    #[test]
+    fn idle_skips_the_checkpoint_while_the_thread_has_its_turn() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("obby.db");
+        let conn = open_writer(&db).expect("writer");
+        let pool = reader_pool(&db, 2).expect("pool");
+        let checkpointer = Checkpointer::start(&db, &pool, CheckpointMode::Auto).expect("start");
+        checkpointer.adopt(&conn).expect("adopt");
+        conn.execute_batch(
+            "CREATE TABLE filler (b BLOB); INSERT INTO filler VALUES (randomblob(65536));",
+        )
+        .expect("fill");
+        // As if the thread were copying: another thread holds the turn
+        // until idle returns (or 10 s pass, should idle wait for it).
+        let turn = checkpointer.turn.clone();
+        let (held, is_held) = std::sync::mpsc::channel();
+        let (done, is_done) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            let _turn = turn.lock().expect("turn");
+            held.send(()).expect("send");
+            let _ = is_done.recv_timeout(Duration::from_secs(10));
+        });
+        is_held.recv().expect("held");
+        checkpointer.idle(&conn);
+        let wal_during_turn = wal_len(&db);
+        done.send(()).expect("done");
+        holder.join().expect("holder");
+        assert!(
+            wal_during_turn > 0,
+            "idle waited for the thread's turn and checkpointed"
+        );
+        checkpointer.idle(&conn);
+        assert_eq!(
+            wal_len(&db),
+            0,
+            "idle did not truncate once the turn was free"
+        );
     }
 }

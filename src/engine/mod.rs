@@ -116,6 +116,15 @@ pub(crate) fn fuzz_cases() -> u32 {
 /// Connections the api may use at once (its own pool).
 const API_POOL_SIZE: u32 = 16;
 
+/// Whether the work that [`Engine::maintenance`] follows is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Burst {
+    /// The queue drained (`scan`) or the engine is stopping.
+    Ended,
+    /// An idle `run`: more work may come at any moment.
+    MayGoOn,
+}
+
 /// How often an idle engine prunes done rows and checkpoints the WAL.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -401,18 +410,18 @@ impl Engine {
                 continue;
             }
             if stopping {
-                self.maintenance();
+                self.maintenance(Burst::Ended);
                 return Ok(());
             }
             // Idle: nothing claimed and nothing in flight.
             let conn = self.store.conn();
             if until == Until::Drained && !queue::has_outstanding(conn).map_err(|e| self.sql(e))? {
                 self.drained_at = Some(Instant::now());
-                self.maintenance();
+                self.maintenance(Burst::Ended);
                 return Ok(());
             }
             if last_maintenance.elapsed() >= MAINTENANCE_INTERVAL {
-                self.maintenance();
+                self.maintenance(Burst::MayGoOn);
                 last_maintenance = Instant::now();
             }
             if last_commit.is_some_and(|at| at.elapsed() >= GIVE_BACK_AFTER) {
@@ -528,15 +537,20 @@ impl Engine {
     }
 
     /// Prunes old done rows and checkpoints the WAL as the checkpoint mode
-    /// says; failures only log.
-    fn maintenance(&self) {
+    /// says; failures only log. At the end of a burst the checkpoint waits
+    /// for one the checkpointer thread has in progress; in an idle `run`,
+    /// where a change may arrive at any moment, it is skipped instead.
+    fn maintenance(&self, burst: Burst) {
         let retention = i64::try_from(self.config.retention.as_millis()).unwrap_or(i64::MAX);
         match queue::prune_done(self.store.conn(), clock::now_ms().saturating_sub(retention)) {
             Ok(0) => {}
             Ok(n) => tracing::debug!(rows = n, "pruned done queue rows"),
             Err(e) => tracing::warn!(error = %e, "could not prune the queue"),
         }
-        self.checkpointer.drained(self.store.conn());
+        match burst {
+            Burst::Ended => self.checkpointer.drained(self.store.conn()),
+            Burst::MayGoOn => self.checkpointer.idle(self.store.conn()),
+        }
         // For people and tests outside the process: how long this engine has
         // held the write lock at most, since it started.
         let longest = self.progress.snapshot().longest_write_us as f64 / 1000.0;
