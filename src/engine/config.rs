@@ -129,11 +129,9 @@ impl Config {
 /// files: never tracked.
 pub fn own_files(db: &Path) -> Vec<PathBuf> {
     let mut files = vec![db.to_path_buf()];
-    for suffix in ["-wal", "-shm", "-journal", ".lock"] {
-        let mut name = db.as_os_str().to_os_string();
-        name.push(suffix);
-        files.push(PathBuf::from(name));
-    }
+    files.extend(
+        ["-wal", "-shm", "-journal", ".lock"].map(|suffix| super::db::side_file(db, suffix)),
+    );
     files
 }
 

@@ -55,6 +55,14 @@ const CHECKPOINT_POLL: Duration = Duration::from_millis(100);
 /// Page size of a database the engine creates.
 pub const PAGE_SIZE: i64 = 16384;
 
+/// The side file of database `db` named by `suffix` (`-wal`, `-shm`,
+/// `-journal`, `.lock`): the database's own name with the suffix appended.
+pub fn side_file(db: &Path, suffix: &str) -> PathBuf {
+    let mut name = db.as_os_str().to_os_string();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
 /// A pool of read connections.
 pub type ReaderPool = r2d2::Pool<SqliteConnectionManager>;
 
@@ -386,13 +394,8 @@ fn needs_immutable(path: &Path, e: &EngineError) -> bool {
             | EngineError::Db { .. }
             | EngineError::Io { .. }
     );
-    let side = |suffix: &str| {
-        let mut name = path.as_os_str().to_os_string();
-        name.push(suffix);
-        PathBuf::from(name)
-    };
-    let wal_empty = std::fs::metadata(side("-wal")).map_or(true, |m| m.len() == 0);
-    refused && wal_empty && !side("-shm").exists()
+    let wal_empty = std::fs::metadata(side_file(path, "-wal")).map_or(true, |m| m.len() == 0);
+    refused && wal_empty && !side_file(path, "-shm").exists()
 }
 
 /// A reader pool that can be swapped for a new one while handles to it are
@@ -624,9 +627,7 @@ impl Checkpointer {
         let flag = stop.clone();
         let turn = std::sync::Arc::new(std::sync::Mutex::new(()));
         let my_turn = turn.clone();
-        let mut wal = db.as_os_str().to_os_string();
-        wal.push("-wal");
-        let wal = PathBuf::from(wal);
+        let wal = side_file(db, "-wal");
         let mut litestream = super::litestream::Watch::new(db, mode);
         litestream.look(&conn);
         let thread = std::thread::Builder::new()
@@ -766,9 +767,7 @@ pub struct EngineLock {
 impl EngineLock {
     /// The lock file that belongs to database `db`.
     pub fn path_for(db: &Path) -> PathBuf {
-        let mut name = db.as_os_str().to_os_string();
-        name.push(".lock");
-        PathBuf::from(name)
+        side_file(db, ".lock")
     }
 
     /// Takes the lock without waiting.
@@ -815,21 +814,26 @@ mod tests {
     use super::*;
 
     fn wal_len(db: &Path) -> u64 {
-        let mut wal = db.as_os_str().to_os_string();
-        wal.push("-wal");
-        std::fs::metadata(PathBuf::from(wal)).map_or(0, |m| m.len())
+        std::fs::metadata(side_file(db, "-wal")).map_or(0, |m| m.len())
     }
 
-    #[test]
-    fn drained_truncates_the_wal_even_while_the_thread_checkpoints() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = dir.path().join("obby.db");
+    /// A new database in `dir` with its writer and an `auto` checkpointer
+    /// thread (which keeps the pool's connection), and a `filler` table.
+    fn checkpointed(dir: &Path) -> (PathBuf, Connection, Checkpointer) {
+        let db = dir.join("obby.db");
         let conn = open_writer(&db).expect("writer");
         let pool = reader_pool(&db, 2).expect("pool");
         let checkpointer = Checkpointer::start(&db, &pool, CheckpointMode::Auto).expect("start");
         checkpointer.adopt(&conn).expect("adopt");
         conn.execute_batch("CREATE TABLE filler (b BLOB)")
             .expect("table");
+        (db, conn, checkpointer)
+    }
+
+    #[test]
+    fn drained_truncates_the_wal_even_while_the_thread_checkpoints() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (db, conn, checkpointer) = checkpointed(dir.path());
         for round in 0..4 {
             // 64 MiB of new pages: the thread's next look (within one poll)
             // starts a PASSIVE copy of them, which takes a while.
@@ -853,15 +857,9 @@ mod tests {
     #[test]
     fn idle_skips_the_checkpoint_while_the_thread_has_its_turn() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let db = dir.path().join("obby.db");
-        let conn = open_writer(&db).expect("writer");
-        let pool = reader_pool(&db, 2).expect("pool");
-        let checkpointer = Checkpointer::start(&db, &pool, CheckpointMode::Auto).expect("start");
-        checkpointer.adopt(&conn).expect("adopt");
-        conn.execute_batch(
-            "CREATE TABLE filler (b BLOB); INSERT INTO filler VALUES (randomblob(65536));",
-        )
-        .expect("fill");
+        let (db, conn, checkpointer) = checkpointed(dir.path());
+        conn.execute_batch("INSERT INTO filler VALUES (randomblob(65536))")
+            .expect("fill");
         // As if the thread were copying: another thread holds the turn
         // until idle returns (or 10 s pass, should idle wait for it).
         let turn = checkpointer.turn.clone();

@@ -54,12 +54,6 @@ fn identity(path: &Path) -> Option<Identity> {
     })
 }
 
-fn side(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.as_os_str().to_os_string();
-    name.push(suffix);
-    PathBuf::from(name)
-}
-
 /// Keeps a replica's pool on the newest file at its path; stops when dropped.
 #[derive(Debug)]
 pub struct ReplicaGuard {
@@ -147,7 +141,7 @@ fn guard(
     progress: &Progress,
     stop: &AtomicBool,
 ) {
-    let wal = side(db, "-wal");
+    let wal = super::db::side_file(db, "-wal");
     let mut wal_seen = identity(&wal);
     // A changed identity waits for one more look at the same value.
     let mut pending: Option<Option<Identity>> = None;
