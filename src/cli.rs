@@ -1063,7 +1063,7 @@ fn show_diff(path: &Path, db_path: &Path, from: Option<i64>, to: Option<i64>) ->
     let file = utf8(&absolute(path)?)?;
     match db.diff(&file, from, to)? {
         DiffLookup::Text(text) => {
-            print!("{text}");
+            std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes())?;
             Ok(ExitCode::SUCCESS)
         }
         DiffLookup::NoText if from.is_some() => {

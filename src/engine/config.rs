@@ -86,7 +86,10 @@ impl Config {
     ///
     /// # Errors
     /// [`EngineError::Io`] when the root does not exist or is not a folder, or
-    /// the database's folder cannot be created.
+    /// the database's folder cannot be created;
+    /// [`EngineError::NoWatchFile`] when the root has no `.obbywatch`
+    /// (checked before that folder is made: a refused command leaves
+    /// nothing behind).
     pub fn new(root: &Path, db: &Path) -> Result<Config, EngineError> {
         let root_canon = std::fs::canonicalize(root).map_err(|source| EngineError::Io {
             path: root.to_path_buf(),
@@ -100,6 +103,11 @@ impl Config {
                     "the root must be a folder",
                 ),
             });
+        }
+        if std::fs::symlink_metadata(root_canon.join(super::patterns::WATCH_FILE))
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+        {
+            return Err(EngineError::NoWatchFile { root: root_canon });
         }
         Ok(Config {
             root: root_canon,

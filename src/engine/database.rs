@@ -197,9 +197,11 @@ impl Database {
     }
 
     /// The newest `limit` versions of `file`, with their diffs' line counts.
-    /// With `follow`, across renames too: when the oldest version listed was
-    /// made by a move (a `moved` diff from a version of another path), the
-    /// versions of that path up to the one moved come next, and so on.
+    /// With `follow`, across renames too: the path's versions are listed
+    /// newest first until one that a move made (a `moved` diff from a
+    /// version of another path); the versions of that path up to the one
+    /// moved come next, and so on. What the path held before the move (an
+    /// earlier file of the same name) is not this file's history.
     ///
     /// # Errors
     /// A database error.
@@ -251,19 +253,25 @@ impl Database {
                 .map_err(sql)?
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(sql)?;
-            let oldest = found.last().map(|e| e.id);
-            entries.extend(found);
-            let Some(oldest) = oldest.filter(|_| follow && entries.len() < limit) else {
+            if !follow {
+                entries.extend(found);
                 break;
-            };
+            }
+            let mut origin = None;
+            for entry in found {
+                origin = moved_from
+                    .query_row(params![entry.id, path], |r| {
+                        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+                    })
+                    .optional()
+                    .map_err(sql)?;
+                entries.push(entry);
+                if origin.is_some() {
+                    break;
+                }
+            }
             // Ids only fall from one path to the next, so this ends.
-            match moved_from
-                .query_row(params![oldest, path], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-                })
-                .optional()
-                .map_err(sql)?
-            {
+            match origin.filter(|_| entries.len() < limit) {
                 Some((old_path, old_id)) => (path, through) = (old_path, old_id),
                 None => break,
             }

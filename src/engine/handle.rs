@@ -59,6 +59,9 @@ pub struct EngineHandle {
     pub(super) nudge: mpsc::SyncSender<FsEvent>,
     pub(super) patterns: SharedPatterns,
     pub(super) max_file_size: u64,
+    /// The database and its side files, which no read of a client's may
+    /// open (`engine/confined.rs`).
+    pub(super) own_files: Arc<[PathBuf]>,
     pub(super) started: Instant,
 }
 
@@ -399,7 +402,7 @@ impl EngineHandle {
     /// A [`ReadError`]: not openable beneath the root, not a regular file,
     /// too large, not text, or unreadable.
     pub fn read_text(&self, path: &Path) -> Result<String, ReadError> {
-        read::text(&self.root, path, self.max_file_size)
+        read::text(&self.root, path, &self.own_files, self.max_file_size)
     }
 
     /// The digest of `path` as the workers compute it (hash only, no text,
@@ -410,7 +413,7 @@ impl EngineHandle {
     /// A [`ReadError`]: not openable beneath the root, not a regular file,
     /// or unreadable.
     pub fn digest(&self, path: &Path) -> Result<Digest, ReadError> {
-        read::digest(&self.root, path, self.max_file_size)
+        read::digest(&self.root, path, &self.own_files, self.max_file_size)
     }
 
     /// The unified diff from `old` to `new`, as the workers compute it, with

@@ -238,6 +238,7 @@ impl Engine {
         let (control_tx, control_rx) = mpsc::channel();
         let worker_cfg = Arc::new(WorkerConfig {
             root: config.root.clone(),
+            own_files: config.own_files(),
             max_file_size: config.max_file_size,
             patterns: SharedPatterns::new(patterns),
             settle: config.settle,
@@ -281,6 +282,7 @@ impl Engine {
             nudge: self.events.0.clone(),
             patterns: self.worker_cfg.patterns.clone(),
             max_file_size: self.config.max_file_size,
+            own_files: self.config.own_files().into(),
             started: self.started,
         })
     }

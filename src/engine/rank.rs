@@ -1,6 +1,7 @@
-//! `obby_bm25`: FTS5's bm25 scored with statistics the caller gives, so
-//! two indexes that split one set of documents between them rank it as
-//! one index would.
+//! FTS5 auxiliary functions of our own: `obby_bm25`, FTS5's bm25 scored
+//! with statistics the caller gives, so two indexes that split one set of
+//! documents between them rank it as one index would; and `obby_snippet`,
+//! a snippet in time linear in the row's matches.
 //!
 //! Every-version search reads both search indexes (`search.rs`): the
 //! recent one and the history one. FTS5's own `bm25()` takes the number of
@@ -16,8 +17,20 @@
 //! of both indexes together and both return exactly the scores one index
 //! of every version would.
 //!
-//! This is the only module with `unsafe` code: FTS5's extension API is C
-//! (rusqlite does not wrap it). Each block says why it is sound.
+//! FTS5's `snippet()` scores every candidate window against every match
+//! of the row: a note that repeats a searched word 40,000 times took 10 s,
+//! one of 5 MB never ended. [`register`] also adds
+//! `obby_inst_count(table)` (the row's matches) and `obby_snippet(table,
+//! open, close, ellipsis, tokens)`, which picks the window with the most
+//! distinct phrases, then the most matches, in one pass over the matches
+//! sorted by offset, centres it on them as FTS5 does, and tokenizes the
+//! column only up to the window's end. The search module uses FTS5's own
+//! snippet for a row of few matches (the same text as before) and this
+//! one above [`SNIPPET_FTS5_MAX_INST`].
+//!
+//! This module and `memory.rs` are the only ones with `unsafe` code:
+//! FTS5's extension API is C (rusqlite does not wrap it). Each block says
+//! why it is sound.
 #![allow(unsafe_code)]
 
 use std::ffi::{c_int, c_void};
@@ -32,6 +45,25 @@ pub const FUNCTION: &str = match NAME.to_str() {
     Ok(name) => name,
     Err(_) => panic!("the name is ASCII"),
 };
+/// `obby_snippet`'s name (SQL and FTS5 alike).
+const SNIPPET_NAME: &std::ffi::CStr = c"obby_snippet";
+/// `obby_snippet` in SQL.
+pub const SNIPPET_FUNCTION: &str = match SNIPPET_NAME.to_str() {
+    Ok(name) => name,
+    Err(_) => panic!("the name is ASCII"),
+};
+/// `obby_inst_count`'s name.
+const INST_COUNT_NAME: &std::ffi::CStr = c"obby_inst_count";
+/// `obby_inst_count` in SQL.
+pub const INST_COUNT_FUNCTION: &str = match INST_COUNT_NAME.to_str() {
+    Ok(name) => name,
+    Err(_) => panic!("the name is ASCII"),
+};
+/// Most matches in a row for which FTS5's own `snippet()` is used: its
+/// work grows with their square (256² window scores of 256 matches each is
+/// well under a millisecond).
+pub const SNIPPET_FTS5_MAX_INST: usize = 256;
+
 /// Most phrases a query may have (the search module allows 32): the
 /// per-row frequencies live on the stack, not in a fresh allocation for
 /// each of the up to ~100,000 rows a common word matches.
@@ -188,13 +220,28 @@ pub fn register(conn: &Connection) -> rusqlite::Result<()> {
                 Some("FTS5 has no xCreateFunction".into()),
             ));
         };
-        let rc = create(api, NAME.as_ptr(), ptr::null_mut(), Some(obby_bm25), None);
-        if rc != ffi::SQLITE_OK {
-            return Err(rusqlite::Error::SqliteFailure(ffi::Error::new(rc), None));
+        for (name, function) in [
+            (NAME, obby_bm25 as AuxFunction),
+            (SNIPPET_NAME, obby_snippet),
+            (INST_COUNT_NAME, obby_inst_count),
+        ] {
+            let rc = create(api, name.as_ptr(), ptr::null_mut(), Some(function), None);
+            if rc != ffi::SQLITE_OK {
+                return Err(rusqlite::Error::SqliteFailure(ffi::Error::new(rc), None));
+            }
         }
     }
     Ok(())
 }
+
+/// An FTS5 auxiliary function's C signature.
+type AuxFunction = unsafe extern "C" fn(
+    *const ffi::Fts5ExtensionApi,
+    *mut ffi::Fts5Context,
+    *mut ffi::sqlite3_context,
+    c_int,
+    *mut *mut ffi::sqlite3_value,
+);
 
 /// The auxiliary function: `obby_bm25(table, avgdl, w_path, w_content,
 /// idf_0, …)`, FTS5's `fts5Bm25Function` with the statistics read from
@@ -278,6 +325,348 @@ unsafe fn score(
     }
 }
 
+/// `obby_inst_count(table)`: the current row's matches (phrase
+/// instances), FTS5's `xInstCount`.
+///
+/// # Safety
+/// As [`obby_bm25`]'s.
+unsafe extern "C" fn obby_inst_count(
+    api: *const ffi::Fts5ExtensionApi,
+    fts: *mut ffi::Fts5Context,
+    ctx: *mut ffi::sqlite3_context,
+    _n_val: c_int,
+    _vals: *mut *mut ffi::sqlite3_value,
+) {
+    // SAFETY: as in `obby_bm25`: FTS5's API table and context, valid for
+    // this call.
+    unsafe {
+        let mut n: c_int = 0;
+        match (*api).xInstCount.map(|f| f(fts, &mut n)) {
+            Some(ffi::SQLITE_OK) => ffi::sqlite3_result_int(ctx, n),
+            Some(rc) => ffi::sqlite3_result_error_code(ctx, rc),
+            None => ffi::sqlite3_result_error_code(ctx, ffi::SQLITE_ERROR),
+        }
+    }
+}
+
+/// `obby_snippet(table, open, close, ellipsis, tokens)`: a snippet of at
+/// most `tokens` tokens of the column whose best window holds the most
+/// distinct phrases (then the most matches), matches wrapped in `open`
+/// and `close`, `ellipsis` where the text goes on; the text before the
+/// first token and after the last is kept when the window reaches the
+/// column's start or end, as FTS5's `snippet()` does.
+///
+/// # Safety
+/// As [`obby_bm25`]'s.
+unsafe extern "C" fn obby_snippet(
+    api: *const ffi::Fts5ExtensionApi,
+    fts: *mut ffi::Fts5Context,
+    ctx: *mut ffi::sqlite3_context,
+    n_val: c_int,
+    vals: *mut *mut ffi::sqlite3_value,
+) {
+    // SAFETY: as in `obby_bm25`; `vals` is read below `n_val` only, and
+    // the text values are copied before any other SQLite call.
+    unsafe {
+        if n_val < 4 {
+            ffi::sqlite3_result_error_code(ctx, ffi::SQLITE_MISUSE);
+            return;
+        }
+        let text = |i: usize| -> String {
+            let v = *vals.add(i);
+            let p = ffi::sqlite3_value_text(v);
+            let n = usize::try_from(ffi::sqlite3_value_bytes(v)).unwrap_or(0);
+            if p.is_null() {
+                String::new()
+            } else {
+                String::from_utf8_lossy(std::slice::from_raw_parts(p, n)).into_owned()
+            }
+        };
+        let marks = Marks {
+            open: text(0),
+            close: text(1),
+            ellipsis: text(2),
+        };
+        let tokens = usize::try_from(ffi::sqlite3_value_int(*vals.add(3)))
+            .unwrap_or(1)
+            .max(1);
+        match snippet(&*api, fts, &marks, tokens) {
+            Ok(out) => {
+                let bytes = out.into_bytes();
+                // SQLITE_TRANSIENT: SQLite copies the text before returning.
+                ffi::sqlite3_result_text(
+                    ctx,
+                    bytes.as_ptr().cast(),
+                    c_int::try_from(bytes.len()).unwrap_or(c_int::MAX),
+                    ffi::SQLITE_TRANSIENT(),
+                );
+            }
+            Err(rc) => ffi::sqlite3_result_error_code(ctx, rc),
+        }
+    }
+}
+
+/// What a snippet wraps matches in and marks cut text with.
+struct Marks {
+    open: String,
+    close: String,
+    ellipsis: String,
+}
+
+/// The best window of `width` tokens over `matches` (offset, phrase, its
+/// length in tokens), sorted by offset: (distinct phrases, matches, the
+/// first and last token matched). One pass, two pointers.
+fn best_window(matches: &[(usize, usize, usize)], width: usize) -> (usize, usize, usize, usize) {
+    let mut seen: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
+    let mut best = (0, 0, 0, 0);
+    let mut right = 0;
+    for left in 0..matches.len() {
+        let start = matches[left].0;
+        while right < matches.len() && matches[right].0 + matches[right].2 <= start + width {
+            *seen.entry(matches[right].1).or_default() += 1;
+            right += 1;
+        }
+        if right > left {
+            let last = &matches[right - 1];
+            let candidate = (seen.len(), right - left, start, last.0 + last.2 - 1);
+            if (candidate.0, candidate.1) > (best.0, best.1) {
+                best = candidate;
+            }
+            if let Some(n) = seen.get_mut(&matches[left].1) {
+                *n -= 1;
+                if *n == 0 {
+                    seen.remove(&matches[left].1);
+                }
+            }
+        } else {
+            right = left + 1;
+        }
+    }
+    best
+}
+
+/// Where a window of `width` tokens starts to hold tokens `first..=last`
+/// centred, within a column of `size` tokens (FTS5's adjustment).
+fn centred(first: usize, last: usize, width: usize, size: usize) -> usize {
+    let spare = width.saturating_sub(last + 1 - first);
+    let start = first.saturating_sub(spare / 2);
+    start.min(size.saturating_sub(width))
+}
+
+/// The byte ranges of a column's tokens `start..end`, collected by the
+/// tokenizer's callback, which stops at `end`.
+struct Collect {
+    start: usize,
+    end: usize,
+    seen: usize,
+    spans: Vec<(usize, usize)>,
+}
+
+/// The tokenizer's callback for [`Collect`].
+///
+/// # Safety
+/// `ctx` is the `Collect` passed to `xTokenize`, alive for its call.
+unsafe extern "C" fn collect_token(
+    ctx: *mut c_void,
+    flags: c_int,
+    _token: *const std::ffi::c_char,
+    _n_token: c_int,
+    start: c_int,
+    end: c_int,
+) -> c_int {
+    // SAFETY: `ctx` is the `&mut Collect` given to xTokenize below, which
+    // calls back on this thread during that call only.
+    let c = unsafe { &mut *ctx.cast::<Collect>() };
+    if flags & ffi::FTS5_TOKEN_COLOCATED != 0 {
+        return ffi::SQLITE_OK;
+    }
+    if c.seen >= c.end {
+        return ffi::SQLITE_DONE;
+    }
+    if c.seen >= c.start {
+        c.spans.push((
+            usize::try_from(start).unwrap_or(0),
+            usize::try_from(end).unwrap_or(0),
+        ));
+    }
+    c.seen += 1;
+    ffi::SQLITE_OK
+}
+
+/// The snippet of the current row (see [`obby_snippet`]).
+///
+/// # Safety
+/// As [`obby_bm25`]'s.
+unsafe fn snippet(
+    api: &ffi::Fts5ExtensionApi,
+    fts: *mut ffi::Fts5Context,
+    marks: &Marks,
+    width: usize,
+) -> Result<String, c_int> {
+    let (
+        Some(column_count),
+        Some(inst_count),
+        Some(inst),
+        Some(phrase_size),
+        Some(column_size),
+        Some(column_text),
+        Some(tokenize),
+    ) = (
+        api.xColumnCount,
+        api.xInstCount,
+        api.xInst,
+        api.xPhraseSize,
+        api.xColumnSize,
+        api.xColumnText,
+        api.xTokenize,
+    )
+    else {
+        return Err(ffi::SQLITE_ERROR);
+    };
+    // SAFETY: every call uses FTS5's own context for this row; the column
+    // text pointer is valid until the next call on the context, and is
+    // copied (as spans into it are read) before xTokenize, which FTS5
+    // documents as leaving it valid.
+    unsafe {
+        let columns = usize::try_from(column_count(fts)).unwrap_or(0);
+        let mut n_inst: c_int = 0;
+        check(inst_count(fts, &mut n_inst))?;
+        let mut per_column: Vec<Vec<(usize, usize, usize)>> = vec![Vec::new(); columns];
+        for i in 0..n_inst {
+            let (mut phrase, mut column, mut offset): (c_int, c_int, c_int) = (0, 0, 0);
+            check(inst(fts, i, &mut phrase, &mut column, &mut offset))?;
+            let size = usize::try_from(phrase_size(fts, phrase))
+                .unwrap_or(1)
+                .max(1);
+            if let (Some(list), Ok(phrase), Ok(offset)) = (
+                usize::try_from(column)
+                    .ok()
+                    .and_then(|c| per_column.get_mut(c)),
+                usize::try_from(phrase),
+                usize::try_from(offset),
+            ) {
+                list.push((offset, phrase, size));
+            }
+        }
+        // The best column's best window; the last column (the text) when
+        // nothing matched.
+        let mut best: Option<(usize, (usize, usize, usize, usize))> = None;
+        for (column, list) in per_column.iter_mut().enumerate() {
+            list.sort_unstable();
+            let window = best_window(list, width);
+            if window.1 > 0 && best.is_none_or(|(_, b)| (window.0, window.1) > (b.0, b.1)) {
+                best = Some((column, window));
+            }
+        }
+        let (column, first, last) = match best {
+            Some((column, (_, _, first, last))) => (column, first, last),
+            None => (columns.saturating_sub(1), 0, 0),
+        };
+        let mut size: c_int = 0;
+        check(column_size(
+            fts,
+            c_int::try_from(column).unwrap_or(0),
+            &mut size,
+        ))?;
+        let size = usize::try_from(size).unwrap_or(0);
+        let start = centred(first, last, width, size);
+        let end = (start + width).min(size);
+        let mut ptr_text: *const std::ffi::c_char = ptr::null();
+        let mut n_text: c_int = 0;
+        check(column_text(
+            fts,
+            c_int::try_from(column).unwrap_or(0),
+            &mut ptr_text,
+            &mut n_text,
+        ))?;
+        if ptr_text.is_null() {
+            return Ok(String::new());
+        }
+        let bytes =
+            std::slice::from_raw_parts(ptr_text.cast::<u8>(), usize::try_from(n_text).unwrap_or(0));
+        let mut collect = Collect {
+            start,
+            end,
+            seen: 0,
+            spans: Vec::with_capacity(end - start),
+        };
+        let rc = tokenize(
+            fts,
+            ptr_text,
+            n_text,
+            (&raw mut collect).cast::<c_void>(),
+            Some(collect_token),
+        );
+        if rc != ffi::SQLITE_OK && rc != ffi::SQLITE_DONE {
+            return Err(rc);
+        }
+        let matches = per_column.get(column).map_or(&[][..], Vec::as_slice);
+        Ok(render(bytes, &collect.spans, start, size, matches, marks))
+    }
+}
+
+/// The snippet's text: the column's tokens from `start` on, whose byte
+/// ranges `window` holds, matches within them marked.
+fn render(
+    text: &[u8],
+    window: &[(usize, usize)],
+    start: usize,
+    size: usize,
+    matches: &[(usize, usize, usize)],
+    marks: &Marks,
+) -> String {
+    let (Some(&(from, _)), Some(&(_, to))) = (window.first(), window.last()) else {
+        return String::new();
+    };
+    let end = start + window.len();
+    // Marked token ranges, clipped to the window.
+    let mut marked: Vec<(usize, usize)> = matches
+        .iter()
+        .map(|&(offset, _, len)| (offset.max(start), (offset + len).min(end)))
+        .filter(|(a, b)| a < b)
+        .collect();
+    marked.sort_unstable();
+    let mut out = String::new();
+    let from = if start == 0 { 0 } else { from };
+    if start > 0 {
+        out.push_str(&marks.ellipsis);
+    }
+    let mut at = from;
+    let piece =
+        |a: usize, b: usize| String::from_utf8_lossy(text.get(a..b).unwrap_or(&[])).into_owned();
+    let mut next = marked.into_iter().peekable();
+    while let Some((a, mut b)) = next.next() {
+        // Overlapping matches make one mark (adjacent ones two, as FTS5's).
+        while let Some(&(c, d)) = next.peek() {
+            if c >= b {
+                break;
+            }
+            b = b.max(d);
+            next.next();
+        }
+        let (Some(&(open_at, _)), Some(&(_, close_at))) =
+            (window.get(a - start), window.get(b - 1 - start))
+        else {
+            continue;
+        };
+        if open_at < at {
+            continue;
+        }
+        out.push_str(&piece(at, open_at));
+        out.push_str(&marks.open);
+        out.push_str(&piece(open_at, close_at));
+        out.push_str(&marks.close);
+        at = close_at;
+    }
+    if end >= size {
+        out.push_str(&piece(at, text.len()));
+    } else {
+        out.push_str(&piece(at, to));
+        out.push_str(&marks.ellipsis);
+    }
+    out
+}
+
 fn check(rc: c_int) -> Result<(), c_int> {
     if rc == ffi::SQLITE_OK {
         Ok(())
@@ -289,6 +678,7 @@ fn check(rc: c_int) -> Result<(), c_int> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rusqlite::params;
 
     #[test]
     fn varints_read_as_sqlite_writes_them() {
@@ -303,6 +693,96 @@ mod tests {
             assert_eq!(varint(bytes, &mut at), want, "{bytes:?}");
             assert_eq!(at, bytes.len());
         }
+    }
+
+    /// `obby_snippet` picks the window FTS5's `snippet()` picks (the most
+    /// distinct phrases, centred on them) and writes it the same way, for
+    /// rows of a few matches; and a row of 100,000 matches, which FTS5's
+    /// takes minutes over, gets the same kind of snippet.
+    #[test]
+    fn obby_snippet_writes_what_fts5s_snippet_writes() {
+        let conn = Connection::open_in_memory().expect("db");
+        conn.execute_batch(
+            "CREATE VIRTUAL TABLE t USING fts5(file_path, content, tokenize = 'unicode61 remove_diacritics 2');",
+        )
+        .expect("fts5");
+        let filler = |n: usize| vec!["lorem"; n].join(" ");
+        let texts = [
+            (
+                "notes/a.md",
+                "# Meeting\nBudget approved by the finance team.\n".to_owned(),
+            ),
+            (
+                "notes/b.md",
+                format!(
+                    "{} the budget plan, {} and the plan again.",
+                    filler(40),
+                    filler(40)
+                ),
+            ),
+            ("notes/garden.md", "nothing about it here".to_owned()),
+            (
+                "notes/c.md",
+                format!("{} budget {} plan {}", filler(30), filler(3), filler(30)),
+            ),
+        ];
+        for (p, c) in &texts {
+            conn.execute(
+                "INSERT INTO t (file_path, content) VALUES (?1, ?2)",
+                params![p, c],
+            )
+            .expect("insert");
+        }
+        register(&conn).expect("register");
+        for expr in [
+            "budget",
+            "budget plan",
+            "\"budget plan\"",
+            "garden",
+            "plan again",
+        ] {
+            let rows: Vec<(i64, String, String)> = conn
+                .prepare(
+                    "SELECT rowid, snippet(t, -1, '[', ']', '…', 12),
+                            obby_snippet(t, '[', ']', '…', 12)
+                     FROM t WHERE t MATCH ?1",
+                )
+                .expect("prepare")
+                .query_map([expr], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .expect("query")
+                .collect::<Result<_, _>>()
+                .expect("rows");
+            assert!(!rows.is_empty(), "{expr}");
+            for (id, theirs, ours) in rows {
+                assert_eq!(ours, theirs, "{expr}, row {id}");
+            }
+        }
+        let many = format!("{} budget", "word ".repeat(100_000));
+        conn.execute(
+            "INSERT INTO t (rowid, file_path, content) VALUES (99, 'notes/many.md', ?1)",
+            [&many],
+        )
+        .expect("insert");
+        let (count, snippet): (i64, String) = conn
+            .query_row(
+                "SELECT obby_inst_count(t), obby_snippet(t, '[', ']', '…', 6) FROM t
+                 WHERE t MATCH 'word' AND rowid = 99",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("snippet");
+        assert_eq!(count, 100_000);
+        assert_eq!(snippet, "[word] [word] [word] [word] [word] [word]…");
+        let both: String = conn
+            .query_row(
+                "SELECT obby_snippet(t, '[', ']', '…', 6) FROM t
+                 WHERE t MATCH 'word budget' AND rowid = 99",
+                [],
+                |r| r.get(0),
+            )
+            .expect("snippet");
+        // The text has two spaces before `budget`.
+        assert_eq!(both, "…[word] [word] [word] [word] [word]  [budget]");
     }
 
     /// Over one index, with that index's own statistics, `obby_bm25`

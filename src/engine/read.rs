@@ -63,14 +63,15 @@ pub enum ReadError {
     },
 }
 
-/// Opens `path` (inside `root`) for reading by the rules above and returns
-/// it with its `fstat`.
+/// Opens `path` (inside `root`, not one of `shielded`: the database and
+/// its side files) for reading by the rules above and returns it with its
+/// `fstat`.
 ///
 /// # Errors
 /// [`ReadError::Open`] when it cannot be opened beneath the root without a
 /// symlink; [`ReadError::NotRegular`] when it is not a regular file.
-pub fn open(root: &Path, path: &Path) -> Result<(File, Metadata), ReadError> {
-    let (file, meta) = confined::open(root, path).map_err(|source| ReadError::Open {
+pub fn open(root: &Path, path: &Path, shielded: &[PathBuf]) -> Result<(File, Metadata), ReadError> {
+    let (file, meta) = confined::open(root, path, shielded).map_err(|source| ReadError::Open {
         path: path.to_path_buf(),
         source,
     })?;
@@ -87,8 +88,8 @@ pub fn open(root: &Path, path: &Path) -> Result<(File, Metadata), ReadError> {
 /// # Errors
 /// Those of [`open`]; [`ReadError::TooLarge`] over `max` bytes;
 /// [`ReadError::NotText`] for binary content.
-pub fn text(root: &Path, path: &Path, max: u64) -> Result<String, ReadError> {
-    let (file, meta) = open(root, path)?;
+pub fn text(root: &Path, path: &Path, shielded: &[PathBuf], max: u64) -> Result<String, ReadError> {
+    let (file, meta) = open(root, path, shielded)?;
     let too_large = || ReadError::TooLarge {
         path: path.to_path_buf(),
         max,
@@ -119,8 +120,13 @@ pub fn text(root: &Path, path: &Path, max: u64) -> Result<String, ReadError> {
 ///
 /// # Errors
 /// Those of [`open`]; [`ReadError::Read`] when reading fails.
-pub fn digest(root: &Path, path: &Path, max: u64) -> Result<Digest, ReadError> {
-    let (mut file, meta) = open(root, path)?;
+pub fn digest(
+    root: &Path,
+    path: &Path,
+    shielded: &[PathBuf],
+    max: u64,
+) -> Result<Digest, ReadError> {
+    let (mut file, meta) = open(root, path, shielded)?;
     super::worker::digest_open(&mut file, meta.len(), max)
         .map(|(digest, _)| digest)
         .map_err(|source| ReadError::Read {
@@ -147,19 +153,19 @@ mod tests {
         let (dir, root) = root();
         std::fs::write(root.join("notes/a.md"), "one\r\ntwo\n").expect("write");
         assert_eq!(
-            text(&root, &root.join("notes/a.md"), 1024).expect("text"),
+            text(&root, &root.join("notes/a.md"), &[], 1024).expect("text"),
             "one\ntwo\n"
         );
         let outside = dir.path().join("secret.md");
         std::fs::write(&outside, "secret\n").expect("write");
         std::os::unix::fs::symlink(&outside, root.join("notes/link.md")).expect("symlink");
         assert!(matches!(
-            text(&root, &root.join("notes/link.md"), 1024),
+            text(&root, &root.join("notes/link.md"), &[], 1024),
             Err(ReadError::Open { .. })
         ));
         std::os::unix::fs::symlink(dir.path(), root.join("dirlink")).expect("symlink");
         assert!(matches!(
-            text(&root, &root.join("dirlink/secret.md"), 1024),
+            text(&root, &root.join("dirlink/secret.md"), &[], 1024),
             Err(ReadError::Open { .. })
         ));
         rustix::fs::mknodat(
@@ -171,24 +177,55 @@ mod tests {
         )
         .expect("mkfifo");
         assert!(matches!(
-            text(&root, &root.join("notes/pipe"), 1024),
+            text(&root, &root.join("notes/pipe"), &[], 1024),
             Err(ReadError::NotRegular { .. })
         ));
         assert!(matches!(
-            text(&root, &root.join("notes"), 1024),
+            text(&root, &root.join("notes"), &[], 1024),
             Err(ReadError::NotRegular { .. })
         ));
         assert!(matches!(
-            text(&root, &root.join("notes/a.md"), 3),
+            text(&root, &root.join("notes/a.md"), &[], 3),
             Err(ReadError::TooLarge { .. })
         ));
-        let d = digest(&root, &root.join("notes/a.md"), 3).expect("digest");
+        let d = digest(&root, &root.join("notes/a.md"), &[], 3).expect("digest");
         assert_eq!(d.text, None, "over the limit: hash only");
         assert_eq!(
-            digest(&root, &root.join("notes/a.md"), 1024)
+            digest(&root, &root.join("notes/a.md"), &[], 1024)
                 .expect("digest")
                 .hash,
             hash::digest_bytes(b"one\ntwo\n".to_vec()).hash
+        );
+    }
+
+    #[test]
+    fn the_database_and_a_hard_link_to_it_are_never_opened() {
+        let (_dir, root) = root();
+        let db = root.join(".db/obby.db");
+        std::fs::create_dir_all(root.join(".db")).expect("mkdir");
+        std::fs::write(&db, "not really sqlite").expect("write");
+        std::fs::hard_link(&db, root.join("notes/copy.md")).expect("link");
+        std::fs::write(root.join("notes/a.md"), "a\n").expect("write");
+        let shielded = [db.clone(), PathBuf::from(format!("{}-wal", db.display()))];
+        for path in [db.clone(), root.join("notes/copy.md")] {
+            match text(&root, &path, &shielded, 1024) {
+                Err(ReadError::Open { source, .. }) => {
+                    assert_eq!(
+                        source.kind(),
+                        std::io::ErrorKind::PermissionDenied,
+                        "{path:?}"
+                    );
+                }
+                other => panic!("{path:?}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            text(&root, &root.join("notes/a.md"), &shielded, 1024).expect("text"),
+            "a\n"
+        );
+        assert_eq!(
+            text(&root, &root.join("notes/copy.md"), &[], 1024).expect("unshielded"),
+            "not really sqlite"
         );
     }
 }

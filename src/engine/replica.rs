@@ -100,6 +100,7 @@ pub fn open(db: &Path) -> Result<(EngineHandle, ReplicaGuard), EngineError> {
         nudge,
         patterns: SharedPatterns::new(patterns),
         max_file_size: super::config::DEFAULT_MAX_FILE_SIZE,
+        own_files: super::config::own_files(&db).into(),
         started: Instant::now(),
     };
     let stop = Arc::new(AtomicBool::new(false));

@@ -418,12 +418,23 @@ pub fn search(
         let (Some(low), Some(high)) = (ids.iter().min(), ids.iter().max()) else {
             continue;
         };
+        rank::register(conn)?;
+        let (inst, few, linear) = (
+            rank::INST_COUNT_FUNCTION,
+            rank::SNIPPET_FTS5_MAX_INST,
+            rank::SNIPPET_FUNCTION,
+        );
         let list = format!(
             "[{}]",
             ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
         );
+        // FTS5's snippet() is quadratic in a row's matches (rank.rs):
+        // a row of many takes the linear one.
         let mut stmt = conn.prepare(&format!(
-            "SELECT rowid, snippet({table}, -1, '{OPEN}', '{CLOSE}', '…', {SNIPPET_TOKENS})
+            "SELECT rowid,
+                    CASE WHEN {inst}({table}) <= {few}
+                    THEN snippet({table}, -1, '{OPEN}', '{CLOSE}', '…', {SNIPPET_TOKENS})
+                    ELSE {linear}({table}, '{OPEN}', '{CLOSE}', '…', {SNIPPET_TOKENS}) END
              FROM {table}
              WHERE {table} MATCH ?1 AND rowid BETWEEN ?2 AND ?3
                AND +rowid IN (SELECT value FROM json_each(?4))"

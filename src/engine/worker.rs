@@ -37,6 +37,9 @@ const STREAM_CHUNK: usize = 256 * 1024;
 pub struct WorkerConfig {
     /// The canonical root: files are opened beneath it only.
     pub root: std::path::PathBuf,
+    /// The database and its side files, never opened (a hard link to one
+    /// inside the root is refused: `engine/confined.rs`).
+    pub own_files: Vec<std::path::PathBuf>,
     /// Files larger than this are hashed in a stream and stored without text.
     pub max_file_size: u64,
     /// Which files are tracked; a row for an untracked path does nothing.
@@ -347,7 +350,7 @@ pub fn process(
             moved_from = Some((old, prev));
         }
     }
-    let Some((file, meta)) = regular_file(&cfg.root, &row.path)? else {
+    let Some((file, meta)) = regular_file(&cfg.root, &row.path, &cfg.own_files)? else {
         // Gone (or not a regular file any more): a deletion of whatever was
         // tracked, the move's source included.
         if let Some((old, prev)) = moved_from {
@@ -525,8 +528,12 @@ fn exists(path: &str) -> bool {
 /// `fstat`. `None` when it does not exist, is not a regular file (a folder,
 /// a FIFO) or is reached only through a symlink (outside the root, as the
 /// walker sees it): nothing to track there.
-fn regular_file(root: &Path, path: &str) -> Result<Option<(File, Metadata)>, ItemError> {
-    match super::confined::open(root, Path::new(path)) {
+fn regular_file(
+    root: &Path,
+    path: &str,
+    shielded: &[std::path::PathBuf],
+) -> Result<Option<(File, Metadata)>, ItemError> {
+    match super::confined::open(root, Path::new(path), shielded) {
         Ok((file, meta)) if meta.file_type().is_file() => Ok(Some((file, meta))),
         Ok(_) => Ok(None),
         Err(e)

@@ -210,6 +210,52 @@ async fn paths_outside_the_root_are_refused_and_bad_input_is_invalid() {
     drop(engine);
 }
 
+/// Closing any descriptor of a file drops every POSIX lock the process
+/// holds on it: an api read of the database (here a hard link to it inside
+/// the root) made the next reader to close think it was the last
+/// connection, and checkpoint and delete the WAL under the engine. Such a
+/// read is refused, and the engine's commits stay visible.
+#[tokio::test]
+async fn the_database_is_never_read_through_the_api_even_by_a_hard_link() {
+    let (v, engine) = started(&[]);
+    std::fs::create_dir_all(v.path("scratch")).expect("mkdir");
+    std::fs::hard_link(&v.db, v.path("scratch/db.md")).expect("hard link");
+    let mut ct = ContentTrackerClient::new(channel(engine.api_url(&v)).await);
+    let hash = ct
+        .get_content_hash(HashRequest {
+            file_path: v.abs("scratch/db.md"),
+        })
+        .await
+        .expect("hash")
+        .into_inner();
+    assert!(!hash.success, "{hash:?}");
+    assert!(hash.error.contains("own database"), "{}", hash.error);
+    let diff = ct
+        .generate_diff(DiffRequest {
+            old_file_path: v.abs("notes/a.md"),
+            new_file_path: v.abs("scratch/db.md"),
+            ..DiffRequest::default()
+        })
+        .await
+        .expect("diff")
+        .into_inner();
+    assert!(!diff.success, "{diff:?}");
+    assert!(diff.error.contains("own database"), "{}", diff.error);
+    // A reader opens and closes: the engine's locks still tell it that the
+    // engine is there, so the WAL stays, and a later commit is seen.
+    let wal = std::path::PathBuf::from(format!("{}-wal", v.db.display()));
+    assert!(wal.exists());
+    drop(v.conn());
+    assert!(wal.exists(), "a reader's close deleted the engine's WAL");
+    v.write("notes/b.md", "beta\n");
+    assert!(
+        wait_for(Duration::from_secs(20), || v
+            .count("SELECT COUNT(*) FROM file_versions")
+            == 2),
+        "the engine's commit is visible to a new reader"
+    );
+}
+
 #[tokio::test]
 async fn hash_diff_and_batch() {
     let (v, engine) = started(&[]);

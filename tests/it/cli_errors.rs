@@ -127,6 +127,17 @@ fn a_root_without_obbywatch_names_init() {
         !v.db.exists(),
         "no database is created for a root that tracks nothing"
     );
+    // Nor the default database's folder, `<root>/.db/`, by `scan` or `run`.
+    for command in ["scan", "run"] {
+        let out = Command::new(bin())
+            .args([command, "--root"])
+            .arg(&v.root)
+            .env_remove("DB_PATH")
+            .output()
+            .expect("run");
+        assert_clear_error(&out, "obby-sync init");
+        assert!(!v.path(".db").exists(), "{command} made <root>/.db/");
+    }
 }
 
 #[test]
@@ -272,7 +283,7 @@ fn status_log_and_diff_show_history() {
 
 #[test]
 fn a_reader_that_closes_the_pipe_ends_the_printing_commands_quietly() {
-    // `obby-sync log | head -1` and `search ... | grep -q`: once the reader
+    // `obby-sync log | head -1`, `diff ... | head` and `search ... | grep -q`: once the reader
     // is gone, the command stops with success and no panic. The read end is
     // closed before the command starts, so its first write already fails.
     let v = Vault::new();
@@ -285,6 +296,7 @@ fn a_reader_that_closes_the_pipe_ends_the_printing_commands_quietly() {
     for args in [
         vec!["search", "--db", &db, "welcome"],
         vec!["log", "--db", &db, &note],
+        vec!["diff", "--db", &db, &note],
         vec!["status", "--db", &db],
         vec!["stats", "--db", &db],
     ] {
@@ -395,4 +407,105 @@ fn log_follow_lists_the_versions_before_each_rename_under_their_path() {
     assert!(all[6].ends_with("File created"), "{all:#?}");
     let two = log(&["--follow", "--limit", "3"]);
     assert_eq!(two.len(), 6, "3 versions under their 3 paths: {two:#?}");
+}
+
+/// `log --follow`'s versions and the paths they are listed under, oldest
+/// path names relative to the vault.
+fn followed(v: &Vault, rel: &str) -> Vec<String> {
+    cli_ok(v, &["log", &v.abs(rel), "--follow"])
+        .lines()
+        .map(|l| match l.strip_prefix(&*v.abs("")) {
+            Some(path) => path.to_owned(),
+            None => format!("  v{}", l.split_whitespace().next().unwrap_or("?")),
+        })
+        .collect()
+}
+
+#[test]
+fn log_follow_stops_at_the_move_that_made_the_path() {
+    // An earlier note of the same name, deleted before the rename: not
+    // the renamed note's history.
+    let v = Vault::new();
+    v.write(
+        "notes/b.md",
+        "old
+",
+    );
+    v.scan(&[]);
+    v.remove("notes/b.md");
+    v.write(
+        "notes/a.md",
+        "alpha
+",
+    );
+    v.scan(&[]);
+    v.write(
+        "notes/a.md",
+        "alpha
+beta
+",
+    );
+    v.scan(&[]);
+    v.rename("notes/a.md", "notes/b.md");
+    v.scan(&[]);
+    let ids = |v: &Vault, sql: &str| -> Vec<i64> {
+        let conn = v.conn();
+        let mut st = conn.prepare(sql).expect("prepare");
+        st.query_map([], |r| r.get(0))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    };
+    let all = ids(&v, "SELECT id FROM file_versions ORDER BY id");
+    assert_eq!(all.len(), 4, "old b, a twice, the move");
+    assert_eq!(
+        followed(&v, "notes/b.md"),
+        [
+            "notes/b.md".to_owned(),
+            format!("  v{}", all[3]),
+            "notes/a.md".to_owned(),
+            format!("  v{}", all[2]),
+            format!("  v{}", all[1]),
+        ]
+    );
+
+    // A round trip: a → b → a, an edit, a → b again: every version once,
+    // each under the path it was made at.
+    let v = Vault::new();
+    v.write(
+        "notes/a.md",
+        "one
+",
+    );
+    v.scan(&[]);
+    v.rename("notes/a.md", "notes/b.md");
+    v.scan(&[]);
+    v.rename("notes/b.md", "notes/a.md");
+    v.scan(&[]);
+    v.write(
+        "notes/a.md",
+        "one
+two
+",
+    );
+    v.scan(&[]);
+    v.rename("notes/a.md", "notes/b.md");
+    v.scan(&[]);
+    let all = ids(&v, "SELECT id FROM file_versions ORDER BY id DESC");
+    assert_eq!(all.len(), 5, "{}", v.dump());
+    let v_ = |i: usize| format!("  v{}", all[i]);
+    assert_eq!(
+        followed(&v, "notes/b.md"),
+        [
+            "notes/b.md".to_owned(),
+            v_(0),
+            "notes/a.md".to_owned(),
+            v_(1),
+            v_(2),
+            "notes/b.md".to_owned(),
+            v_(3),
+            "notes/a.md".to_owned(),
+            v_(4),
+        ]
+    );
 }
