@@ -999,6 +999,12 @@ fn status(db_path: &Path, json: bool) -> Result<ExitCode> {
         "last reconcile {}",
         s.last_reconcile.as_deref().unwrap_or("never")
     );
+    outln!(
+        "watch backend  {}",
+        s.watch_backend
+            .as_deref()
+            .unwrap_or("none yet (recorded by `run`)")
+    );
     match s.search_index {
         None => outln!("search index   none yet (made by the next scan or run)"),
         Some(p) if p.complete() => outln!("search index   complete ({} versions)", p.indexed),
@@ -1019,6 +1025,13 @@ fn status(db_path: &Path, json: bool) -> Result<ExitCode> {
                 f.attempts,
                 f.last_error.as_deref().unwrap_or("?")
             );
+        }
+        let more = s
+            .queue
+            .failed
+            .saturating_sub(i64::try_from(s.failures.len()).unwrap_or(i64::MAX));
+        if more > 0 {
+            outln!("  … and {more} more (the oldest are listed)");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -122,9 +122,12 @@ fn finished(
                 TrackOutcome::Untracked => Tracked::failed(format!(
                     "{path} is not tracked: .obbywatch does not select it, .obbyignore excludes it, or it does not exist"
                 )),
-                TrackOutcome::Deleted => {
-                    Tracked::failed(format!("{path} does not exist (its deletion is recorded)"))
-                }
+                // The file is gone and its deletion is committed: what a
+                // client that reports a delete asks for. No version, no hash.
+                TrackOutcome::Deleted => Tracked {
+                    success: true,
+                    ..Tracked::default()
+                },
                 TrackOutcome::Recorded {
                     content_hash,
                     size,
@@ -240,7 +243,7 @@ impl ContentTracker for ContentTrackerService {
                 Err(status) => entries.push(Entry::Refused(TrackProgress {
                     file_path: r.file_path.clone(),
                     success: false,
-                    error: format!("{:?}: {}", status.code(), status.message()),
+                    error: status.message().to_owned(),
                     ..TrackProgress::default()
                 })),
             }

@@ -167,14 +167,19 @@ pub fn newest_cursor(conn: &Connection) -> rusqlite::Result<i64> {
     Ok(seq.unwrap_or(0).max(max.unwrap_or(0)))
 }
 
-/// Checks that a client's cursor can be served from the database.
+/// Checks that a client's cursor (the request's `field`) can be served
+/// from the database. Cursor 0 asks for every change kept, however many
+/// were pruned.
 ///
 /// # Errors
 /// `INVALID_ARGUMENT` for a negative cursor; `OUT_OF_RANGE` for one older
-/// than the oldest change kept, or newer than any this database handed out.
-pub fn check_cursor(conn: &Connection, cursor: i64) -> Result<(), Status> {
+/// than the oldest change kept (but 0), or newer than any this database
+/// handed out.
+pub fn check_cursor(conn: &Connection, cursor: i64, field: &str) -> Result<(), Status> {
     if cursor < 0 {
-        return Err(Status::invalid_argument("from_cursor must not be negative"));
+        return Err(Status::invalid_argument(format!(
+            "{field} must not be negative"
+        )));
     }
     let sql = |e: rusqlite::Error| Status::internal(e.to_string());
     let newest = newest_cursor(conn).map_err(sql)?;
@@ -188,7 +193,7 @@ pub fn check_cursor(conn: &Connection, cursor: i64) -> Result<(), Status> {
         .query_row("SELECT MIN(id) FROM file_changes", [], |r| r.get(0))
         .map_err(sql)?;
     let oldest = oldest.unwrap_or(newest + 1);
-    if cursor + 1 < oldest {
+    if cursor > 0 && cursor + 1 < oldest {
         return Err(Status::out_of_range(format!(
             "changes after cursor {cursor} are no longer kept (the oldest kept is {oldest}): \
              re-read the state, then subscribe from cursor {}",

@@ -186,7 +186,9 @@ impl ApiConfig {
 pub(crate) fn status_from(e: EngineError) -> Status {
     match e {
         EngineError::Pool(_) => Status::unavailable(e.to_string()),
-        EngineError::Pattern { .. } => Status::invalid_argument(e.to_string()),
+        EngineError::Pattern { .. } | EngineError::ApiPattern { .. } => {
+            Status::invalid_argument(e.to_string())
+        }
         other => Status::internal(other.to_string()),
     }
 }
@@ -215,7 +217,8 @@ pub(crate) fn inside_root(
 pub(crate) fn writable(handle: &EngineHandle, rpc: &str) -> Result<(), Status> {
     if handle.read_only() {
         return Err(Status::failed_precondition(format!(
-            "{rpc} is refused: this obby-sync serves a read-only copy of {} (obby-sync serve);              call the obby-sync run that records the notes",
+            "{rpc} is refused: this obby-sync serves a read-only copy of {} (obby-sync serve); \
+             call the obby-sync run that records the notes",
             handle.db_path().display()
         )));
     }
@@ -247,6 +250,16 @@ fn token_hash(token: &[u8]) -> [u8; 32] {
     sha2::Sha256::digest(token).into()
 }
 
+/// The credentials of an `Authorization` value of the `Bearer` scheme,
+/// whose name is case-insensitive (RFC 9110, section 11.1).
+pub(crate) fn bearer(value: &[u8]) -> Option<&[u8]> {
+    let space = value.iter().position(|&b| b == b' ')?;
+    let (scheme, rest) = value.split_at(space);
+    scheme
+        .eq_ignore_ascii_case(b"bearer")
+        .then(|| rest.trim_ascii_start())
+}
+
 /// True when `sent` is the token whose hash is `expected`, in constant time.
 fn token_matches(expected: &[u8; 32], sent: Option<&[u8]>) -> bool {
     use subtle::ConstantTimeEq as _;
@@ -259,10 +272,7 @@ impl tonic::service::Interceptor for Auth {
             return Ok(request);
         };
         let meta = request.metadata();
-        let bearer = meta
-            .get("authorization")
-            .map(|v| v.as_bytes())
-            .and_then(|v| v.strip_prefix(b"Bearer "));
+        let bearer = meta.get("authorization").and_then(|v| bearer(v.as_bytes()));
         let plain = meta.get("x-obby-token").map(|v| v.as_bytes());
         // Both are checked, so the time does not say which header was tried.
         let by_bearer = token_matches(token, bearer);

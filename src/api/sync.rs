@@ -131,7 +131,7 @@ impl Sync for SyncService {
             if req.from_now {
                 newest_cursor(&conn).map_err(|e| Status::internal(e.to_string()))
             } else {
-                check_cursor(&conn, req.from_cursor).map(|()| req.from_cursor)
+                check_cursor(&conn, req.from_cursor, "from_cursor").map(|()| req.from_cursor)
             }
         })
         .await?;

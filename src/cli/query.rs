@@ -95,9 +95,10 @@ fn unescape(html: &str) -> String {
         .replace("&amp;", "&")
 }
 
-/// Parses a `--since` / `--until` value: a date (`2026-11-30`, midnight
-/// local time), a local date and time (`2026-11-30 14:00[:00]`), an age
-/// (`90m`, `36h`, `7d`, `2w`) or unix seconds (`@1764500000`).
+/// Parses a `--since` / `--until` value: a date (`2026-11-30`: local
+/// midnight for `--since`, the day's last second for `--until`), a local
+/// date and time (`2026-11-30 14:00[:00]`), an age (`90m`, `36h`, `7d`,
+/// `2w`) or unix seconds (`@1764500000`).
 fn parse_time(value: &str, flag: &str) -> Result<i64> {
     let v = value.trim();
     if let Some(secs) = v.strip_prefix('@') {
@@ -130,9 +131,14 @@ fn parse_time(value: &str, flag: &str) -> Result<i64> {
     .iter()
     .find_map(|f| NaiveDateTime::parse_from_str(v, f).ok())
     .or_else(|| {
-        NaiveDate::parse_from_str(v, "%Y-%m-%d")
-            .ok()
-            .and_then(|d| d.and_hms_opt(0, 0, 0))
+        // A date alone: its whole day, from its first second for
+        // `--since`, through its last for `--until` (which is included).
+        let day = NaiveDate::parse_from_str(v, "%Y-%m-%d").ok()?;
+        if flag == "--until" {
+            day.and_hms_opt(23, 59, 59)
+        } else {
+            day.and_hms_opt(0, 0, 0)
+        }
     });
     let Some(naive) = naive else {
         bail!(
@@ -170,7 +176,9 @@ pub(super) fn stats(
     {
         bail!("--until is before --since");
     }
-    let period = Period::new(since.unwrap_or(0), until.unwrap_or(0))?;
+    // 0 leaves a side of a Period open: `--until @0` is the epoch's first
+    // second instead, before any change.
+    let period = Period::new(since.unwrap_or(0), until.map_or(0, |u| u.max(1)))?;
     let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
     let history = Database::open_read_only(db_path)?.into_history(&root);
     let stats = Stats {
@@ -250,6 +258,11 @@ mod tests {
         assert_eq!(
             parse_time("2026-11-30 00:00", "--since").expect("date and time"),
             day
+        );
+        // A date alone is its whole day: `--until` its last second.
+        assert_eq!(
+            parse_time("2026-11-30", "--until").expect("date"),
+            parse_time("2026-11-30 23:59:59", "--until").expect("date and time")
         );
         let err = parse_time("last tuesday", "--since").expect_err("not a time");
         assert!(err.to_string().contains("an age (90m"), "{err}");

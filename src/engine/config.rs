@@ -150,9 +150,12 @@ pub fn own_files(db: &Path) -> Vec<PathBuf> {
 /// [`EngineError::Io`] when the folder cannot be created.
 pub fn prepare_db(db: &Path) -> Result<PathBuf, EngineError> {
     if let Some(parent) = db.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|source| EngineError::Io {
+        std::fs::create_dir_all(parent).map_err(|e| EngineError::Io {
             path: parent.to_path_buf(),
-            source,
+            source: std::io::Error::new(
+                e.kind(),
+                format!("cannot create the database's folder here: {e}"),
+            ),
         })?;
     }
     absolute_db(db)

@@ -242,9 +242,23 @@ pub fn open_reader(path: &Path) -> Result<Connection, EngineError> {
         .pragma_query_value(None, "application_id", |r| r.get(0))
         .map_err(err)?;
     if app_id != APPLICATION_ID {
+        // The backend's file is adopted by the first scan; another
+        // program's is refused by it too, so say which this is.
+        let backend: bool = conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'file_versions')",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(err)?;
+        let reason = if backend {
+            "obby-sync has not adopted this Obby database yet (run `obby-sync scan`)"
+        } else {
+            "it holds neither obby-sync's nor the Obby backend's tables"
+        };
         return Err(EngineError::NotObby {
             path: path.to_path_buf(),
-            reason: "obby-sync has not initialized it (run `obby-sync scan`)".into(),
+            reason: reason.into(),
         });
     }
     Ok(conn)
@@ -363,7 +377,7 @@ fn probe_replica(path: &Path, manager: &SqliteConnectionManager) -> Result<(), E
     if app_id != APPLICATION_ID {
         return Err(EngineError::NotObby {
             path: path.to_path_buf(),
-            reason: "it is not an obby-sync database (no obby-sync application_id)".into(),
+            reason: "it has no obby-sync application_id".into(),
         });
     }
     let version: i64 = conn
@@ -505,6 +519,10 @@ pub fn retry_busy<T>(
         }
     }
 }
+
+/// `sync_meta` key: the canonical root the last engine on this database
+/// watched (its files' paths are under it).
+pub const ROOT_KEY: &str = "root";
 
 /// A `sync_meta` value.
 ///

@@ -124,6 +124,8 @@ pub struct Enqueuer {
     cfg: WatchConfig,
     /// The workers' settle time: the debounce, in ms.
     debounce_ms: Arc<AtomicU64>,
+    /// The workers' longest deferral: `max_wait`, in ms.
+    max_wait_ms: Arc<AtomicU64>,
     debouncer: Debouncer,
     doorbell: Arc<Doorbell>,
     rescans: Arc<RescanRequests>,
@@ -176,6 +178,8 @@ pub struct EnqueuerParts {
     /// The debounce as the workers' settle time (ms), kept in step
     /// with `cfg.debounce`.
     pub debounce_ms: Arc<AtomicU64>,
+    /// `cfg.max_wait` as the workers' longest deferral (ms), kept in step.
+    pub max_wait_ms: Arc<AtomicU64>,
     /// Rung after each flush.
     pub doorbell: Arc<Doorbell>,
     /// Control messages from the api.
@@ -229,6 +233,7 @@ impl Enqueuer {
             vcs: VcsHold::new(cfg.vcs_hold),
             cfg,
             debounce_ms: parts.debounce_ms,
+            max_wait_ms: parts.max_wait_ms,
             doorbell: parts.doorbell,
             rescans,
             tx,
@@ -537,6 +542,10 @@ impl Enqueuer {
                     Ordering::Relaxed,
                 );
                 self.cfg.max_wait = debounce * 10;
+                self.max_wait_ms.store(
+                    u64::try_from(self.cfg.max_wait.as_millis()).unwrap_or(u64::MAX),
+                    Ordering::Relaxed,
+                );
                 self.debouncer.set_timing(debounce, debounce * 10);
             }
             Control::ReloadPatterns => self.reload_patterns(),
@@ -847,6 +856,7 @@ mod tests {
                 own_files: Vec::new(),
                 cfg,
                 debounce_ms: Arc::default(),
+                max_wait_ms: Arc::default(),
                 doorbell: Arc::default(),
                 control,
             },

@@ -48,6 +48,16 @@ pub enum EngineError {
         /// The database path as given.
         path: PathBuf,
     },
+    /// The database file was deleted or replaced while the engine ran (a
+    /// root deleted with the database in it, say): what the engine would
+    /// write next would go to a file nobody can open.
+    #[error(
+        "{path} was deleted or replaced while obby-sync ran: start obby-sync again (it reconciles the folder into the database found there)"
+    )]
+    DatabaseGone {
+        /// The database path.
+        path: PathBuf,
+    },
     /// The disk holding the database is full.
     #[error(
         "the disk holding {path} is full: free some space, then start obby-sync again (queued changes are kept, none is lost)"
@@ -102,6 +112,15 @@ pub enum EngineError {
         /// The pattern file.
         file: PathBuf,
         /// What is wrong, with the line.
+        message: String,
+    },
+    /// A pattern sent through the api (`UpdatePatterns`, `StartWatching`)
+    /// is refused.
+    #[error("{list} pattern {message}")]
+    ApiPattern {
+        /// Which list: `watch` or `ignore`.
+        list: &'static str,
+        /// What is wrong, with the pattern.
         message: String,
     },
     /// The file-system watcher could not be set up.

@@ -490,7 +490,7 @@ impl History {
     /// # Errors
     /// [`SearchError`]: a bad query, no index, or a database error.
     pub fn search(&self, query: &str, opts: &SearchOptions) -> Result<Vec<Hit>, SearchError> {
-        search::search(&self.conn, query, opts)
+        search::search(&self.conn, &self.root, query, opts)
     }
 
     /// Up to `limit` files about `topic`, and where the answer came from.

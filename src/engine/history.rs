@@ -143,7 +143,10 @@ impl Period {
             end: if end == 0 {
                 NO_END.to_owned()
             } else {
-                from_unix(end.saturating_add(1))?
+                // The end second included: the text bound is the next one.
+                from_unix(end.saturating_add(1)).map_err(|_| {
+                    HistoryError::Invalid(format!("timestamp {end} is out of range"))
+                })?
             },
         })
     }
@@ -476,7 +479,7 @@ pub fn topic_files(
             prefix: false,
             limit,
         };
-        let hits = match search::search(conn, topic, &opts) {
+        let hits = match search::search(conn, root, topic, &opts) {
             Ok(hits) => hits,
             // A topic without words, or no index: the paths are the answer.
             Err(SearchError::Query(_) | SearchError::NoIndex) => Vec::new(),

@@ -105,6 +105,13 @@ use worker::WorkerConfig;
 
 /// Cases per property test ("fuzz") run: 512 in CI, or `PROPTEST_CASES` for
 /// a longer run (`PROPTEST_CASES=200000 cargo test --lib fuzz`).
+/// A file's device and inode.
+fn file_id(path: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let m = std::fs::metadata(path)?;
+    Ok((m.dev(), m.ino()))
+}
+
 #[cfg(test)]
 pub(crate) fn fuzz_cases() -> u32 {
     std::env::var("PROPTEST_CASES")
@@ -163,6 +170,9 @@ pub struct Engine {
     /// When [`Engine::process`] last found the queue drained (`Until::Drained`),
     /// before its final maintenance and checkpoint.
     drained_at: Option<Instant>,
+    /// The database file's device and inode when opened: a path that no
+    /// longer leads to it stops the engine ([`Engine::check_database_file`]).
+    db_file: (u64, u64),
     _lock: EngineLock,
 }
 
@@ -180,6 +190,10 @@ impl Engine {
         }
         let lock = EngineLock::acquire(&config.db)?;
         let conn = db::open_writer_with(&config.db, config.checkpoint)?;
+        let db_file = file_id(&config.db).map_err(|source| EngineError::Io {
+            path: config.db.clone(),
+            source,
+        })?;
         tracing::info!(
             db = %config.db.display(),
             root = %config.root.display(),
@@ -190,6 +204,20 @@ impl Engine {
             path: config.db.clone(),
             source,
         };
+        // The root this database's paths are under, for the search's
+        // sake and to say so when the vault was moved or another root
+        // shares the file: its history names files under the old root.
+        let root_text = config.root.to_string_lossy();
+        match db::meta_get(&conn, db::ROOT_KEY).map_err(sql)? {
+            Some(old) if old != root_text => tracing::warn!(
+                recorded = %old,
+                root = %root_text,
+                "this database was last used with another root: its history names the files \
+                 under the recorded one, and the files here are recorded as new"
+            ),
+            _ => {}
+        }
+        db::meta_set(&conn, db::ROOT_KEY, &root_text).map_err(sql)?;
         let (released, failed) = queue::requeue_claimed(&conn, &config.policy).map_err(sql)?;
         if released > 0 {
             tracing::info!(
@@ -243,9 +271,11 @@ impl Engine {
             patterns: SharedPatterns::new(patterns),
             settle: config.settle,
             debounce_ms: Arc::new(AtomicU64::new(0)),
+            max_wait_ms: Arc::new(AtomicU64::new(0)),
             faults: worker::Faults::from_env(),
         });
         Ok(Engine {
+            db_file,
             config,
             store,
             readers,
@@ -397,6 +427,7 @@ impl Engine {
             }
             if let Some(rx) = inflight.pop_front() {
                 let computed = rx.recv().map_err(|_| EngineError::WorkerLost)?;
+                self.check_database_file()?;
                 let next = (!stop.load(Ordering::Relaxed)).then_some(next_claim);
                 let store = &mut self.store;
                 let (_, rows) =
@@ -416,6 +447,7 @@ impl Engine {
                 return Ok(());
             }
             // Idle: nothing claimed and nothing in flight.
+            self.check_database_file()?;
             let conn = self.store.conn();
             if until == Until::Drained && !queue::has_outstanding(conn).map_err(|e| self.sql(e))? {
                 self.drained_at = Some(Instant::now());
@@ -458,6 +490,22 @@ impl Engine {
         }
     }
 
+    /// Fails when the database's path no longer leads to the file the
+    /// engine opened (deleted, or replaced by another): its writes would be
+    /// lost with the unlinked file, and another engine could start on a
+    /// new file at that path, whose lock is not the one held here.
+    ///
+    /// # Errors
+    /// [`EngineError::DatabaseGone`].
+    fn check_database_file(&self) -> Result<(), EngineError> {
+        match file_id(&self.config.db) {
+            Ok(id) if id == self.db_file => Ok(()),
+            _ => Err(EngineError::DatabaseGone {
+                path: self.config.db.clone(),
+            }),
+        }
+    }
+
     /// `run`: starts the watcher (events buffer from this moment), reconciles
     /// what changed while the engine was down, then processes the queue until
     /// `stop` is set. The watcher's thread flushes what it holds before the
@@ -481,6 +529,13 @@ impl Engine {
             u64::try_from(watch.debounce.as_millis()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
+        // And a file that never settles is read every `max_wait`, as the
+        // debouncer hands it on (`--max-wait-ms`).
+        let max_wait_ms = self.worker_cfg.max_wait_ms.clone();
+        max_wait_ms.store(
+            u64::try_from(watch.max_wait.as_millis()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
         let conn = db::open_writer_with(&self.config.db, self.config.checkpoint)?;
         self.checkpointer.adopt(&conn).map_err(|e| self.sql(e))?;
         let (Some(event_rx), Some(control_rx)) = (self.events.1.take(), self.control.1.take())
@@ -498,6 +553,7 @@ impl Engine {
                 own_files: self.config.own_files(),
                 cfg: watch,
                 debounce_ms,
+                max_wait_ms,
                 doorbell: self.doorbell.clone(),
                 control: control_rx,
             },

@@ -239,21 +239,27 @@ impl ApiPatterns {
     /// Checks that every pattern is a valid glob that stays inside the root.
     ///
     /// # Errors
-    /// [`EngineError::Pattern`] naming the bad pattern.
+    /// [`EngineError::ApiPattern`] naming the bad pattern and its list.
     pub fn validate(&self, root: &Path) -> Result<(), EngineError> {
-        for (file, lines) in [(WATCH_FILE, &self.watch), (IGNORE_FILE, &self.ignore)] {
+        for (list, file, lines) in [
+            ("watch", WATCH_FILE, &self.watch),
+            ("ignore", IGNORE_FILE, &self.ignore),
+        ] {
             for line in lines {
                 let escapes = Path::new(line.trim_start_matches('!'))
                     .components()
                     .any(|c| matches!(c, std::path::Component::ParentDir));
                 if escapes || line.contains('\n') || line.contains('\0') {
-                    return Err(EngineError::Pattern {
-                        file: root.join(file),
-                        message: format!("pattern {line:?} may not contain `..`, newlines or NUL"),
+                    return Err(EngineError::ApiPattern {
+                        list,
+                        message: format!("{line:?} may not contain `..`, newlines or NUL"),
                     });
                 }
             }
-            compile(root, file, &lines.join("\n"))?;
+            compile(root, file, &lines.join("\n")).map_err(|e| match e {
+                EngineError::Pattern { message, .. } => EngineError::ApiPattern { list, message },
+                other => other,
+            })?;
         }
         Ok(())
     }

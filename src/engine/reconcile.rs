@@ -300,6 +300,16 @@ fn load_known(
 }
 
 fn walk(patterns: &Patterns, scope: &Path, report: &mut ReconcileReport) -> Vec<OnDisk> {
+    // The walker follows a symlink given as its start, though never one
+    // met on the way: a folder replaced by a link holds nothing tracked
+    // (what the link leads to is outside the root, as the workers see it).
+    // A scope that is gone (a folder renamed away) holds nothing either,
+    // which is no error to warn about.
+    match std::fs::symlink_metadata(scope) {
+        Ok(m) if m.file_type().is_symlink() => return Vec::new(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        _ => {}
+    }
     let filter = patterns.clone();
     let walker = WalkBuilder::new(scope)
         .standard_filters(false)
@@ -314,7 +324,16 @@ fn walk(patterns: &Patterns, scope: &Path, report: &mut ReconcileReport) -> Vec<
         let entry = match entry {
             Ok(entry) => entry,
             Err(e) => {
-                tracing::warn!(error = %e, "skipping an entry the walk could not read");
+                // The walk's error names its path twice (its own and the
+                // I/O error's): say the path once, then the OS error.
+                match (walk_error_path(&e), e.io_error()) {
+                    (Some(path), Some(io)) => tracing::warn!(
+                        path = %path.display(),
+                        error = %io,
+                        "skipping an entry the walk could not read"
+                    ),
+                    _ => tracing::warn!(error = %e, "skipping an entry the walk could not read"),
+                }
                 report.skipped += 1;
                 continue;
             }
@@ -346,4 +365,15 @@ fn walk(patterns: &Patterns, scope: &Path, report: &mut ReconcileReport) -> Vec<
         }
     }
     files
+}
+
+/// The path a walk error is about, under its depth and path wrappers.
+fn walk_error_path(e: &ignore::Error) -> Option<&Path> {
+    match e {
+        ignore::Error::WithPath { path, .. } => Some(path),
+        ignore::Error::WithDepth { err, .. } | ignore::Error::WithLineNumber { err, .. } => {
+            walk_error_path(err)
+        }
+        _ => None,
+    }
 }

@@ -267,6 +267,63 @@ fn fts_terms(input: &str, prefix: bool) -> Result<Vec<String>, QueryError> {
         .collect())
 }
 
+/// The terms, those that match a word of the root's own path (`/home`,
+/// the user's name, the vault's folder; the root the engine recorded in
+/// `sync_meta`, else `root`) limited to the text: the index
+/// holds absolute paths, so such a word is in every note's path and would
+/// find every note. Which terms match is asked of FTS5 itself, with the
+/// indexes' tokenizer, on a one-row table of the connection's `temp`
+/// schema (allowed on a read-only connection too).
+fn outside_root(
+    conn: &Connection,
+    root: &Path,
+    terms: Vec<String>,
+) -> rusqlite::Result<Vec<String>> {
+    // The root the engine recorded, else the caller's.
+    let recorded = db::meta_get(conn, db::ROOT_KEY)?;
+    let Some(root) = recorded
+        .as_deref()
+        .or_else(|| root.to_str())
+        .filter(|r| !r.is_empty() && *r != "/")
+    else {
+        return Ok(terms);
+    };
+    conn.execute_batch(&format!(
+        "CREATE VIRTUAL TABLE IF NOT EXISTS temp.{ROOT_PROBE} USING fts5(path, tokenize = '{TOKENIZER}')"
+    ))?;
+    let held: Option<String> = conn
+        .query_row(&format!("SELECT path FROM temp.{ROOT_PROBE}"), [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    if held.as_deref() != Some(root) {
+        conn.execute(&format!("DELETE FROM temp.{ROOT_PROBE}"), [])?;
+        conn.execute(
+            &format!("INSERT INTO temp.{ROOT_PROBE} (path) VALUES (?1)"),
+            [root],
+        )?;
+    }
+    let mut probe = conn.prepare_cached(&format!(
+        "SELECT EXISTS (SELECT 1 FROM temp.{ROOT_PROBE} WHERE {ROOT_PROBE} MATCH ?1)"
+    ))?;
+    terms
+        .into_iter()
+        .map(|term| {
+            let in_root: bool = probe.query_row([&term], |r| r.get(0))?;
+            Ok(if in_root {
+                format!("content : {term}")
+            } else {
+                term
+            })
+        })
+        .collect()
+}
+
+/// The `temp` table [`outside_root`] asks.
+const ROOT_PROBE: &str = "obby_root_probe";
+/// The search indexes' tokenizer (schema 6).
+const TOKENIZER: &str = "unicode61 remove_diacritics 2";
+
 /// True when the database has the search index (schema 6 or later).
 ///
 /// # Errors
@@ -328,14 +385,16 @@ fn layout(conn: &Connection) -> rusqlite::Result<Layout> {
 /// on a database without the index, [`SearchError::Db`] otherwise.
 pub fn search(
     conn: &Connection,
+    root: &Path,
     input: &str,
     opts: &SearchOptions,
 ) -> Result<Vec<Hit>, SearchError> {
     let terms = fts_terms(input, opts.prefix)?;
-    let expr = terms.join(" ");
     if !has_index(conn)? {
         return Err(SearchError::NoIndex);
     }
+    let terms = outside_root(conn, root, terms)?;
+    let expr = terms.join(" ");
     let limit = i64::try_from(opts.limit).unwrap_or(i64::MAX);
     // Phase 1: the best ids by score, without snippets (a common word can
     // match many versions; snippets are made only for those returned), and

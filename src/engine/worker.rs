@@ -51,6 +51,10 @@ pub struct WorkerConfig {
     /// settle time: shared with the enqueuer, so a debounce changed through
     /// the api changes the settle time of every source at once.
     pub debounce_ms: Arc<AtomicU64>,
+    /// The watcher's `max_wait` in ms (0 without a watcher): under `run`
+    /// the longest a file that never settles is deferred, so it becomes a
+    /// version about that often; [`MAX_DEFER`] without a watcher.
+    pub max_wait_ms: Arc<AtomicU64>,
     /// Faults the tests inject from outside (see [`Faults`]).
     pub faults: Faults,
 }
@@ -62,6 +66,15 @@ impl WorkerConfig {
     pub fn effective_settle(&self) -> std::time::Duration {
         match self.debounce_ms.load(Ordering::Relaxed) {
             0 => self.settle,
+            ms => std::time::Duration::from_millis(ms),
+        }
+    }
+
+    /// The longest a row is deferred for a file that keeps changing: the
+    /// watcher's `max_wait` under `run`, [`MAX_DEFER`] otherwise.
+    pub fn defer_cap(&self) -> std::time::Duration {
+        match self.max_wait_ms.load(Ordering::Relaxed) {
+            0 => MAX_DEFER,
             ms => std::time::Duration::from_millis(ms),
         }
     }
@@ -361,7 +374,7 @@ pub fn process(
         }
         return Ok(out);
     };
-    settled(row, &meta, cfg.effective_settle())?;
+    settled(row, &meta, cfg.effective_settle(), cfg.defer_cap())?;
     let snap = read_snapshot(&row.path, file, &meta, cfg.max_file_size)?;
     // Changed while it was read: the text may mix two states.
     if let Ok(after) = std::fs::symlink_metadata(&row.path)
@@ -429,12 +442,17 @@ pub const EMPTY_SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Errs with [`ItemError::Unsettled`] when the file was modified less than
 /// `settle` ago (a writer may be between truncating and writing it), unless
-/// the row was deferred often enough to have waited [`MAX_DEFER`] already;
+/// the row was deferred often enough to have waited `cap` already;
 /// an empty file waits for [`EMPTY_SETTLE`] instead, with no cap (a zero
 /// `settle` waits for nothing).
 /// Deferrals are counted, not timed, and an mtime in the future counts as
 /// settled, so a clock stepped backwards defers nothing for longer.
-fn settled(row: &QueueRow, meta: &Metadata, settle: std::time::Duration) -> Result<(), ItemError> {
+fn settled(
+    row: &QueueRow,
+    meta: &Metadata,
+    settle: std::time::Duration,
+    cap: std::time::Duration,
+) -> Result<(), ItemError> {
     let Ok(modified) = meta.modified() else {
         return Ok(());
     };
@@ -448,7 +466,7 @@ fn settled(row: &QueueRow, meta: &Metadata, settle: std::time::Duration) -> Resu
             wait: EMPTY_SETTLE.max(settle) - age,
         });
     }
-    let max_deferrals = i64::try_from(MAX_DEFER.as_millis() / settle.as_millis().max(1))
+    let max_deferrals = i64::try_from(cap.as_millis() / settle.as_millis().max(1))
         .unwrap_or(i64::MAX)
         .max(1);
     if age < settle && row.deferrals < max_deferrals {
@@ -497,8 +515,13 @@ fn change(
         (Some(new), None) => Some(diff::unified("", new, path, path)),
         (Some(new), Some(p)) => {
             let old_path = moved_from.unwrap_or(path);
-            let old_text = version_text(conn, p.version_id)?.unwrap_or_default();
-            Some(diff::unified(&old_text, new, old_path, path))
+            match (version_text(conn, p.version_id)?, p.version_id) {
+                (Some(old_text), _) => Some(diff::unified(&old_text, new, old_path, path)),
+                // The previous version is binary or oversized: no text to
+                // diff against, so no diff row (as for the binary version).
+                (None, Some(_)) => None,
+                (None, None) => Some(diff::unified("", new, old_path, path)),
+            }
         }
     };
     let tag = super::hash::change_tag(
@@ -641,18 +664,26 @@ mod tests {
         let capped = i64::MAX;
 
         // Just written: both wait; the empty one for about EMPTY_SETTLE.
-        match settled(&row("empty.md", 0), &meta(&empty), settle) {
+        match settled(&row("empty.md", 0), &meta(&empty), settle, MAX_DEFER) {
             Err(ItemError::Unsettled { wait, .. }) => {
                 assert!(wait > settle && wait <= EMPTY_SETTLE, "{wait:?}");
             }
             other => panic!("an empty fresh file must wait, got {other:?}"),
         }
-        assert!(settled(&row("full.md", 0), &meta(&full), settle).is_err());
+        assert!(settled(&row("full.md", 0), &meta(&full), settle, MAX_DEFER).is_err());
         // At the deferral cap a written file is read, an empty one still waits.
-        assert!(settled(&row("full.md", capped), &meta(&full), settle).is_ok());
-        assert!(settled(&row("empty.md", capped), &meta(&empty), settle).is_err());
+        assert!(settled(&row("full.md", capped), &meta(&full), settle, MAX_DEFER).is_ok());
+        assert!(settled(&row("empty.md", capped), &meta(&empty), settle, MAX_DEFER).is_err());
         // A zero settle waits for nothing.
-        assert!(settled(&row("empty.md", 0), &meta(&empty), Duration::ZERO).is_ok());
+        assert!(
+            settled(
+                &row("empty.md", 0),
+                &meta(&empty),
+                Duration::ZERO,
+                MAX_DEFER
+            )
+            .is_ok()
+        );
         // Once older than EMPTY_SETTLE, an empty file is a state like any other.
         let old = std::time::SystemTime::now() - EMPTY_SETTLE * 2;
         std::fs::File::options()
@@ -660,6 +691,11 @@ mod tests {
             .open(&empty)
             .and_then(|f| f.set_modified(old))
             .expect("set mtime");
-        assert!(settled(&row("empty.md", 0), &meta(&empty), settle).is_ok());
+        assert!(settled(&row("empty.md", 0), &meta(&empty), settle, MAX_DEFER).is_ok());
+        // The cap is a number of deferrals of `settle` each: under `run`,
+        // `max_wait` (here 3 x 100 ms) instead of MAX_DEFER.
+        let cap = Duration::from_millis(300);
+        assert!(settled(&row("full.md", 2), &meta(&full), settle, cap).is_err());
+        assert!(settled(&row("full.md", 3), &meta(&full), settle, cap).is_ok());
     }
 }

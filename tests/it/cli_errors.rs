@@ -509,3 +509,28 @@ two
         ]
     );
 }
+
+/// A vault moved (or another root given the same database): its history
+/// names files under the old root, so the files here are new to it; the
+/// scan says so instead of doubling the vault in silence.
+#[test]
+fn a_database_used_with_another_root_says_so() {
+    let v = Vault::new();
+    v.write("notes/a.md", "a\n");
+    v.scan(&[]);
+    let moved = v.root.with_file_name("moved");
+    std::fs::rename(&v.root, &moved).expect("move the vault");
+    let out = Command::new(bin())
+        .args(["scan", "--root"])
+        .arg(&moved)
+        .arg("--db")
+        .arg(&v.db)
+        .env_remove("DB_PATH")
+        .env("LOG_LEVEL", "warn")
+        .output()
+        .expect("scan");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("last used with another root"), "{err}");
+    assert!(err.contains(&*v.root.to_string_lossy()), "{err}");
+}

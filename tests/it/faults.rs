@@ -116,6 +116,29 @@ fn a_full_disk_stops_the_scan_with_a_clear_error_and_a_later_scan_recovers() {
     assert_eq!((ok.as_str(), versions), ("ok", files));
 }
 
+/// The database deleted under a running engine (a root deleted with the
+/// database in it): its writes would go to the unlinked file and be lost,
+/// and the lock no longer guards the path. The engine stops with an error
+/// instead; the next start reconciles into the new file.
+#[test]
+fn a_database_deleted_under_a_running_engine_stops_it() {
+    let v = Vault::new();
+    v.write("notes/a.md", "a\n");
+    let mut engine = v.start(&["--debounce-ms", "50", "--rescan-interval", "0", "--no-api"]);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", v.db.display()));
+    }
+    v.write("notes/b.md", "b\n");
+    let status = engine
+        .exited_within(Duration::from_secs(20))
+        .expect("the engine stops by itself");
+    assert_eq!(status.code(), Some(1), "{status}");
+    drop(engine);
+    // Started again, it records the folder into the new file.
+    v.scan(&[]);
+    assert_eq!(v.count("SELECT COUNT(*) FROM file_versions"), 2);
+}
+
 #[test]
 fn a_root_deleted_and_recreated_is_watched_again() {
     let v = Vault::new();

@@ -545,6 +545,20 @@ impl Running {
             .sum()
     }
 
+    /// The exit status once the process ends by itself within `timeout`.
+    #[allow(dead_code)]
+    pub fn exited_within(
+        &mut self,
+        timeout: std::time::Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let mut status = None;
+        wait_for(timeout, || {
+            status = self.child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        status
+    }
+
     /// SIGKILL, then reap.
     pub fn kill9(mut self) {
         self.child.kill().expect("SIGKILL");

@@ -35,6 +35,40 @@ fn binary_file_is_hashed_raw_with_no_text_and_no_diff() {
     );
 }
 
+/// Text after a binary version has nothing to be diffed against: no diff
+/// row (a diff from empty text would claim every line was added), and a
+/// diff asked for from the binary version says it has no text.
+#[test]
+fn text_after_a_binary_version_gets_no_diff() {
+    let v = Vault::new();
+    v.write("notes/a.md", "keep\nthis\n");
+    v.scan(&[]);
+    v.write("notes/a.md", b"keep\0this\n");
+    v.scan(&[]);
+    v.write("notes/a.md", "keep\nthis\nmore\n");
+    v.scan(&[]);
+    assert_eq!(v.count("SELECT COUNT(*) FROM file_versions"), 3);
+    assert_eq!(
+        v.count("SELECT COUNT(*) FROM content_diffs"),
+        1,
+        "only the creation's: {}",
+        v.dump()
+    );
+    let ids: Vec<i64> = query(&v.conn(), "SELECT id FROM file_versions ORDER BY id", |r| {
+        r.get(0)
+    });
+    let out = Command::new(bin())
+        .args(["diff", "--db"])
+        .arg(&v.db)
+        .arg(v.abs("notes/a.md"))
+        .args(["--from", &ids[1].to_string(), "--to", &ids[2].to_string()])
+        .output()
+        .expect("diff");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("has no text"), "{err}");
+}
+
 #[test]
 fn invalid_utf8_is_stored_as_binary() {
     let v = Vault::new();

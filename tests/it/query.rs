@@ -768,6 +768,46 @@ fn the_backfill_of_a_backend_database_resumes_after_kill_9_and_completes() {
     assert_eq!(hits[0]["file_path"], v.abs("notes/gone/h007.md"));
 }
 
+/// The index holds absolute paths: a word of the root's own path (here
+/// `vault`, the root's folder) was in every note's path and found every
+/// note. It now searches the text only; a word of the path below the root
+/// still finds the note by its path.
+#[test]
+fn a_word_of_the_roots_own_path_does_not_find_every_note() {
+    let v = Vault::new();
+    assert!(v.root.ends_with("vault"), "{}", v.root.display());
+    v.write("notes/shopping.md", "groceries: milk\n");
+    v.write("notes/todo.md", "call the dentist\n");
+    v.write("notes/safe.md", "the vault door is stuck\n");
+    v.scan(&[]);
+    let paths = |word: &str, extra: &[&str]| -> Vec<String> {
+        let mut args = vec!["search", word, "--json"];
+        args.extend_from_slice(extra);
+        let out = v.command(&args).output().expect("search");
+        if !out.status.success() {
+            return Vec::new();
+        }
+        let hits: Value = serde_json::from_slice(&out.stdout).expect("json");
+        let mut paths: Vec<String> = hits
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|h| h["file_path"].as_str().expect("path").to_owned())
+            .collect();
+        paths.sort();
+        paths
+    };
+    assert_eq!(paths("vault", &[]), [v.abs("notes/safe.md")]);
+    assert_eq!(paths("vau*", &[]), [v.abs("notes/safe.md")]);
+    assert_eq!(
+        paths("vault", &["--all-versions"]),
+        [v.abs("notes/safe.md")]
+    );
+    assert_eq!(paths("shopping", &[]), [v.abs("notes/shopping.md")]);
+    // `notes` is below the root: every note's path has it.
+    assert_eq!(paths("notes", &[]).len(), 3);
+}
+
 #[test]
 fn cli_search_and_stats_answer_without_an_engine_and_explain_bad_input() {
     let (v, _) = history();
@@ -925,7 +965,7 @@ fn check_current_index(v: &Vault, step: &str) {
             prefix: false,
             limit: 10_000,
         };
-        let mut found: Vec<i64> = obby_sync::engine::search::search(&conn, word, &opts)
+        let mut found: Vec<i64> = obby_sync::engine::search::search(&conn, &v.root, word, &opts)
             .expect("search")
             .iter()
             .map(|h| h.version_id)
@@ -969,11 +1009,12 @@ fn check_current_index(v: &Vault, step: &str) {
                 prefix,
                 limit: 10_000,
             };
-            let mut ours: Vec<(i64, f64)> = obby_sync::engine::search::search(&conn, query, &opts)
-                .expect("search")
-                .iter()
-                .map(|h| (h.version_id, h.rank))
-                .collect();
+            let mut ours: Vec<(i64, f64)> =
+                obby_sync::engine::search::search(&conn, &v.root, query, &opts)
+                    .expect("search")
+                    .iter()
+                    .map(|h| (h.version_id, h.rank))
+                    .collect();
             ours.sort_by_key(|(id, _)| *id);
             let reference: Vec<(i64, f64)> = conn
                 .prepare(

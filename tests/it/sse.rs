@@ -41,9 +41,13 @@ struct Stream {
 
 impl Stream {
     async fn open(addr: &str, path: &str, headers: &[(&str, &str)]) -> Stream {
+        Self::request("GET", addr, path, headers).await
+    }
+
+    async fn request(method: &str, addr: &str, path: &str, headers: &[(&str, &str)]) -> Stream {
         let mut tcp = TcpStream::connect(addr).await.expect("connect");
         let mut req =
-            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n");
+            format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n");
         for (k, v) in headers {
             req.push_str(&format!("{k}: {v}\r\n"));
         }
@@ -681,6 +685,42 @@ async fn a_token_protects_the_hub_but_health() {
     )
     .await;
     assert_eq!(by_header.status, 200);
+    // The scheme's name is case-insensitive (RFC 9110).
+    // (On a topic of its own: the Publish below counts topic `a`'s clients.)
+    let lower = Stream::open(
+        &addr,
+        "/sse?topics=b",
+        &[("Authorization", "bearer s3cret")],
+    )
+    .await;
+    assert_eq!(lower.status, 200);
+    // A page on another origin that sends the token in a header first asks
+    // with a CORS preflight, which carries no token.
+    for path in ["/sse", "/api/files/updates/stream"] {
+        let pre = Stream::request(
+            "OPTIONS",
+            &addr,
+            path,
+            &[
+                ("Origin", "http://elsewhere.test"),
+                ("Access-Control-Request-Method", "GET"),
+                (
+                    "Access-Control-Request-Headers",
+                    "authorization,last-event-id",
+                ),
+            ],
+        )
+        .await;
+        assert_eq!(pre.status, 204, "{path}");
+        assert_eq!(pre.header("access-control-allow-origin"), Some("*"));
+        let allowed = pre
+            .header("access-control-allow-headers")
+            .unwrap_or_default()
+            .to_owned();
+        for h in ["authorization", "last-event-id"] {
+            assert!(allowed.contains(h), "{path}: {allowed}");
+        }
+    }
     let mut hub = hub_client(&v).await;
     let req = PublishRequest {
         event: "e".into(),
@@ -693,7 +733,7 @@ async fn a_token_protects_the_hub_but_health() {
     );
     let mut req = tonic::Request::new(req);
     req.metadata_mut()
-        .insert("authorization", "Bearer s3cret".parse().expect("header"));
+        .insert("authorization", "BEARER s3cret".parse().expect("header"));
     assert_eq!(
         hub.publish(req)
             .await

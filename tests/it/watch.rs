@@ -917,3 +917,63 @@ fn an_idle_engine_gives_back_the_memory_its_work_used() {
     );
     assert!(engine.stop().success());
 }
+
+/// A tracked folder renamed within the root and replaced by a symlink to
+/// an untracked folder that holds a file of the same name: the live rescan
+/// of that folder followed the link (the walker follows its start), found
+/// the name again and recorded nothing; the file is deleted, once, as a
+/// scan says (a file reached through a symlink is outside the root).
+#[test]
+fn a_folder_replaced_by_a_symlink_records_its_files_deleted_while_running() {
+    // A debounce long enough that the link is there when the folder's
+    // rescan runs.
+    // The link's target exists before the engine starts (one made while
+    // it runs is a new folder, whose rescan happened to hide the bug).
+    let v = Vault::new();
+    v.write("notes/sub/s1.md", "s1\n");
+    v.write("other/s1.md", "o1\n");
+    let _engine = v.start(&flags_debounce(false, "300"));
+    settle(&v, 1);
+    std::fs::rename(v.path("notes/sub"), v.path("sub_real")).expect("rename");
+    std::os::unix::fs::symlink("../other", v.path("notes/sub")).expect("link");
+    assert_eq!(
+        settle(&v, 2),
+        [
+            c("created", "notes/sub/s1.md", None),
+            c("deleted", "notes/sub/s1.md", None)
+        ]
+    );
+}
+
+/// A file written without pause never settles: under `run` it is read once
+/// its row was deferred for `--max-wait-ms` (here two deferrals of the
+/// 300 ms debounce), not after the 10 s cap of `scan`, so it gets a version
+/// about every max-wait. Counted in deferrals, not timed.
+#[test]
+fn a_file_written_without_pause_is_read_every_max_wait() {
+    let v = Vault::new();
+    v.write("notes/log.md", "start\n");
+    let _engine = v.start(&[
+        "--debounce-ms",
+        "300",
+        "--max-wait-ms",
+        "600",
+        "--rescan-interval",
+        "0",
+    ]);
+    settle(&v, 1);
+    let mut text = String::from("start\n");
+    let grew = wait_for(Duration::from_secs(60), || {
+        text.push_str("append\n");
+        v.write("notes/log.md", &text);
+        std::thread::sleep(Duration::from_millis(50));
+        v.count("SELECT COUNT(*) FROM file_versions") >= 3
+    });
+    assert!(
+        grew,
+        "versions while the file kept changing: {:?}",
+        v.changes()
+    );
+    let most = v.count("SELECT MAX(deferrals) FROM event_queue");
+    assert!(most <= 2, "a row was deferred {most} times");
+}

@@ -34,9 +34,11 @@
 //! of a 200 stream it reconnects by itself, with the same `Last-Event-ID`.
 //! A bad token (401) or `Last-Event-ID` (400) is final, as it should be.
 //!
-//! Every response allows any origin (`Access-Control-Allow-Origin: *`).
+//! Every response allows any origin (`Access-Control-Allow-Origin: *`), and
+//! a CORS preflight (`OPTIONS`) allows `GET` with `Authorization`,
+//! `Last-Event-ID`, `X-Obby-Token` and `Cache-Control`.
 //! With a token, every endpoint but `/health` needs it, as `Authorization:
-//! Bearer <token>` or, since `EventSource` cannot set headers, `?token=`;
+//! Bearer <token>` (the scheme's name in any case) or, since `EventSource` cannot set headers, `?token=`;
 //! compared in constant time.
 
 use std::collections::HashMap;
@@ -68,7 +70,7 @@ use super::{
     WEB_KEEPALIVE,
 };
 use crate::api::feed::{ChangeRow, Encoding};
-use crate::api::{ApiError, token_matches};
+use crate::api::{ApiError, bearer, token_matches};
 
 /// The web UI's first message's text (the backend's).
 const WEB_CONNECTED: &str = "Connected to file updates";
@@ -110,9 +112,12 @@ pub(crate) async fn serve(
 
 fn router(hub: Hub, token: Option<Arc<[u8; 32]>>) -> Router {
     Router::new()
-        .route("/sse", get(sse))
-        .route("/health", get(health))
-        .route("/api/files/updates/stream", get(web_updates))
+        .route("/sse", get(sse).options(preflight))
+        .route("/health", get(health).options(preflight))
+        .route(
+            "/api/files/updates/stream",
+            get(web_updates).options(preflight),
+        )
         .layer(axum::middleware::map_response(allow_any_origin))
         .with_state(AppState { hub, token })
 }
@@ -125,6 +130,24 @@ async fn allow_any_origin(mut response: Response) -> Response {
     response
 }
 
+/// A CORS preflight: a page on another origin may `GET` with the headers
+/// a client sends (the token, `Last-Event-ID`). No token is asked for: a
+/// browser sends none in a preflight.
+async fn preflight() -> Response {
+    (
+        StatusCode::NO_CONTENT,
+        [
+            (header::ACCESS_CONTROL_ALLOW_METHODS, "GET, OPTIONS"),
+            (
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                "authorization, last-event-id, x-obby-token, cache-control",
+            ),
+            (header::ACCESS_CONTROL_MAX_AGE, "600"),
+        ],
+    )
+        .into_response()
+}
+
 /// True when no token is set or the request carries it (header or query).
 fn authorized(state: &AppState, headers: &HeaderMap, query: &HashMap<String, String>) -> bool {
     let Some(token) = &state.token else {
@@ -132,8 +155,7 @@ fn authorized(state: &AppState, headers: &HeaderMap, query: &HashMap<String, Str
     };
     let bearer = headers
         .get(header::AUTHORIZATION)
-        .map(HeaderValue::as_bytes)
-        .and_then(|v| v.strip_prefix(b"Bearer "));
+        .and_then(|v| bearer(v.as_bytes()));
     let plain = headers.get("x-obby-token").map(HeaderValue::as_bytes);
     let param = query.get("token").map(String::as_bytes);
     // All are checked, so the time does not say which one was tried.

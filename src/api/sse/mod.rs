@@ -386,7 +386,7 @@ impl Hub {
                         Resume::Now => {
                             newest_cursor(&conn).map_err(|e| Status::internal(e.to_string()))
                         }
-                        Resume::After(c) => check_cursor(&conn, c).map(|()| c),
+                        Resume::After(c) => check_cursor(&conn, c, "after_cursor").map(|()| c),
                     }
                 })
                 .await?,
@@ -536,11 +536,12 @@ impl Items {
     }
 }
 
-/// `path` relative to `root` with forward slashes; the path itself when it
-/// is not beneath the root (a row another program wrote).
+/// `path` relative to `root`; the path itself when it is not beneath the
+/// root (a row another program wrote). A backslash is part of a Linux
+/// file name, never a separator.
 pub fn relative(root: &Path, path: &str) -> String {
     match Path::new(path).strip_prefix(root) {
-        Ok(rel) => rel.to_string_lossy().replace('\\', "/"),
+        Ok(rel) => rel.to_string_lossy().into_owned(),
         Err(_) => path.to_owned(),
     }
 }
@@ -552,7 +553,7 @@ pub struct ChangeData<'a> {
     pub cursor: i64,
     /// Absolute path.
     pub path: &'a str,
-    /// Relative to the root, forward slashes.
+    /// Relative to the root.
     pub relative_path: String,
     /// created, modified, deleted, moved.
     pub change_type: &'a str,
@@ -870,9 +871,14 @@ mod tests {
     }
 
     #[test]
-    fn relative_paths_use_forward_slashes_and_keep_foreign_paths() {
+    fn relative_paths_keep_names_as_they_are_and_foreign_paths_whole() {
         let root = Path::new("/v");
         assert_eq!(relative(root, "/v/notes/a.md"), "notes/a.md");
         assert_eq!(relative(root, "/elsewhere/a.md"), "/elsewhere/a.md");
+        // One file in notes/, named `sub\evil.md`: not in a folder `sub`.
+        assert_eq!(
+            relative(root, "/v/notes/sub\\evil.md"),
+            "notes/sub\\evil.md"
+        );
     }
 }
