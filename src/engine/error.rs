@@ -163,6 +163,16 @@ impl EngineError {
             Some(ErrorCode::ReadOnly) | Some(ErrorCode::CannotOpen) if is_read_only(&path) => {
                 EngineError::ReadOnly { path }
             }
+            // A writable file whose WAL index or WAL is not (left by a
+            // command run while the file was read-only): name that file.
+            Some(ErrorCode::ReadOnly) | Some(ErrorCode::CannotOpen)
+                if let Some(side) = ["-shm", "-wal"]
+                    .iter()
+                    .map(|s| super::db::side_file(&path, s))
+                    .find(|p| is_read_only(p)) =>
+            {
+                EngineError::ReadOnly { path: side }
+            }
             Some(ErrorCode::ReadOnly) => EngineError::ReadOnly { path },
             Some(ErrorCode::CannotOpen) => EngineError::CannotOpen { path },
             _ => EngineError::Db { path, source },

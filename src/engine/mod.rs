@@ -105,6 +105,13 @@ use worker::WorkerConfig;
 
 /// Cases per property test ("fuzz") run: 512 in CI, or `PROPTEST_CASES` for
 /// a longer run (`PROPTEST_CASES=200000 cargo test --lib fuzz`).
+/// A batch handed to the workers: its rows' ids (to give them back when the
+/// engine stops before the batch is computed) and where its results come.
+struct InFlight {
+    ids: Vec<queue::QueueId>,
+    rx: mpsc::Receiver<Vec<Computed>>,
+}
+
 /// A file's device and inode.
 fn file_id(path: &Path) -> std::io::Result<(u64, u64)> {
     use std::os::unix::fs::MetadataExt as _;
@@ -142,6 +149,8 @@ const GIVE_BACK_AFTER: Duration = Duration::from_secs(2);
 
 /// Batches in flight at once: one computing while the other is committed.
 const PIPELINE_DEPTH: usize = 2;
+/// How often the writer, waiting for a batch, looks whether it should stop.
+const STOP_POLL: Duration = Duration::from_millis(50);
 
 /// When [`Engine::process`] returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,10 +209,9 @@ impl Engine {
             checkpoint = %config.checkpoint,
             "using database"
         );
-        let sql = |source| EngineError::Db {
-            path: config.db.clone(),
-            source,
-        };
+        // The first writes are here: a read-only file (or side file) is
+        // said as such.
+        let sql = |source| EngineError::from_sqlite(&config.db, source);
         // The root this database's paths are under, for the search's
         // sake and to say so when the vault was moved or another root
         // shares the file: its history names files under the old root.
@@ -399,7 +407,7 @@ impl Engine {
         // writer commits the other, and each commit claims the next batch
         // in its own transaction. A claim of its own is only made to fill
         // the pipeline (at the start, or when work arrives while idle).
-        let mut inflight: VecDeque<mpsc::Receiver<Vec<Computed>>> = VecDeque::new();
+        let mut inflight: VecDeque<InFlight> = VecDeque::new();
         let mut last_maintenance = Instant::now();
         // The last commit, until the memory its work used is given back.
         let mut last_commit: Option<Instant> = None;
@@ -425,8 +433,32 @@ impl Engine {
                     }
                 }
             }
-            if let Some(rx) = inflight.pop_front() {
-                let computed = rx.recv().map_err(|_| EngineError::WorkerLost)?;
+            if let Some(batch) = inflight.pop_front() {
+                // A stop does not wait for work still being computed (a
+                // huge note can take seconds): its rows go back to the
+                // queue for the next start; work already done commits.
+                let computed = loop {
+                    match batch.rx.recv_timeout(STOP_POLL) {
+                        Ok(computed) => break Some(computed),
+                        Err(mpsc::RecvTimeoutError::Timeout) if stop.load(Ordering::Relaxed) => {
+                            break None;
+                        }
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                        Err(mpsc::RecvTimeoutError::Disconnected) => {
+                            return Err(EngineError::WorkerLost);
+                        }
+                    }
+                };
+                let Some(computed) = computed else {
+                    let keep_trying = AtomicBool::new(false);
+                    let released = self
+                        .with_busy_retry(&keep_trying, |conn| queue::unclaim(conn, &batch.ids))?;
+                    tracing::info!(
+                        rows = released,
+                        "stopping: rows still being processed go back to the queue"
+                    );
+                    continue;
+                };
                 self.check_database_file()?;
                 let next = (!stop.load(Ordering::Relaxed)).then_some(next_claim);
                 let store = &mut self.store;
@@ -636,7 +668,8 @@ impl Engine {
         memory::give_back();
     }
 
-    fn spawn_compute(&self, batch: Vec<QueueRow>) -> mpsc::Receiver<Vec<Computed>> {
+    fn spawn_compute(&self, batch: Vec<QueueRow>) -> InFlight {
+        let ids = batch.iter().map(|row| row.id).collect();
         let (tx, rx) = mpsc::sync_channel(1);
         let readers = self.readers.clone();
         let cfg = self.worker_cfg.clone();
@@ -670,10 +703,11 @@ impl Engine {
                     },
                 )
                 .collect();
-            // The receiver only disappears when the engine is gone.
+            // The receiver disappears when the engine is gone, or stopped
+            // without waiting for this batch (its rows were given back).
             let _ = tx.send(computed);
         });
-        rx
+        InFlight { ids, rx }
     }
 
     fn with_busy_retry<T>(

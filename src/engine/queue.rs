@@ -560,6 +560,32 @@ pub fn release(
     Ok(())
 }
 
+/// Returns claimed rows whose work was dropped (the engine stopping while
+/// they were still being computed) to pending, the claim's attempt given
+/// back: a stop is no failure. Returns how many were claimed.
+///
+/// # Errors
+/// Any SQLite error; nothing is changed then.
+pub fn unclaim(conn: &Connection, ids: &[QueueId]) -> rusqlite::Result<usize> {
+    let tx = immediate(conn)?;
+    let now = now_ms();
+    let mut released = 0;
+    for &id in ids {
+        let claimed = tx
+            .prepare_cached(
+                "UPDATE event_queue SET attempts = MAX(attempts - 1, 0)
+                 WHERE id = ?1 AND status = 'claimed'",
+            )?
+            .execute([id.0])?;
+        if claimed > 0 {
+            release(&tx, id, now, None)?;
+            released += 1;
+        }
+    }
+    tx.commit()?;
+    Ok(released)
+}
+
 /// What the start-up finds of a stopped engine's claimed rows.
 pub const STOPPED_WHILE_PROCESSING: &str = "the engine stopped while processing this row";
 
@@ -766,5 +792,36 @@ mod tests {
         assert_eq!(prune_done(&conn, 1_000).expect("prune"), 1);
         assert!(left(&conn).is_empty());
         assert_eq!(counts::queue_done(&conn).expect("count"), 0);
+    }
+
+    #[test]
+    fn unclaim_gives_rows_back_with_their_attempt() {
+        let conn = done_rows(&[]);
+        for path in ["/r/a.md", "/r/b.md"] {
+            enqueue(
+                &conn,
+                &[NewEvent {
+                    path: path.into(),
+                    kind: ChangeKind::Modified,
+                    old_path: None,
+                }],
+                "test",
+            )
+            .expect("enqueue");
+        }
+        let (claimed, _) = claim(&conn, 10, u64::MAX).expect("claim");
+        assert_eq!(claimed.len(), 2);
+        let ids: Vec<QueueId> = claimed.iter().map(|r| r.id).collect();
+        assert_eq!(unclaim(&conn, &ids).expect("unclaim"), 2);
+        let rows: Vec<(String, i64)> = conn
+            .prepare("SELECT status, attempts FROM event_queue ORDER BY id")
+            .expect("prepare")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(rows, [("pending".to_owned(), 0), ("pending".to_owned(), 0)]);
+        // Rows no longer claimed are left alone.
+        assert_eq!(unclaim(&conn, &ids).expect("again"), 0);
     }
 }

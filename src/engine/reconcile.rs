@@ -249,7 +249,9 @@ pub fn racy(mtime_ns: Option<i64>, read_ns: Option<i64>) -> bool {
 }
 
 /// Finds (and removes) the gone file that `file` is a copy of, hashing `file`
-/// only when some gone file has its size.
+/// only when some gone file has its size. Among gone files of the same
+/// content (notes made from one template, say), the one of the same name
+/// is taken: a renamed folder's `b.md` keeps `b.md`'s history, not `e.md`'s.
 fn match_move(file: &OnDisk, gone: &mut Vec<(String, Known)>) -> Option<String> {
     let size = i64::try_from(file.size).ok()?;
     if !gone.iter().any(|(_, k)| k.size == Some(size)) {
@@ -257,9 +259,12 @@ fn match_move(file: &OnDisk, gone: &mut Vec<(String, Known)>) -> Option<String> 
     }
     let bytes = std::fs::read(&file.path).ok()?;
     let digest = hash::digest_bytes(bytes);
-    let index = gone.iter().position(|(_, k)| {
-        k.size == Some(size) && k.hash.as_deref() == Some(digest.hash.as_str())
-    })?;
+    let same = |k: &Known| k.size == Some(size) && k.hash.as_deref() == Some(digest.hash.as_str());
+    let name = Path::new(&file.path).file_name();
+    let index = gone
+        .iter()
+        .position(|(path, k)| same(k) && Path::new(path).file_name() == name)
+        .or_else(|| gone.iter().position(|(_, k)| same(k)))?;
     Some(gone.swap_remove(index).0)
 }
 

@@ -100,6 +100,9 @@ pub const MERGE_POLL: Duration = Duration::from_millis(500);
 /// Stale versions moved from the recent index to the history index per
 /// idle step (two tokenizations of each).
 pub const MOVE_ROWS: usize = 256;
+/// Most bytes of text moved per idle step (4 MiB; a larger version is not
+/// moved): a step, and a stop that waits for it, stays short.
+pub const MOVE_BYTES: i64 = 4 * 1024 * 1024;
 
 /// Longest query accepted, in bytes.
 pub const MAX_QUERY_BYTES: usize = 1024;
@@ -763,7 +766,8 @@ const NOT_RECENT: &str = "
     AND NOT EXISTS (SELECT 1 FROM search_stale WHERE version_id = fv.id)
     AND NOT EXISTS (SELECT 1 FROM search_current c WHERE c.file_path = fv.file_path AND c.version_id = fv.id)";
 
-/// Moves at most `max_rows` of the versions `search_stale` lists (that
+/// Moves at most `max_rows` (and [`MOVE_BYTES`] of text; a larger version
+/// stays) of the versions `search_stale` lists (that
 /// left the newest-only set: `schema/0009_search_once.sql` leaves them in
 /// the recent index so the writer tokenizes each new version once) to the
 /// history index, in the caller's transaction: unindexed from
@@ -780,16 +784,36 @@ pub fn move_stale(conn: &Connection, max_rows: usize) -> rusqlite::Result<usize>
         return Ok(0);
     }
     let (next, end) = range(conn)?;
-    let ids: Vec<i64> = conn
-        .prepare_cached(
-            "SELECT version_id FROM search_stale WHERE version_id NOT BETWEEN ?1 AND ?2
-             ORDER BY version_id LIMIT ?3",
-        )?
-        .query_map(
-            params![next, end, i64::try_from(max_rows).unwrap_or(i64::MAX)],
-            |r| r.get(0),
-        )?
-        .collect::<Result<_, _>>()?;
+    // At most MOVE_BYTES of text per step, so a step (which holds the write
+    // lock) and a stop waiting for it stay short. A version larger than
+    // that stays where it is, listed: newest-only searches leave it out,
+    // every-version searches find it in the recent index, and the writer
+    // is never held up for seconds while a huge note is tokenized twice.
+    // (`octet_length` reads the record header, not the text.)
+    let mut ids: Vec<i64> = Vec::new();
+    let mut bytes = 0_i64;
+    let mut rows = conn.prepare_cached(
+        "SELECT s.version_id, COALESCE(octet_length(fv.content), 0) AS size
+         FROM search_stale s LEFT JOIN file_versions fv ON fv.id = s.version_id
+         WHERE s.version_id NOT BETWEEN ?1 AND ?2 AND size <= ?4
+         ORDER BY s.version_id LIMIT ?3",
+    )?;
+    let mut found = rows.query(params![
+        next,
+        end,
+        i64::try_from(max_rows).unwrap_or(i64::MAX),
+        MOVE_BYTES
+    ])?;
+    while let Some(r) = found.next()? {
+        let size: i64 = r.get(1)?;
+        if bytes.saturating_add(size) > MOVE_BYTES {
+            break;
+        }
+        bytes = bytes.saturating_add(size);
+        ids.push(r.get(0)?);
+    }
+    drop(found);
+    drop(rows);
     if ids.is_empty() {
         return Ok(0);
     }

@@ -118,6 +118,51 @@ fn a_read_only_database_is_refused() {
     assert_eq!(v.count("SELECT COUNT(*) FROM file_versions"), 1);
 }
 
+/// A read-only command on a database its user cannot write leaves a WAL
+/// index (`-shm`) with the file's mode; once the file is writable again the
+/// engine still cannot open it, and the error names the `-shm`, not the
+/// database (whose mode is fine by then). Run as `nobody`: root ignores
+/// mode bits.
+#[test]
+fn a_read_only_wal_index_is_named_in_the_error() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let root = dir.path().join("vault");
+    std::fs::create_dir_all(root.join("notes")).expect("mkdir");
+    std::fs::write(root.join(".obbywatch"), "notes/\n").expect("watch");
+    std::fs::write(root.join("notes/a.md"), "a\n").expect("note");
+    let db = root.join(".db/obby.db");
+    let as_nobody = |args: &[&str]| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", bin()])
+            .args(args)
+            .arg("--root")
+            .arg(&root)
+            .env_remove("DB_PATH")
+            .env("LOG_LEVEL", "warn")
+            .output()
+            .expect("setpriv")
+    };
+    for p in [dir.path(), root.as_path(), &root.join("notes")] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    }
+    let first = as_nobody(&["scan"]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o444)).expect("chmod");
+    let status = as_nobody(&["status"]);
+    assert!(status.status.success(), "{}", stderr(&status));
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let shm = std::path::PathBuf::from(format!("{}-shm", db.display()));
+    if !shm.exists() {
+        return; // this SQLite left no -shm behind: nothing to name
+    }
+    std::fs::write(root.join("notes/a.md"), "a, again\n").expect("edit");
+    let out = as_nobody(&["scan"]);
+    if out.status.success() {
+        return; // this SQLite could open the -shm after all
+    }
+    assert_clear_error(&out, &format!("{}", shm.display()));
+}
+
 #[test]
 fn a_root_without_obbywatch_names_init() {
     let v = Vault::new();

@@ -977,3 +977,38 @@ fn a_file_written_without_pause_is_read_every_max_wait() {
     let most = v.count("SELECT MAX(deferrals) FROM event_queue");
     assert!(most <= 2, "a row was deferred {most} times");
 }
+
+/// A renamed folder's files of the same content (notes made from one
+/// template) pair by name: each keeps its own history. Before, the rescan
+/// paired them by content alone, and `dup2/b.md` took `dup/e.md`'s history.
+#[test]
+fn a_renamed_folders_files_of_one_content_keep_their_own_history() {
+    let names = ["a", "b", "c", "d", "e"];
+    let files: Vec<(String, String)> = names
+        .iter()
+        .map(|x| (format!("notes/dup/{x}.md"), format!("history of {x}\n")))
+        .collect();
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, t)| (p.as_str(), t.as_str()))
+        .collect();
+    let (v, _engine) = started_with(false, &refs, "300");
+    for x in names {
+        v.write(&format!("notes/dup/{x}.md"), "same template\n");
+    }
+    settle(&v, 10);
+    v.rename("notes/dup", "notes/dup2");
+    let mut got = settle(&v, 15)[10..].to_vec();
+    got.sort();
+    let want: Vec<_> = names
+        .iter()
+        .map(|x| {
+            c(
+                "moved",
+                &format!("notes/dup2/{x}.md"),
+                Some(&format!("notes/dup/{x}.md")),
+            )
+        })
+        .collect();
+    assert_eq!(got, want);
+}
