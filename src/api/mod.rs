@@ -408,8 +408,13 @@ pub async fn serve(
     // --- end SSE hub ---
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
+    // Reflection lists the services these ports serve, not every one the
+    // descriptors hold (the Query service and the hub have ports of their own).
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::DESCRIPTOR)
+        .with_service_name(proto::filewatcher::file_watcher_server::SERVICE_NAME)
+        .with_service_name(proto::contenttracker::content_tracker_server::SERVICE_NAME)
+        .with_service_name(proto::sync::sync_server::SERVICE_NAME)
         .build_v1()?;
     let fw = proto::filewatcher::file_watcher_server::FileWatcherServer::new(
         file_watcher::FileWatcherService::new(handle.clone(), commits.clone(), hub.clone()),

@@ -268,6 +268,7 @@ pub(super) async fn serve(
         .await;
     let reflection = match tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::DESCRIPTOR)
+        .with_service_name(proto::query::query_service_server::SERVICE_NAME)
         .build_v1()
     {
         Ok(r) => Some(r),

@@ -1398,3 +1398,53 @@ async fn a_debounce_set_through_the_api_is_the_settle_time_of_every_source() {
     assert_eq!(versions, vec!["half and the rest\n".to_owned()]);
     drop(engine);
 }
+
+/// The services a port's reflection lists (`grpcurl list`).
+async fn reflected(url: String) -> Vec<String> {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let mut client = ServerReflectionClient::new(channel(url).await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = client
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect("reflection")
+        .into_inner();
+    let answer = answers
+        .next()
+        .await
+        .expect("an answer")
+        .expect("ok")
+        .message_response;
+    let Some(MessageResponse::ListServicesResponse(list)) = answer else {
+        panic!("not a service list: {answer:?}");
+    };
+    let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    names.sort();
+    names
+}
+
+/// Reflection lists what a port serves: the query and hub services have
+/// ports of their own, and were listed (and unimplemented) on every port.
+#[tokio::test]
+async fn reflection_lists_the_services_of_its_own_port() {
+    let (v, engine) = started(&[]);
+    assert_eq!(
+        reflected(engine.api_url(&v)).await,
+        [
+            "obby.contenttracker.ContentTracker",
+            "obby.filewatcher.FileWatcher",
+            "obby.sync.v1.Sync"
+        ]
+    );
+    assert_eq!(
+        reflected(engine.query_url(&v)).await,
+        ["obby.query.QueryService"]
+    );
+    drop(engine);
+}

@@ -764,6 +764,7 @@ pub(crate) async fn start(
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(super::proto::DESCRIPTOR)
+        .with_service_name(super::proto::sse::sse_service_server::SERVICE_NAME)
         .build_v1()?;
     let auth = Auth {
         token: token.clone(),
