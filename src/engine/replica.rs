@@ -80,9 +80,19 @@ pub fn open(db: &Path) -> Result<(EngineHandle, ReplicaGuard), EngineError> {
     let first = identity(&db);
     let (pool, how) = db::replica_pool(&db, POOL_SIZE)?;
     log_open(&db, how);
-    let root = db
-        .parent()
-        .map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
+    // Relative paths a client sends resolve against the root the engine
+    // recorded (the copy's paths are under it), when it is a folder here
+    // too; else against the copy's folder.
+    let recorded = pool
+        .get()
+        .ok()
+        .and_then(|conn| db::meta_get(&conn, db::ROOT_KEY).ok().flatten())
+        .map(PathBuf::from)
+        .filter(|root| root.is_dir());
+    let root = recorded.unwrap_or_else(|| {
+        db.parent()
+            .map_or_else(|| PathBuf::from("/"), Path::to_path_buf)
+    });
     let patterns = Patterns::from_text(&root, "", "")?;
     let readers = SharedPool::new(pool);
     let progress = Arc::new(Progress::default());

@@ -761,3 +761,47 @@ async fn serve_opens_a_copy_in_a_folder_it_cannot_write_as_immutable() {
     drop(server);
     std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o755)).expect("chmod");
 }
+
+/// A relative path sent to `serve` resolves against the root the engine
+/// recorded, where the copy's paths are (it resolved against the copy's
+/// folder and found nothing, without a word).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_resolves_relative_paths_against_the_recorded_root() {
+    use obby_sync::api::proto::query::FileQuery;
+    use obby_sync::api::proto::query::query_service_client::QueryServiceClient;
+    let v = Vault::new();
+    v.write("notes/a.md", "a\n");
+    v.scan(&[]);
+    let copy_dir = v.db.parent().expect("db folder").join("copy");
+    std::fs::create_dir_all(&copy_dir).expect("mkdir");
+    let copy = copy_dir.join("obby.db");
+    std::fs::copy(&v.db, &copy).expect("copy");
+    let log = copy_dir.join("serve.log");
+    let _serving = serve(&copy, &log);
+    let mut addr = None;
+    assert!(wait_for(Duration::from_secs(20), || {
+        addr = std::fs::read_to_string(&log).ok().and_then(|text| {
+            text.lines()
+                .find(|l| l.contains("query service listening"))
+                .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("addr=")))
+                .map(str::to_owned)
+        });
+        addr.is_some()
+    }));
+    let mut client = QueryServiceClient::connect(format!("http://{}", addr.expect("addr")))
+        .await
+        .expect("connect");
+    let mut stream = client
+        .get_file_versions(FileQuery {
+            file_path: "notes/a.md".into(),
+            limit: 0,
+        })
+        .await
+        .expect("versions")
+        .into_inner();
+    let mut paths = Vec::new();
+    while let Some(version) = stream.next().await {
+        paths.push(version.expect("version").file_path);
+    }
+    assert_eq!(paths, [v.abs("notes/a.md")]);
+}
