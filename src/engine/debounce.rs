@@ -265,6 +265,43 @@ impl Debouncer {
         self.insert(Arc::from(to), held);
     }
 
+    /// A folder renamed from `from` to `to`: what is held for a file under
+    /// `from` (an edit made just before the rename, say) now belongs to the
+    /// same file under `to`, as a move from its old path (or from that
+    /// path's own origin), so the edit is not read as a deletion of the old
+    /// path once due. Deletions held there stay: those files are gone.
+    pub fn rename_folder(&mut self, from: &Path, to: &Path, now: Instant) {
+        let under: Vec<Arc<Path>> = self
+            .held
+            .iter()
+            .filter(|(path, held)| path.starts_with(from) && held.kind != ChangeKind::Deleted)
+            .map(|(path, _)| path.clone())
+            .collect();
+        for path in under {
+            let Ok(rest) = path.strip_prefix(from) else {
+                continue;
+            };
+            let moved = to.join(rest);
+            self.observe_move(path.to_path_buf(), moved, now);
+        }
+    }
+
+    /// Records a move a rescan found: `from` is a file the database knows
+    /// (live, now gone), so it is the origin whatever is held for it. A
+    /// move held onto `from` (an atomic save that renamed a temp file over
+    /// it, reported under the folder's old name) is not a chain to fold in,
+    /// as [`Debouncer::observe_move`] would: its source is held as deleted
+    /// (for a temp file the worker finds nothing to end), and `from` keeps
+    /// its own history.
+    pub fn observe_known_move(&mut self, from: PathBuf, to: PathBuf, now: Instant) {
+        if let Some(held) = self.release(&from)
+            && let Some(source) = held.old_path.filter(|x| *x != to)
+        {
+            self.observe(source, ChangeKind::Deleted, now);
+        }
+        self.observe_move(from, to, now);
+    }
+
     /// When the next path becomes due, if any is held.
     pub fn next_due(&self) -> Option<Instant> {
         self.order.first_key_value().map(|((at, _), _)| *at)
@@ -539,5 +576,47 @@ mod tests {
         assert_eq!(d.take_due(t0, true), vec![p("/r/c")]);
         assert!(d.is_empty());
         assert_eq!(d.next(), None);
+    }
+
+    /// A rescan's move from a known file keeps that file as the origin,
+    /// even when a move onto its path is held (a temp file renamed over it,
+    /// reported under the folder's old name): `observe_move` would fold the
+    /// two into a chain from the temp file and lose the file's own end.
+    #[test]
+    fn a_known_move_keeps_its_origin_and_ends_a_move_held_onto_it() {
+        let t0 = Instant::now();
+        let mut d = Debouncer::new(ms(100), ms(1000));
+        d.observe_move(p("/r/dir/.a.tmp"), p("/r/dir/a.md"), t0);
+        d.observe_known_move(p("/r/dir/a.md"), p("/r/new/a.md"), t0 + ms(10));
+        let due = d.take_due(t0 + ms(500), false);
+        assert_eq!(
+            due,
+            vec![
+                (p("/r/dir/.a.tmp"), ChangeKind::Deleted, None),
+                (p("/r/new/a.md"), ChangeKind::Moved, Some(p("/r/dir/a.md"))),
+            ]
+        );
+    }
+
+    /// An edit held when its folder is renamed waits under the new name as
+    /// a move from the old path: due, it is a move with the edit, not the
+    /// old path's deletion.
+    #[test]
+    fn a_folder_rename_carries_what_is_held_under_it() {
+        let t0 = Instant::now();
+        let mut d = Debouncer::new(ms(100), ms(1000));
+        d.observe(p("/r/P/c1.md"), ChangeKind::Modified, t0);
+        d.observe(p("/r/P/gone.md"), ChangeKind::Deleted, t0);
+        d.observe(p("/r/other.md"), ChangeKind::Modified, t0);
+        d.rename_folder(Path::new("/r/P"), Path::new("/r/Q"), t0 + ms(10));
+        let due = d.take_due(t0 + ms(500), false);
+        assert_eq!(
+            due,
+            vec![
+                (p("/r/P/gone.md"), ChangeKind::Deleted, None),
+                (p("/r/Q/c1.md"), ChangeKind::Moved, Some(p("/r/P/c1.md"))),
+                (p("/r/other.md"), ChangeKind::Modified, None),
+            ]
+        );
     }
 }

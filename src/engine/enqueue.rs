@@ -60,6 +60,10 @@ pub const MAX_PENDING_PATHS: usize = 200_000;
 /// How often a root the canary switched to polling tries native events again.
 pub const NATIVE_RECHECK: Duration = Duration::from_secs(60);
 
+/// Most folder renames remembered for the rescans that follow them (more
+/// pair their files by content only).
+const MAX_MOVED_DIRS: usize = 1024;
+
 /// How long an unpaired rename source waits for its pair.
 const RENAME_PAIRING: Duration = Duration::from_millis(50);
 
@@ -137,6 +141,9 @@ pub struct Enqueuer {
     /// Folders to rescan once quiet (new folders, dirs moved around), due a
     /// debounce after they were last seen.
     scheduled: Deadlines<PathBuf>,
+    /// Folder renames seen (`from`, `to`; oldest first) until a rescan
+    /// covers both (`reconcile::differences` pairs their files by path).
+    moved_dirs: Vec<(PathBuf, PathBuf)>,
     /// VCS locks seen; changes and rescans are held while one exists.
     vcs: VcsHold,
     reload_at: Option<Instant>,
@@ -240,6 +247,7 @@ impl Enqueuer {
             watch,
             unpaired: Deadlines::default(),
             scheduled: Deadlines::default(),
+            moved_dirs: Vec::new(),
             reload_at: None,
             canary,
             next_poll: now,
@@ -366,14 +374,34 @@ impl Enqueuer {
                 self.unpaired.remove(&from);
                 self.watch.forget(&from);
                 self.notice_special(&to, now);
-                if to.is_dir() {
+                // A folder, or one renamed on again already (`a → b`, then
+                // `b → c` before this event was read): files were known
+                // under `from`.
+                if to.is_dir() || (!to.exists() && self.knows_folder(&from)) {
+                    // Remembered for the rescans of both folders: the files
+                    // under `to` are those under `from`, edited or not; and
+                    // what is held under `from` now waits under `to`.
+                    if self.moved_dirs.len() < MAX_MOVED_DIRS {
+                        self.moved_dirs.push((from.clone(), to.clone()));
+                    }
+                    self.debouncer.rename_folder(&from, &to, now);
                     // Its destination half (RenamedTo) came first and set
                     // the watches; this only catches up on a lost one.
-                    if let Err(e) = self.watch.sync(&to, &patterns, false) {
+                    if to.is_dir()
+                        && let Err(e) = self.watch.sync(&to, &patterns, false)
+                    {
                         watch_failed(&to, &e);
                     }
-                    self.scheduled.set(from, now + self.cfg.debounce);
-                    self.scheduled.set(to, now + self.cfg.debounce);
+                    // Every folder of the renames not rescanned yet waits
+                    // for this one's rescan, so a chain of renames is
+                    // rescanned at once and pairs end to end.
+                    let at = now + self.cfg.debounce;
+                    for (f, t) in &self.moved_dirs {
+                        self.scheduled.set(f.clone(), at);
+                        self.scheduled.set(t.clone(), at);
+                    }
+                    self.scheduled.set(from, at);
+                    self.scheduled.set(to, at);
                     return;
                 }
                 match (patterns.is_tracked(&from), patterns.is_tracked(&to)) {
@@ -392,6 +420,23 @@ impl Enqueuer {
             self.debouncer.clear();
             self.rescans.mark(None);
         }
+    }
+
+    /// True when `sync_files` holds a file under the folder `path` (a
+    /// renamed path that no longer exists was a folder if so).
+    fn knows_folder(&self, path: &Path) -> bool {
+        let text = path.to_string_lossy();
+        self.conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM sync_files WHERE path >= ?1 AND path < ?2)",
+            )
+            .and_then(|mut st| {
+                st.query_row(
+                    rusqlite::params![format!("{text}/"), format!("{text}0")],
+                    |r| r.get::<_, bool>(0),
+                )
+            })
+            .unwrap_or(false)
     }
 
     /// A folder created or moved in: watched at once (its subfolders too),
@@ -698,7 +743,14 @@ impl Enqueuer {
                 watch_failed(scope, &e);
             }
         }
-        let (found, _report) = reconcile::differences(&self.conn, &patterns, &scopes)?;
+        let (found, _report) =
+            reconcile::differences(&self.conn, &patterns, &scopes, &self.moved_dirs)?;
+        // The renames this rescan covered are spent (a full rescan covers
+        // all); others wait for their folders' rescans.
+        self.moved_dirs.retain(|(from, to)| {
+            !(scopes.iter().any(|s| from.starts_with(s))
+                && scopes.iter().any(|s| to.starts_with(s)))
+        });
         if found.is_empty() {
             return Ok(());
         }
@@ -725,7 +777,9 @@ impl Enqueuer {
             });
             let path = PathBuf::from(d.event.path);
             match d.event.old_path {
-                Some(old) => self.debouncer.observe_move(PathBuf::from(old), path, at),
+                Some(old) => self
+                    .debouncer
+                    .observe_known_move(PathBuf::from(old), path, at),
                 None => self.debouncer.observe(path, d.event.kind, at),
             }
         }

@@ -95,7 +95,7 @@ pub fn reconcile_scopes(
     patterns: &Patterns,
     scopes: &[PathBuf],
 ) -> Result<ReconcileReport, EngineError> {
-    let (found, report) = differences(conn, patterns, scopes)?;
+    let (found, report) = differences(conn, patterns, scopes, &[])?;
     let events: Vec<NewEvent> = found.into_iter().map(|d| d.event).collect();
     enqueue_all(conn, &events, "reconcile")?;
     Ok(report)
@@ -141,7 +141,10 @@ pub struct Difference {
 
 /// Compares `scopes` with `sync_files` without enqueuing anything: what
 /// [`reconcile_scopes`] would enqueue, with each file's mtime (the poller
-/// debounces by it).
+/// debounces by it). `moved_dirs` are folder renames the watcher saw
+/// (`from`, `to`; oldest first): a new file under a `to` whose path under
+/// the matching `from` is gone is that file moved, edited or not, which
+/// no content match could tell; the others pair by content.
 ///
 /// # Errors
 /// [`EngineError::Db`] when `sync_files` cannot be read.
@@ -149,6 +152,7 @@ pub fn differences(
     conn: &Connection,
     patterns: &Patterns,
     scopes: &[PathBuf],
+    moved_dirs: &[(PathBuf, PathBuf)],
 ) -> Result<(Vec<Difference>, ReconcileReport), EngineError> {
     let db = |source| EngineError::Db {
         path: "sync_files".into(),
@@ -204,7 +208,11 @@ pub fn differences(
     gone.sort_by(|a, b| a.0.cmp(&b.0));
     for file in new_files {
         let mtime_ns = Some(file.mtime_ns);
-        match match_move(&file, &mut gone) {
+        let by_folder = origins(&file.path, moved_dirs).find_map(|old| {
+            let index = gone.iter().position(|(path, _)| *path == old)?;
+            Some(gone.swap_remove(index).0)
+        });
+        match by_folder.or_else(|| match_move(&file, &mut gone)) {
             Some(old) => {
                 report.moved += 1;
                 found.push(Difference {
@@ -246,6 +254,21 @@ pub fn racy(mtime_ns: Option<i64>, read_ns: Option<i64>) -> bool {
         return false;
     };
     mtime % 1_000_000_000 == 0 && mtime.saturating_add(COARSE_TICK_NS) >= read
+}
+
+/// Where `path` was before the folder renames `moved_dirs` (oldest first),
+/// newest rename undone first: for `a → b` then `b → c`, `c/x` was `b/x`,
+/// and before that `a/x`.
+fn origins<'a>(
+    path: &str,
+    moved_dirs: &'a [(PathBuf, PathBuf)],
+) -> impl Iterator<Item = String> + 'a {
+    let mut at = PathBuf::from(path);
+    moved_dirs.iter().rev().filter_map(move |(from, to)| {
+        let rest = at.strip_prefix(to).ok()?.to_path_buf();
+        at = from.join(rest);
+        Some(at.to_string_lossy().into_owned())
+    })
 }
 
 /// Finds (and removes) the gone file that `file` is a copy of, hashing `file`

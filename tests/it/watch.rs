@@ -978,11 +978,14 @@ fn a_file_written_without_pause_is_read_every_max_wait() {
     assert!(most <= 2, "a row was deferred {most} times");
 }
 
-/// A renamed folder's files of the same content (notes made from one
-/// template) pair by name: each keeps its own history. Before, the rescan
-/// paired them by content alone, and `dup2/b.md` took `dup/e.md`'s history.
+/// A renamed folder's files are moves that keep each file's own history:
+/// files of the same content pair by name, a file edited just before the
+/// rename pairs by its path under the folder, and so do the files of a
+/// folder renamed twice within the debounce. Before, the rescans paired by
+/// content alone: `dup2/b.md` took `dup/e.md`'s history, and the edited
+/// file and the twice-renamed ones were deleted and created anew.
 #[test]
-fn a_renamed_folders_files_of_one_content_keep_their_own_history() {
+fn a_renamed_folders_files_keep_their_own_history() {
     let names = ["a", "b", "c", "d", "e"];
     let files: Vec<(String, String)> = names
         .iter()
@@ -1011,4 +1014,40 @@ fn a_renamed_folders_files_of_one_content_keep_their_own_history() {
         })
         .collect();
     assert_eq!(got, want);
+
+    // Edited, then its folder renamed at once.
+    v.write("notes/P/p1.md", "p1\n");
+    v.write("notes/P/c1.md", "c1\n");
+    settle(&v, 17);
+    v.write("notes/P/c1.md", "c1\nedit\n");
+    v.rename("notes/P", "notes/Q");
+    let mut edited = settle(&v, 19)[17..].to_vec();
+    edited.sort();
+    assert_eq!(
+        edited,
+        [
+            c("moved", "notes/Q/c1.md", Some("notes/P/c1.md")),
+            c("moved", "notes/Q/p1.md", Some("notes/P/p1.md")),
+        ]
+    );
+
+    // Renamed twice within the debounce.
+    for i in 1..=3 {
+        v.write(&format!("notes/A/n{i}.md"), format!("n {i}\n"));
+    }
+    settle(&v, 22);
+    v.rename("notes/A", "notes/B2");
+    v.rename("notes/B2", "notes/C");
+    let mut twice = settle(&v, 25)[22..].to_vec();
+    twice.sort();
+    assert_eq!(
+        twice,
+        (1..=3)
+            .map(|i| c(
+                "moved",
+                &format!("notes/C/n{i}.md"),
+                Some(&format!("notes/A/n{i}.md"))
+            ))
+            .collect::<Vec<_>>()
+    );
 }
