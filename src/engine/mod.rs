@@ -103,8 +103,6 @@ use store::{Computed, NextClaim, Store};
 use watcher::FsEvent;
 use worker::WorkerConfig;
 
-/// Cases per property test ("fuzz") run: 512 in CI, or `PROPTEST_CASES` for
-/// a longer run (`PROPTEST_CASES=200000 cargo test --lib fuzz`).
 /// A batch handed to the workers: its rows' ids (to give them back when the
 /// engine stops before the batch is computed) and where its results come.
 struct InFlight {
@@ -119,6 +117,8 @@ fn file_id(path: &Path) -> std::io::Result<(u64, u64)> {
     Ok((m.dev(), m.ino()))
 }
 
+/// Cases per property test ("fuzz") run: 512 in CI, or `PROPTEST_CASES` for
+/// a longer run (`PROPTEST_CASES=200000 cargo test --lib fuzz`).
 #[cfg(test)]
 pub(crate) fn fuzz_cases() -> u32 {
     std::env::var("PROPTEST_CASES")

@@ -471,6 +471,12 @@ pub fn search(
     // each set the query up again: for a prefix, merging every matching
     // term).
     let mut snippets: std::collections::HashMap<i64, String> = std::collections::HashMap::new();
+    rank::register(conn)?;
+    let (inst, few, linear) = (
+        rank::INST_COUNT_FUNCTION,
+        rank::SNIPPET_FTS5_MAX_INST,
+        rank::SNIPPET_FUNCTION,
+    );
     for (source, (table, _)) in sources.iter().enumerate() {
         let ids: Vec<i64> = ranked
             .iter()
@@ -480,12 +486,6 @@ pub fn search(
         let (Some(low), Some(high)) = (ids.iter().min(), ids.iter().max()) else {
             continue;
         };
-        rank::register(conn)?;
-        let (inst, few, linear) = (
-            rank::INST_COUNT_FUNCTION,
-            rank::SNIPPET_FTS5_MAX_INST,
-            rank::SNIPPET_FUNCTION,
-        );
         let list = format!(
             "[{}]",
             ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
@@ -790,30 +790,32 @@ pub fn move_stale(conn: &Connection, max_rows: usize) -> rusqlite::Result<usize>
     // every-version searches find it in the recent index, and the writer
     // is never held up for seconds while a huge note is tokenized twice.
     // (`octet_length` reads the record header, not the text.)
-    let mut ids: Vec<i64> = Vec::new();
+    let listed: Vec<(i64, i64)> = conn
+        .prepare_cached(
+            "SELECT s.version_id, COALESCE(octet_length(fv.content), 0) AS size
+             FROM search_stale s LEFT JOIN file_versions fv ON fv.id = s.version_id
+             WHERE s.version_id NOT BETWEEN ?1 AND ?2 AND size <= ?4
+             ORDER BY s.version_id LIMIT ?3",
+        )?
+        .query_map(
+            params![
+                next,
+                end,
+                i64::try_from(max_rows).unwrap_or(i64::MAX),
+                MOVE_BYTES
+            ],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?
+        .collect::<Result<_, _>>()?;
     let mut bytes = 0_i64;
-    let mut rows = conn.prepare_cached(
-        "SELECT s.version_id, COALESCE(octet_length(fv.content), 0) AS size
-         FROM search_stale s LEFT JOIN file_versions fv ON fv.id = s.version_id
-         WHERE s.version_id NOT BETWEEN ?1 AND ?2 AND size <= ?4
-         ORDER BY s.version_id LIMIT ?3",
-    )?;
-    let mut found = rows.query(params![
-        next,
-        end,
-        i64::try_from(max_rows).unwrap_or(i64::MAX),
-        MOVE_BYTES
-    ])?;
-    while let Some(r) = found.next()? {
-        let size: i64 = r.get(1)?;
-        if bytes.saturating_add(size) > MOVE_BYTES {
-            break;
-        }
-        bytes = bytes.saturating_add(size);
-        ids.push(r.get(0)?);
-    }
-    drop(found);
-    drop(rows);
+    let ids: Vec<i64> = listed
+        .into_iter()
+        .take_while(|&(_, size)| {
+            bytes = bytes.saturating_add(size);
+            bytes <= MOVE_BYTES
+        })
+        .map(|(id, _)| id)
+        .collect();
     if ids.is_empty() {
         return Ok(0);
     }
